@@ -1,0 +1,190 @@
+"""Engine children: one StatefulSet per GPU group and the headless Service over all groups."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from scaleserve.operator.builders.naming import (
+    ANNOTATION_NODE,
+    ENGINE_GRPC_PORT,
+    ENGINE_METRICS_PORT,
+    HOSTNAME_LABEL,
+    LABEL_GROUP,
+    Manifest,
+    Owner,
+    base_labels,
+    engine_selector,
+    engine_service_name,
+    group_labels,
+    group_statefulset_name,
+    metadata,
+)
+from scaleserve.operator.layout import Group
+from scaleserve.operator.spec import EndpointSpec
+
+PRESTOP_SLEEP_S = 5  # let EndpointSlice removal reach the gateways before SIGTERM starts the drain
+
+
+def engine_args(spec: EndpointSpec, tensor_parallel: int) -> list[str]:
+    """Flags of `scaleserve engine` (docs/contracts.md) for one engine of `tensor_parallel` GPUs."""
+    eng = spec.engine
+    args = [
+        "--model", spec.model.engine_model,
+        "--served-name", spec.model.name,
+        "--host", "0.0.0.0",
+        "--port", str(ENGINE_GRPC_PORT),
+        "--metrics-port", str(ENGINE_METRICS_PORT),
+        "--tensor-parallel-size", str(tensor_parallel),
+        "--dtype", eng.dtype,
+        "--gpu-memory-utilization", str(eng.gpu_memory_utilization),
+        "--drain-timeout", str(eng.drain_timeout_seconds),
+    ]  # fmt: skip
+    if eng.quantization:
+        args += ["--quantization", eng.quantization]
+    if eng.max_model_len is not None:
+        args += ["--max-model-len", str(eng.max_model_len)]
+    if eng.max_num_seqs is not None:
+        args += ["--max-num-seqs", str(eng.max_num_seqs)]
+    if eng.prefix_caching:
+        args.append("--enable-prefix-caching")
+    if eng.expert_parallel:
+        args.append("--enable-expert-parallel")
+    extra = dict(eng.extra_args)
+    if not eng.prefix_caching:
+        extra.setdefault("enable_prefix_caching", False)
+    if extra:
+        args += ["--extra-engine-args", json.dumps(extra, sort_keys=True, separators=(",", ":"))]
+    return args
+
+
+def _resources(spec: EndpointSpec, tensor_parallel: int) -> dict[str, Any]:
+    gpu = {spec.gpu.resource_name: str(tensor_parallel)}
+    requests = {k: str(v) for k, v in spec.resources.requests.items()}
+    limits = {k: str(v) for k, v in spec.resources.limits.items()}
+    return {"requests": {**requests, **gpu}, "limits": {**limits, **gpu}}
+
+
+def _affinity(endpoint: str, group: Group, node: str | None) -> dict[str, Any]:
+    # Pod affinity to the group's own label keeps every pod of a group on one node; the pin to
+    # the node the operator chose (by free GPUs) makes the group land whole where it fits.
+    affinity: dict[str, Any] = {
+        "podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {
+                        "matchLabels": {**engine_selector(endpoint), LABEL_GROUP: group.name}
+                    },
+                    "topologyKey": HOSTNAME_LABEL,
+                }
+            ]
+        }
+    }
+    if node is not None:
+        affinity["nodeAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}
+                        ]
+                    }
+                ]
+            }
+        }
+    return affinity
+
+
+def _volumes(spec: EndpointSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.engine.shm_size}}
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    claim = spec.model.pvc_claim
+    if claim is not None:
+        volumes.append(
+            {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        mounts.append({"name": "models", "mountPath": "/models", "readOnly": True})
+    return volumes, mounts
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "metrics"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def engine_statefulset(
+    spec: EndpointSpec, owner: Owner, group: Group, node: str | None
+) -> Manifest:
+    tp = group.tensor_parallel
+    labels = group_labels(owner.name, group)
+    volumes, mounts = _volumes(spec)
+    container: dict[str, Any] = {
+        "name": "engine",
+        "image": spec.engine.image,
+        "command": ["scaleserve", "engine"],
+        "args": engine_args(spec, tp),
+        "env": [{"name": "HF_HOME", "value": "/tmp/hf"}],
+        "ports": [
+            {"name": "grpc", "containerPort": ENGINE_GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": ENGINE_METRICS_PORT, "protocol": "TCP"},
+        ],
+        "resources": _resources(spec, tp),
+        # model loading can take many minutes: the startup probe holds liveness off until then
+        "startupProbe": _probe("/healthz", 10, 180),
+        "readinessProbe": _probe("/readyz", 5, 2),
+        "livenessProbe": _probe("/healthz", 10, 6),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "affinity": _affinity(owner.name, group, node),
+        "containers": [container],
+        "terminationGracePeriodSeconds": spec.engine.drain_timeout_seconds + PRESTOP_SLEEP_S + 10,
+        "volumes": volumes,
+        "enableServiceLinks": False,
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    meta = metadata(owner, group_statefulset_name(owner.name, group), labels)
+    if node is not None:
+        meta["annotations"] = {ANNOTATION_NODE: node}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta,
+        "spec": {
+            "serviceName": engine_service_name(owner.name),
+            "replicas": group.replicas,
+            # all pods of a group start together: a group is placed as a whole
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": {**engine_selector(owner.name), LABEL_GROUP: group.name}},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+
+
+def engine_service(owner: Owner) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(
+            owner,
+            engine_service_name(owner.name),
+            {**base_labels(owner.name), "app.kubernetes.io/component": "engine"},
+        ),
+        "spec": {
+            "clusterIP": "None",
+            "selector": engine_selector(owner.name),
+            "ports": [{"name": "grpc", "port": ENGINE_GRPC_PORT, "targetPort": "grpc"}],
+            "publishNotReadyAddresses": False,
+        },
+    }

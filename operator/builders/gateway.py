@@ -1,0 +1,140 @@
+"""Gateway children: Deployment, Service, and the ServiceAccount, Role and RoleBinding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scaleserve.operator.builders.naming import (
+    GATEWAY_PORT,
+    LABEL_COMPONENT,
+    Manifest,
+    Owner,
+    base_labels,
+    engine_service_name,
+    gateway_name,
+    gateway_selector,
+    metadata,
+)
+from scaleserve.operator.spec import EndpointSpec
+
+API_KEY_DIR = "/etc/scaleserve/api-key"
+
+
+def _labels(owner: Owner) -> dict[str, str]:
+    return {**base_labels(owner.name), LABEL_COMPONENT: "gateway"}
+
+
+def gateway_args(spec: EndpointSpec, owner: Owner) -> list[str]:
+    """Flags of `scaleserve gateway` (docs/contracts.md)."""
+    args = [
+        "--host", "0.0.0.0",
+        "--port", str(GATEWAY_PORT),
+        "--discovery", "kubernetes",
+        "--namespace", owner.namespace,
+        "--service", engine_service_name(owner.name),
+        "--routing", spec.gateway.routing,
+    ]  # fmt: skip
+    if spec.autoscaling is not None:
+        args += ["--stats-window", str(spec.autoscaling.window_seconds)]
+    secret = spec.gateway.api_key_secret
+    if secret is not None:
+        args += ["--api-key-file", f"{API_KEY_DIR}/{secret.key}"]
+    return args
+
+
+def _probe(path: str) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
+
+
+def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
+    labels = _labels(owner)
+    gw = spec.gateway
+    container: dict[str, Any] = {
+        "name": "gateway",
+        "image": gw.image,
+        "command": ["scaleserve", "gateway"],
+        "args": gateway_args(spec, owner),
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "readinessProbe": _probe("/readyz"),
+        "livenessProbe": _probe("/healthz"),
+        "resources": {
+            "requests": {k: str(v) for k, v in gw.resources.requests.items()},
+            "limits": {k: str(v) for k, v in gw.resources.limits.items()},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": gateway_name(owner.name),
+        "containers": [container],
+        "enableServiceLinks": False,
+    }
+    if gw.api_key_secret is not None:
+        container["volumeMounts"] = [
+            {"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True}
+        ]
+        pod_spec["volumes"] = [
+            {
+                "name": "api-key",
+                "secret": {
+                    "secretName": gw.api_key_secret.name,
+                    "items": [{"key": gw.api_key_secret.key, "path": gw.api_key_secret.key}],
+                },
+            }
+        ]
+    if spec.tolerations:
+        # gateways are CPU pods; they tolerate what engines tolerate so small clusters work too
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, gateway_name(owner.name), labels),
+        "spec": {
+            "replicas": gw.replicas,
+            "selector": {"matchLabels": gateway_selector(owner.name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+
+
+def gateway_service(owner: Owner) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, gateway_name(owner.name), _labels(owner)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": gateway_selector(owner.name),
+            "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def gateway_rbac(owner: Owner) -> list[Manifest]:
+    name = gateway_name(owner.name)
+    labels = _labels(owner)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata(owner, name, labels),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata(owner, name, labels),
+            "rules": [
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata(owner, name, labels),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+        },
+    ]

@@ -1,0 +1,74 @@
+"""`scaleserve operator`: run the LLMEndpoint operator (kopf under the hood)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from scaleserve.operator.settings import OperatorSettings
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the LLMEndpoint operator",
+        description="Reconcile LLMEndpoints into engines and gateways and reshape their layout. "
+        "Every flag can also be set as SCALESERVE_OPERATOR_<FLAG> (dashes as underscores).",
+    )
+    parser.add_argument(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        help="namespace to watch (repeatable; default: the whole cluster)",
+    )
+    parser.add_argument(
+        "--reconcile-interval",
+        dest="reconcile_interval_s",
+        type=float,
+        help="seconds, per endpoint",
+    )
+    parser.add_argument(
+        "--stats-url",
+        help="gateway /stats URL template with {pod_ip}, {pod_name}, {namespace}, {endpoint}",
+    )
+    parser.add_argument("--stats-timeout", dest="stats_timeout_s", type=float)
+    parser.add_argument(
+        "--pending-grace",
+        dest="pending_grace_s",
+        type=float,
+        help="seconds engine pods may stay Pending before the endpoint is Degraded",
+    )
+    parser.add_argument("--field-manager")
+    parser.add_argument("--liveness-port", type=int, help="serve kopf's /healthz on this port")
+    parser.add_argument("--verbose", action="store_true")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import logging
+
+    from scaleserve.operator.errors import SettingsError
+    from scaleserve.operator.handlers import run
+
+    try:
+        settings = OperatorSettings.from_env(
+            namespaces=args.namespaces,
+            reconcile_interval_s=args.reconcile_interval_s,
+            stats_url=args.stats_url,
+            stats_timeout_s=args.stats_timeout_s,
+            pending_grace_s=args.pending_grace_s,
+            field_manager=args.field_manager,
+            liveness_port=args.liveness_port,
+        )
+    except SettingsError as exc:
+        print(f"scaleserve operator: {exc}")
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings))
+    return 0

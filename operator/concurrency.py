@@ -1,0 +1,90 @@
+"""The concurrency signal: each gateway pod's /stats (docs/contracts.md), windowed per endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from scaleserve.operator.errors import StatsUnavailableError
+from scaleserve.operator.layout import Window
+
+
+def stats_urls(
+    template: str, namespace: str, endpoint: str, pods: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """One URL per running gateway pod (skipping pods without an IP if the template needs one)."""
+    urls = []
+    for pod in pods:
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        if pod.get("status", {}).get("phase") != "Running":
+            continue
+        ip = pod.get("status", {}).get("podIP") or ""
+        if not ip and "{pod_ip}" in template:
+            continue
+        urls.append(
+            template.format(
+                pod_ip=ip, pod_name=pod["metadata"]["name"], namespace=namespace, endpoint=endpoint
+            )
+        )
+    return urls
+
+
+async def _read_one(session: aiohttp.ClientSession, url: str) -> float:
+    async with session.get(url) as resp:
+        resp.raise_for_status()
+        data = await resp.json(content_type=None)
+    value = float(data.get("in_flight_avg", data.get("in_flight", 0.0)))
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{url}: in_flight_avg {value!r}")
+    return value
+
+
+async def read_concurrency(session: aiohttp.ClientSession, urls: Sequence[str]) -> float:
+    """Sum of the gateways' time-averaged in-flight requests; gateways that fail are skipped."""
+    if not urls:
+        raise StatsUnavailableError("no running gateway pod")
+    results = await asyncio.gather(*(_read_one(session, u) for u in urls), return_exceptions=True)
+    values = [r for r in results if isinstance(r, float)]
+    if not values:
+        raise StatsUnavailableError(f"no gateway answered /stats: {results[0]!r}")
+    # a gateway that did not answer is assumed to carry the average load of those that did
+    return sum(values) * len(urls) / len(values)
+
+
+class Windows:
+    """Per-endpoint concurrency samples; kept in memory (after a restart the window refills)."""
+
+    def __init__(self) -> None:
+        self._samples: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        self._since: dict[tuple[str, str], float] = {}
+
+    def add(self, key: tuple[str, str], now: float, value: float, window_s: float) -> None:
+        samples = self._samples.setdefault(key, deque())
+        self._since.setdefault(key, now)
+        samples.append((now, value))
+        self._trim(samples, now, window_s)
+
+    def get(self, key: tuple[str, str], now: float, window_s: float) -> Window:
+        samples = self._samples.get(key)
+        if not samples:
+            return Window(None, 0.0, 0)
+        self._trim(samples, now, window_s)
+        if not samples:
+            return Window(None, 0.0, 0)
+        mean = sum(v for _, v in samples) / len(samples)
+        return Window(mean, now - self._since[key], len(samples))
+
+    def reset(self, key: tuple[str, str]) -> None:
+        self._samples.pop(key, None)
+        self._since.pop(key, None)
+
+    @staticmethod
+    def _trim(samples: deque[tuple[float, float]], now: float, window_s: float) -> None:
+        while samples and samples[0][0] < now - window_s:
+            samples.popleft()

@@ -1,0 +1,134 @@
+"""kopf wiring: the handlers only fetch the object, call reconcile, and map errors at the edge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import kopf
+
+from scaleserve.operator.concurrency import Windows
+from scaleserve.operator.errors import ClusterError, InvalidSpecError
+from scaleserve.operator.kube import Kube
+from scaleserve.operator.reconcile import Emit, Runtime, reconcile
+from scaleserve.operator.settings import OperatorSettings
+
+GROUP, VERSION, PLURAL = "scaleserve.io", "v1alpha1", "llmendpoints"
+RETRY_DELAY_S = 5.0
+
+
+def _emitter(body: kopf.Body, logger: logging.Logger | logging.LoggerAdapter[Any]) -> Emit:
+    def emit(kind: str, reason: str, message: str) -> None:
+        logger.info("%s: %s", reason, message)
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+    return emit
+
+
+async def _reconcile(
+    runtime: Runtime, body: kopf.Body, logger: Any, *, full_apply: bool, retry: bool
+) -> None:
+    try:
+        await reconcile(runtime, body, _emitter(body, logger), full_apply=full_apply)
+    except InvalidSpecError as exc:
+        if retry:
+            raise kopf.PermanentError(str(exc)) from exc
+        logger.warning("invalid spec: %s", exc)
+    except ClusterError as exc:
+        if retry:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from exc
+        logger.warning("reconcile failed, retrying on the next tick: %s", exc)
+
+
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """A registry holding the operator's handlers, configured by `settings` (no globals)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        _configure(settings)
+        kube = await Kube.connect(operator_settings.field_manager)
+        timeout = aiohttp.ClientTimeout(total=operator_settings.stats_timeout_s)
+        memo["runtime"] = Runtime(
+            operator_settings, kube, aiohttp.ClientSession(timeout=timeout), Windows()
+        )
+
+    operator_settings = settings
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime | None = memo.get("runtime")
+        if runtime is not None:
+            await runtime.http.close()
+            await runtime.kube.close()
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    async def apply(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        await _reconcile(memo["runtime"], body, logger, full_apply=True, retry=True)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=settings.reconcile_interval_s,
+        sharp=False,
+        registry=registry,
+    )
+    async def tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        await _reconcile(memo["runtime"], body, logger, full_apply=False, retry=False)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
+    async def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        # children go with the owner (ownerReferences); only in-memory state is dropped here
+        runtime: Runtime | None = memo.get("runtime")
+        if runtime is not None:
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            runtime.windows.reset(key)
+            runtime.locks.pop(key, None)
+
+    return registry
+
+
+def _configure(settings: kopf.OperatorSettings) -> None:
+    # The CRD's status schema is structural: kopf keeps its bookkeeping in annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="scaleserve.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="scaleserve.io", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "scaleserve.io/finalizer"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+
+
+async def run(
+    settings: OperatorSettings,
+    *,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+) -> None:
+    """Run the operator until `stop_flag` is set (or forever)."""
+    liveness = (
+        f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    )
+    await kopf.operator(
+        registry=build_registry(settings),
+        standalone=True,
+        namespaces=list(settings.namespaces),
+        clusterwide=not settings.namespaces,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(),
+    )
+
+
+def describe_body(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata", {})
+    return f"{meta.get('namespace')}/{meta.get('name')}"

@@ -1,0 +1,164 @@
+"""A small async Kubernetes REST client: server-side apply, get, list, delete, status patch.
+
+Built on kubernetes_asyncio's ApiClient (auth, TLS, kubeconfig) with the paths of the few kinds
+the operator manages spelled out, so no discovery round-trips are needed.
+"""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from scaleserve.operator.errors import ClusterError
+
+# kind -> (API path prefix, plural)
+KINDS: dict[str, tuple[str, str]] = {
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "Service": ("/api/v1", "services"),
+    "Pod": ("/api/v1", "pods"),
+    "Node": ("/api/v1", "nodes"),
+    "Event": ("/api/v1", "events"),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "LLMEndpoint": ("/apis/scaleserve.io/v1alpha1", "llmendpoints"),
+}
+CLUSTER_SCOPED = {"Node"}
+
+
+def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    prefix, plural = KINDS[kind]
+    parts = [prefix]
+    if namespace is not None and kind not in CLUSTER_SCOPED:
+        parts.append(f"namespaces/{namespace}")
+    parts.append(plural)
+    if name is not None:
+        parts.append(name)
+    return "/".join(parts)
+
+
+class Kube:
+    """One ApiClient for the operator's lifetime; use `async with Kube.connect() as kube`."""
+
+    def __init__(self, api: client.ApiClient, field_manager: str) -> None:
+        self._api = api
+        self.field_manager = field_manager
+
+    @classmethod
+    async def connect(cls, field_manager: str) -> Kube:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config()
+        return cls(client.ApiClient(), field_manager)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> Kube:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        try:
+            resp = await self._api.call_api(
+                url,
+                method,
+                {},
+                query or [],
+                {"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=30,
+            )
+            data = await resp.read()
+        except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ClusterError(f"{method} {url}: {exc}") from None
+        if not 200 <= resp.status <= 299:
+            raise ClusterError(f"{method} {url}: {resp.status} {_reason(data)}", status=resp.status)
+        return dict(json.loads(data)) if data else {}
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply with the operator's field manager (conflicts forced)."""
+        meta = manifest["metadata"]
+        url = path(manifest["kind"], meta.get("namespace"), meta["name"])
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        return await self.request(
+            "PATCH",
+            url,
+            body=manifest,
+            query=query,
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", path(kind, namespace, name))
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        fields: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query: list[tuple[str, str]] = []
+        if labels:
+            query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items())))
+        if fields:
+            query.append(("fieldSelector", fields))
+        data = await self.request("GET", path(kind, namespace), query=query)
+        return list(data.get("items") or [])
+
+    async def delete(self, kind: str, namespace: str | None, name: str) -> bool:
+        """Delete with foreground propagation off (background GC); False if already gone."""
+        body = {"propagationPolicy": "Background"}
+        try:
+            await self.request("DELETE", path(kind, namespace, name), body=body)
+        except ClusterError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self.request(
+            "PATCH",
+            path("LLMEndpoint", namespace, name) + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+
+def _reason(data: bytes) -> str:
+    try:
+        return str(json.loads(data).get("message") or data[:200].decode(errors="replace"))
+    except (TypeError, ValueError, AttributeError):
+        return data[:200].decode(errors="replace")

@@ -1,0 +1,141 @@
+"""Plan a transition between sets of GPU groups: make-before-break, one group at a time.
+
+`plan_transition(current, target, free_gpus, gpu_limit=...)` returns the ordered steps that turn
+the current groups into the target shapes. Each new group is created (and, when executed, must
+become ready) before an old group is deleted, as long as there is room for it within both the
+GPUs free in the cluster and the endpoint's limit (budget + surge). Without room the plan
+deletes an old group first; when that takes the last serving group away the plan is marked
+`disruptive` and its summary says so.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from scaleserve.operator.layout import Group, GroupShape, describe, group_name
+
+Action = Literal["create", "delete"]
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    group: Group
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.group.name}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+    disruptive: bool
+    summary: str
+
+    @property
+    def done(self) -> bool:
+        return not self.steps
+
+
+def _split(
+    current: Sequence[Group], target: Sequence[GroupShape]
+) -> tuple[list[Group], list[GroupShape]]:
+    """Old groups to remove and shapes to add; groups already matching a target shape stay."""
+    wanted = Counter(target)
+    to_remove: list[Group] = []
+    for group in sorted(current, key=lambda g: (g.index is None, g.index or 0, g.name)):
+        if wanted[group.shape] > 0:
+            wanted[group.shape] -= 1
+        else:
+            to_remove.append(group)
+    to_add = sorted(wanted.elements(), key=lambda s: (-s.size, -s.tensor_parallel))
+    return to_remove, to_add
+
+
+def _pick_removal(to_remove: list[Group], size: int | None) -> Group:
+    """The old group to remove next: one of `size` GPUs if any (frees the same room on a node)."""
+    if size is not None:
+        for group in to_remove:
+            if group.size == size:
+                return group
+    return max(to_remove, key=lambda g: g.size)
+
+
+class _Names:
+    def __init__(self, taken: Sequence[Group]) -> None:
+        self._used = {g.index for g in taken if g.index is not None}
+        self._names = {g.name for g in taken}
+
+    def new(self, tensor_parallel: int) -> str:
+        index = 0
+        while index in self._used or group_name(index, tensor_parallel) in self._names:
+            index += 1
+        self._used.add(index)
+        name = group_name(index, tensor_parallel)
+        self._names.add(name)
+        return name
+
+
+def plan_transition(
+    current: Sequence[Group],
+    target: Sequence[GroupShape],
+    free_gpus: int,
+    *,
+    gpu_limit: int | None = None,
+) -> Plan:
+    """Steps from `current` groups to the `target` shapes.
+
+    free_gpus: GPUs the cluster can give this endpoint on top of what it holds now.
+    gpu_limit: most GPUs the endpoint may hold at any moment (budget + surge); default, the
+    larger of what it holds now and what the target needs.
+    """
+    held = sum(g.size for g in current)
+    limit = gpu_limit if gpu_limit is not None else max(held, sum(s.size for s in target))
+    to_remove, to_add = _split(current, target)
+    names = _Names(current)
+    steps: list[Step] = []
+    used, free = held, free_gpus
+    serving = len(current)
+    disruptive = False
+    while to_add or to_remove:
+        if to_add and (to_add[0].size <= min(free, limit - used) or not to_remove):
+            shape = to_add.pop(0)
+            steps.append(Step("create", Group(names.new(shape.tensor_parallel), *_sized(shape))))
+            used += shape.size
+            free -= shape.size
+            serving += 1
+            if not to_remove:
+                continue
+            old = _pick_removal(to_remove, shape.size)
+        else:
+            old = _pick_removal(to_remove, to_add[0].size if to_add else None)
+            if serving == 1 and current:
+                disruptive = True
+        to_remove.remove(old)
+        steps.append(Step("delete", old))
+        used -= old.size
+        free += old.size
+        serving -= 1
+    return Plan(tuple(steps), disruptive, _summary(current, target, steps, disruptive))
+
+
+def _sized(shape: GroupShape) -> tuple[int, int]:
+    return shape.size, shape.tensor_parallel
+
+
+def _summary(
+    current: Sequence[Group], target: Sequence[GroupShape], steps: Sequence[Step], disruptive: bool
+) -> str:
+    if not steps:
+        return f"at {describe(target)}"
+    order = ", ".join(str(s) for s in steps)
+    text = f"{describe(current)} -> {describe(target)}: {order}"
+    if disruptive:
+        text += (
+            "; no spare GPUs for make-before-break: the only serving group is removed first "
+            "and serving stops until its replacement is ready"
+        )
+    return text

@@ -1,0 +1,355 @@
+"""Reconcile one LLMEndpoint: observe, decide the layout, plan, execute one safe step, report.
+
+Everything the operator needs to resume lives in the cluster: the engine StatefulSets (groups,
+their TP degree, size and node) and the CR's status (target layout and when it was chosen), so
+a restarted operator picks a half-done reshape up where it stopped. Steps are executed only
+when safe: a new group is created and must be ready before an old one is deleted; with a
+transition that deletes, only one new group is in flight at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from scaleserve.operator import cluster, status
+from scaleserve.operator.builders import (
+    LABEL_GROUP,
+    Observed,
+    Owner,
+    PlacedGroup,
+    desired,
+    gateway_name,
+    gateway_url,
+    group_statefulset_name,
+)
+from scaleserve.operator.concurrency import Windows, read_concurrency, stats_urls
+from scaleserve.operator.errors import InvalidSpecError, StatsUnavailableError
+from scaleserve.operator.kube import Kube
+from scaleserve.operator.layout import Current, Layout, choose_layout, describe, group_shapes
+from scaleserve.operator.placement import NodeGPUs, choose_node, placeable, pod_gpus, take
+from scaleserve.operator.planner import Plan, plan_transition
+from scaleserve.operator.settings import OperatorSettings
+from scaleserve.operator.spec import EndpointSpec, SpecError, parse_spec
+
+Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
+
+
+@dataclass
+class Runtime:
+    """What handlers share: settings, API and HTTP clients, concurrency windows, locks."""
+
+    settings: OperatorSettings
+    kube: Kube
+    http: aiohttp.ClientSession
+    windows: Windows = field(default_factory=Windows)
+    clock: Callable[[], float] = time.monotonic
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        return self.locks.setdefault(key, asyncio.Lock())
+
+
+@dataclass
+class Target:
+    layout: Layout
+    since: str | None
+    concurrency: float | None
+    note: str = ""
+
+
+def _seconds_since(stamp: str | None, now: datetime) -> float | None:
+    if not stamp:
+        return None
+    return (now - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
+
+
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _inferred(groups: list[cluster.EngineGroup]) -> Layout | None:
+    degrees = {g.group.tensor_parallel for g in groups}
+    if len(degrees) != 1:
+        return None
+    return Layout(sum(g.group.replicas for g in groups), degrees.pop())
+
+
+async def _sample(rt: Runtime, ns: str, name: str) -> float | None:
+    pods = await cluster.endpoint_pods(rt.kube, ns, name, "gateway")
+    urls = stats_urls(rt.settings.stats_url, ns, name, pods)
+    try:
+        return await read_concurrency(rt.http, urls)
+    except StatsUnavailableError:
+        return None
+
+
+async def _target(
+    rt: Runtime,
+    spec: EndpointSpec,
+    meta: Mapping[str, Any],
+    old: Mapping[str, Any],
+    live: list[cluster.EngineGroup],
+    hold: bool,
+    emit: Emit,
+    now: datetime,
+) -> Target:
+    if spec.layout is not None:
+        return Target(Layout(spec.layout.replicas, spec.layout.tensor_parallel), None, None)
+    policy = spec.autoscaling
+    assert policy is not None
+    key = (meta["namespace"], meta["name"])
+    value = await _sample(rt, *key)
+    mono = rt.clock()
+    if value is not None:
+        rt.windows.add(key, mono, value, policy.window_seconds)
+    window = rt.windows.get(key, mono, policy.window_seconds)
+    seen = round(window.mean, 2) if window.mean is not None else old.get("observedConcurrency")
+    previous = Layout.parse(old.get("targetLayout") or "") or _inferred(live)
+    since = old.get("lastReshapeTime")
+    if hold and previous is not None:
+        return Target(previous, since, seen, "holding the layout while degraded")
+    decision = choose_layout(policy, window, Current(previous, _seconds_since(since, now)))
+    if decision.changed:
+        if previous is not None:
+            emit("Normal", "ReshapeStarted", f"{previous} -> {decision.layout}: {decision.reason}")
+        return Target(decision.layout, _stamp(now), seen, decision.reason)
+    return Target(decision.layout, since, seen, decision.reason)
+
+
+def _held_gpus(live: list[cluster.EngineGroup], pods: list[dict[str, Any]], resource: str) -> int:
+    """GPUs the endpoint holds: its groups, plus pods of deleted groups still terminating."""
+    names = {g.group.name for g in live}
+    orphans = sum(
+        pod_gpus(p, resource)
+        for p in pods
+        if (p["metadata"].get("labels") or {}).get(LABEL_GROUP) not in names
+        and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+    )
+    return sum(g.group.size for g in live) + orphans
+
+
+async def _execute(
+    rt: Runtime,
+    spec: EndpointSpec,
+    owner: Owner,
+    live: list[cluster.EngineGroup],
+    plan: Plan,
+    nodes: list[NodeGPUs],
+    limit: int,
+    emit: Emit,
+) -> str:
+    """Run the plan's steps that are safe now; returns what is being waited for."""
+    not_ready = {g.group.name for g in live if not g.is_ready}
+    deletes = any(s.action == "delete" for s in plan.steps)
+    ready_names = sorted({g.group.name for g in live} - not_ready)
+    live = list(live)
+    for step in plan.steps:
+        name = step.group.name
+        if step.action == "delete":
+            if not_ready - {name}:
+                return f"waiting for {', '.join(sorted(not_ready - {name}))} to become ready"
+            sts = group_statefulset_name(owner.name, step.group)
+            await rt.kube.delete("StatefulSet", owner.namespace, sts)
+            why = f"{', '.join(ready_names)} serving" if ready_names else "no spare GPUs"
+            emit("Normal", "GroupDeleted", f"deleted engine group {name} ({why})")
+            not_ready.discard(name)
+            live = [g for g in live if g.group.name != name]
+            continue
+        if not_ready and deletes:
+            return f"waiting for {', '.join(sorted(not_ready))} to become ready"
+        pods = await cluster.endpoint_pods(rt.kube, owner.namespace, owner.name, "engine")
+        held = _held_gpus(live, pods, spec.gpu.resource_name)
+        if deletes and held + step.group.size > limit:
+            return f"waiting for deleted engine pods to release GPUs before creating {name}"
+        node = choose_node(step.group.size, nodes)
+        if node is None:
+            emit(
+                "Warning",
+                "NoGPUs",
+                f"no node has {step.group.size} free GPUs for group {name}; it stays Pending",
+            )
+        else:
+            nodes = take(nodes, node, step.group.size)
+        placed = PlacedGroup(step.group, node)
+        manifest = desired(spec, Observed(owner, (placed,)))
+        await rt.kube.apply(next(m for m in manifest if m["kind"] == "StatefulSet"))
+        where = f"on node {node}" if node else "unpinned"
+        emit(
+            "Normal",
+            "GroupCreated",
+            f"created engine group {name}: {step.group.replicas}x TP{step.group.tensor_parallel} "
+            f"{where}",
+        )
+        not_ready.add(name)
+        if deletes:
+            return f"waiting for {name} to become ready"
+    return ""
+
+
+async def reconcile(
+    rt: Runtime, body: Mapping[str, Any], emit: Emit, *, full_apply: bool
+) -> dict[str, Any]:
+    """One pass over an endpoint; returns the status it wrote (or would have)."""
+    meta, old = body["metadata"], dict(body.get("status") or {})
+    ns, name = meta["namespace"], meta["name"]
+    async with rt.lock((ns, name)):
+        return await _reconcile(rt, body, meta, old, emit, full_apply=full_apply)
+
+
+async def _reconcile(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    old: dict[str, Any],
+    emit: Emit,
+    *,
+    full_apply: bool,
+) -> dict[str, Any]:
+    ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    now = cluster.utcnow()
+    owner = Owner(name, ns, meta["uid"])
+    try:
+        spec = parse_spec(body.get("spec"))
+    except SpecError as exc:
+        await _write_status(rt, ns, name, old, _invalid_status(old, str(exc), now, generation))
+        raise InvalidSpecError(str(exc)) from None
+    groups = await cluster.engine_groups(rt.kube, ns, name)
+    live = [g for g in groups if not g.terminating]
+    if full_apply or generation != old.get("observedGeneration"):
+        placed = [PlacedGroup(g.group, g.node) for g in live]
+        for manifest in desired(spec, Observed(owner, placed)):
+            await rt.kube.apply(manifest)
+
+    pending: list[cluster.PendingPod] = []
+    if any(not g.is_ready for g in live):
+        pods = await cluster.endpoint_pods(rt.kube, ns, name, "engine")
+        pending = cluster.pending_pods(pods, now)
+    stuck = [p for p in pending if p.seconds >= rt.settings.pending_grace_s]
+
+    target = await _target(rt, spec, meta, old, live, bool(stuck), emit, now)
+    shapes = group_shapes(target.layout, spec.gpu.per_node)
+    held = sum(g.group.size for g in live)
+    if spec.autoscaling is not None:
+        limit = spec.autoscaling.gpu_budget + spec.autoscaling.surge_gpus
+    else:
+        limit = max(held, sum(s.size for s in shapes)) + max(s.size for s in shapes)
+    current = [g.group for g in live]
+    plan = plan_transition(current, shapes, 1 << 30, gpu_limit=limit)
+    waiting = ""
+    if not plan.done:
+        nodes = await cluster.node_free_gpus(rt.kube, spec)
+        free = placeable(max(s.size for s in shapes), nodes)
+        plan = plan_transition(current, shapes, free, gpu_limit=limit)
+        if plan.disruptive and old.get("message") != plan.summary:
+            emit("Warning", "NoSpareGPUs", plan.summary)
+        waiting = await _execute(rt, spec, owner, live, plan, nodes, limit, emit)
+
+    groups = await cluster.engine_groups(rt.kube, ns, name) if not plan.done else groups
+    live = [g for g in groups if not g.terminating]
+    ready_replicas = sum(min(g.ready, g.replicas) for g in live)
+    gateways = await cluster.gateway_ready(rt.kube, ns, gateway_name(name))
+    serving = ready_replicas > 0 and gateways > 0
+    all_ready = bool(live) and all(g.is_ready for g in live)
+    reshaping = not plan.done
+    degraded = bool(stuck)
+    if reshaping:
+        message = plan.summary + (f"; {waiting}" if waiting else "")
+    elif not all_ready:
+        message = f"at {target.layout}; waiting for engine groups to become ready"
+    else:
+        message = f"serving at {target.layout}"
+    if target.note and spec.autoscaling is not None:
+        message += f" ({target.note})"
+    if degraded:
+        worst = max(stuck, key=lambda p: p.seconds)
+        message = (
+            f"{len(stuck)} engine pod(s) Pending for more than {rt.settings.pending_grace_s:.0f}s "
+            f"(e.g. {worst.name}: {worst.message}); {message}"
+        )
+    was_reshaping = any(
+        c.get("type") == "Reshaping" and c.get("status") == "True"
+        for c in old.get("conditions") or []
+    )
+    if was_reshaping and not reshaping and all_ready:
+        emit("Normal", "ReshapeCompleted", f"now serving at {target.layout}")
+    was_degraded = old.get("phase") == "Degraded"
+    if degraded and not was_degraded:
+        emit("Warning", "Degraded", message)
+    new: dict[str, Any] = {
+        "phase": status.phase(
+            groups=len(live),
+            ready=serving and all_ready,
+            reshaping=reshaping,
+            degraded=degraded,
+            initial=old.get("phase") in (None, "Pending", "Deploying"),
+        ),
+        "currentLayout": describe(g.group for g in live),
+        "targetLayout": str(target.layout),
+        "readyReplicas": ready_replicas,
+        "replicas": sum(g.replicas for g in live),
+        "gpus": sum(g.group.size for g in live),
+        "url": gateway_url(owner),
+        "message": message,
+        "observedGeneration": generation,
+    }
+    if target.concurrency is not None:
+        new["observedConcurrency"] = target.concurrency
+    if target.since is not None:
+        new["lastReshapeTime"] = target.since
+    new["conditions"] = status.conditions(
+        old.get("conditions") or [],
+        [
+            status.Condition(
+                "Ready",
+                serving,
+                "Serving" if serving else "NotServing",
+                f"{ready_replicas} engine replica(s) and {gateways} gateway(s) ready",
+            ),
+            status.Condition(
+                "Reshaping",
+                reshaping,
+                "Transition" if reshaping else "AtTarget",
+                plan.summary if reshaping else f"at {target.layout}",
+            ),
+            status.Condition(
+                "Degraded",
+                degraded,
+                "PodsPending" if degraded else "AsExpected",
+                message if degraded else "no engine pods stuck Pending",
+            ),
+        ],
+        _stamp(now),
+        generation,
+    )
+    await _write_status(rt, ns, name, old, new)
+    return new
+
+
+def _invalid_status(
+    old: Mapping[str, Any], message: str, now: datetime, generation: int | None
+) -> dict[str, Any]:
+    return {
+        "phase": "Degraded",
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": status.conditions(
+            old.get("conditions") or [],
+            [status.Condition("Degraded", True, "InvalidSpecError", message)],
+            _stamp(now),
+            generation,
+        ),
+    }
+
+
+async def _write_status(
+    rt: Runtime, ns: str, name: str, old: Mapping[str, Any], new: dict[str, Any]
+) -> None:
+    if status.changed(old, new):
+        await rt.kube.patch_status(ns, name, new)

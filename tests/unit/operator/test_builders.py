@@ -1,0 +1,195 @@
+"""Manifest builders: golden manifests plus the properties other components rely on.
+
+Regenerate the golden files after an intended change with
+`SCALESERVE_UPDATE_GOLDEN=1 pytest tests/unit/operator/test_builders.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scaleserve.operator.builders import Observed, Owner, PlacedGroup, desired
+from scaleserve.operator.layout import Group
+from scaleserve.operator.spec import parse_spec
+
+pytestmark = pytest.mark.unit
+
+GOLDEN = Path(__file__).parent / "golden"
+OWNER = Owner("chat", "serving", "0b7c2a51-0000-4000-8000-000000000001")
+
+CASES: dict[str, tuple[dict[str, Any], list[PlacedGroup]]] = {
+    "static-1x8": (
+        {
+            "model": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+            "layout": {"replicas": 1, "tensorParallel": 8},
+        },
+        [PlacedGroup(Group("g0-tp8", 8, 8), "gpu-node-1")],
+    ),
+    "autoscaling-mixed": (
+        {
+            "model": {"uri": "pvc://weights/llama-70b", "servedName": "llama-70b"},
+            "engine": {
+                "quantization": "fp8",
+                "maxModelLen": 8192,
+                "maxNumSeqs": 256,
+                "prefixCaching": False,
+                "expertParallel": True,
+                "extraArgs": {"swap_space": 4},
+            },
+            "gpu": {"resourceName": "nvidia.com/gpu", "perNode": 8},
+            "nodeSelector": {"gpu.nvidia.com/class": "H100"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "resources": {"requests": {"cpu": "8", "memory": "64Gi"}},
+            "autoscaling": {"gpuBudget": 16, "surgeGPUs": 8},
+            "gateway": {
+                "replicas": 2,
+                "routing": "prefix-affinity",
+                "apiKeySecret": {"name": "chat-keys"},
+                "resources": {"requests": {"cpu": "2"}},
+            },
+        },
+        [
+            PlacedGroup(Group("g0-tp8", 8, 8), "gpu-node-1"),
+            PlacedGroup(Group("g2-tp1", 8, 1), "gpu-node-3"),
+        ],
+    ),
+}
+
+
+def _render(name: str) -> list[dict[str, Any]]:
+    raw, placed = CASES[name]
+    return desired(parse_spec(raw), Observed(OWNER, placed))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_manifests_match_the_golden_files(name: str) -> None:
+    manifests = _render(name)
+    text = yaml.safe_dump_all(json.loads(json.dumps(manifests)), sort_keys=True)
+    path = GOLDEN / f"{name}.yaml"
+    if os.environ.get("SCALESERVE_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"missing {path}; run with SCALESERVE_UPDATE_GOLDEN=1"
+    assert text == path.read_text()
+
+
+def _by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def test_every_child_is_owned_by_the_endpoint_and_labelled() -> None:
+    for m in _render("autoscaling-mixed"):
+        meta = m["metadata"]
+        assert meta["namespace"] == "serving"
+        assert meta["ownerReferences"][0]["uid"] == OWNER.uid
+        assert meta["ownerReferences"][0]["controller"] is True
+        assert meta["labels"]["scaleserve.io/endpoint"] == "chat"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "chat"
+
+
+def test_one_statefulset_per_group_each_pod_requesting_tp_gpus() -> None:
+    sets = _by_kind(_render("autoscaling-mixed"), "StatefulSet")
+    assert [s["metadata"]["name"] for s in sets] == ["chat-g0-tp8", "chat-g2-tp1"]
+    for sts, (replicas, tp) in zip(sets, [(1, 8), (8, 1)], strict=True):
+        assert sts["spec"]["replicas"] == replicas
+        assert sts["spec"]["serviceName"] == "chat-engine"
+        pod = sts["spec"]["template"]
+        assert pod["metadata"]["labels"]["scaleserve.io/tensor-parallel"] == str(tp)
+        engine = pod["spec"]["containers"][0]
+        assert engine["resources"]["limits"]["nvidia.com/gpu"] == str(tp)
+        assert engine["resources"]["requests"]["nvidia.com/gpu"] == str(tp)
+        args = engine["args"]
+        assert args[args.index("--tensor-parallel-size") + 1] == str(tp)
+
+
+def test_engine_pods_probe_the_contract_paths_and_drain() -> None:
+    sts = _by_kind(_render("static-1x8"), "StatefulSet")[0]
+    pod = sts["spec"]["template"]["spec"]
+    engine = pod["containers"][0]
+    assert engine["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert engine["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in engine["ports"]
+    assert "preStop" in engine["lifecycle"]
+    assert pod["terminationGracePeriodSeconds"] > 30
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+
+
+def test_a_group_is_pinned_to_its_node_and_held_together() -> None:
+    sts = _by_kind(_render("static-1x8"), "StatefulSet")[0]
+    affinity = sts["spec"]["template"]["spec"]["affinity"]
+    term = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["gpu-node-1"]
+    pod_term = affinity["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    assert pod_term["labelSelector"]["matchLabels"]["scaleserve.io/group"] == "g0-tp8"
+    assert pod_term["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_engine_settings_reach_the_engine_flags() -> None:
+    sts = _by_kind(_render("autoscaling-mixed"), "StatefulSet")[0]
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--quantization") + 1] == "fp8"
+    assert args[args.index("--model") + 1] == "/models/llama-70b"
+    assert args[args.index("--served-name") + 1] == "llama-70b"
+    assert "--enable-expert-parallel" in args
+    assert "--enable-prefix-caching" not in args
+    extra = json.loads(args[args.index("--extra-engine-args") + 1])
+    assert extra == {"enable_prefix_caching": False, "swap_space": 4}
+
+
+def test_services_follow_the_contract() -> None:
+    manifests = _render("static-1x8")
+    services = {s["metadata"]["name"]: s for s in _by_kind(manifests, "Service")}
+    engine = services["chat-engine"]
+    assert engine["spec"]["clusterIP"] == "None"
+    assert engine["spec"]["ports"] == [{"name": "grpc", "port": 50051, "targetPort": "grpc"}]
+    gateway = services["chat-gateway"]
+    assert gateway["spec"]["ports"][0]["port"] == 8000
+
+
+def test_only_gateways_reach_engines() -> None:
+    policy = _by_kind(_render("static-1x8"), "NetworkPolicy")[0]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "engine"
+    sources = policy["spec"]["ingress"][0]["from"]
+    assert sources == [
+        {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/component": "gateway",
+                    "scaleserve.io/endpoint": "chat",
+                }
+            }
+        }
+    ]
+
+
+def test_gateway_watches_endpointslices_with_its_own_role() -> None:
+    manifests = _render("autoscaling-mixed")
+    role = _by_kind(manifests, "Role")[0]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    deployment = _by_kind(manifests, "Deployment")[0]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "chat-gateway"
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--service") + 1] == "chat-engine"
+    assert args[args.index("--routing") + 1] == "prefix-affinity"
+    assert args[args.index("--api-key-file") + 1] == "/etc/scaleserve/api-key/api-key"
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_apply_order_puts_workloads_last() -> None:
+    kinds = [m["kind"] for m in _render("static-1x8")]
+    assert kinds.index("ServiceAccount") < kinds.index("StatefulSet") < kinds.index("Deployment")

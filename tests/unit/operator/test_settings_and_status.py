@@ -1,0 +1,105 @@
+"""Operator settings from the environment, and status conditions."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaleserve.operator import status
+from scaleserve.operator.concurrency import Windows, stats_urls
+from scaleserve.operator.errors import SettingsError
+from scaleserve.operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.unit
+
+
+def test_settings_come_from_prefixed_env_then_flags() -> None:
+    env = {
+        "SCALESERVE_OPERATOR_NAMESPACES": "a, b",
+        "SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S": "2.5",
+        "SCALESERVE_OPERATOR_STATS_URL": "http://127.0.0.1:9/stats/{namespace}/{endpoint}",
+    }
+    settings = OperatorSettings.from_env(env, pending_grace_s=5.0)
+    assert settings.namespaces == ("a", "b")
+    assert settings.reconcile_interval_s == 2.5
+    assert settings.pending_grace_s == 5.0
+    assert OperatorSettings.from_env(env, namespaces=["x"]).namespaces == ("x",)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S": "soon"}, "RECONCILE_INTERVAL_S"),
+        ({"SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S": "0"}, "reconcile_interval_s"),
+        ({"SCALESERVE_OPERATOR_STATS_URL": "http://{host}/stats"}, "unknown fields: host"),
+        ({"SCALESERVE_OPERATOR_STATS_URL": "ftp://x/{pod_ip}"}, "http"),
+    ],
+)
+def test_invalid_settings_fail_at_start(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        OperatorSettings.from_env(env)
+
+
+def test_settings_are_frozen() -> None:
+    settings = OperatorSettings()
+    with pytest.raises(AttributeError):
+        settings.namespaces = ("x",)  # type: ignore[misc]
+
+
+def test_condition_transition_time_moves_only_on_flips() -> None:
+    first = status.conditions([], [status.Condition("Ready", False, "NotServing", "")], "t1", 1)
+    same = status.conditions(first, [status.Condition("Ready", False, "NotServing", "x")], "t2", 1)
+    flipped = status.conditions(same, [status.Condition("Ready", True, "Serving", "")], "t3", 2)
+    assert [c["lastTransitionTime"] for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
+    assert not status.changed({"conditions": first}, {"conditions": first})
+    assert status.changed({"conditions": first}, {"conditions": flipped})
+
+
+def test_phase_names_what_is_happening() -> None:
+    assert (
+        status.phase(groups=0, ready=False, reshaping=True, degraded=False, initial=True)
+        == "Pending"
+    )
+    assert (
+        status.phase(groups=1, ready=False, reshaping=False, degraded=False, initial=True)
+        == "Deploying"
+    )
+    assert (
+        status.phase(groups=2, ready=True, reshaping=True, degraded=False, initial=False)
+        == "Reshaping"
+    )
+    assert (
+        status.phase(groups=1, ready=True, reshaping=False, degraded=True, initial=False)
+        == "Degraded"
+    )
+    assert (
+        status.phase(groups=1, ready=True, reshaping=False, degraded=False, initial=False)
+        == "Ready"
+    )
+
+
+def test_the_window_averages_recent_samples_and_tracks_its_span() -> None:
+    windows = Windows()
+    key = ("ns", "chat")
+    for t, v in [(0, 10), (1, 20), (2, 30), (12, 40)]:
+        windows.add(key, t, v, window_s=10)
+    window = windows.get(key, 12, window_s=10)
+    assert window.samples == 2  # the samples before t=2 fell out
+    assert window.mean == 35
+    assert window.span_s == 12
+    windows.reset(key)
+    assert windows.get(key, 13, 10).mean is None
+
+
+def test_stats_urls_skip_pods_that_are_not_running() -> None:
+    pods = [
+        {"metadata": {"name": "gw-1"}, "status": {"phase": "Running", "podIP": "10.0.0.1"}},
+        {"metadata": {"name": "gw-2"}, "status": {"phase": "Pending"}},
+        {"metadata": {"name": "gw-3"}, "status": {"phase": "Running"}},
+    ]
+    assert stats_urls("http://{pod_ip}:8000/stats", "ns", "chat", pods) == [
+        "http://10.0.0.1:8000/stats"
+    ]
+    assert stats_urls("http://h/{namespace}/{endpoint}/{pod_name}", "ns", "chat", pods) == [
+        "http://h/ns/chat/gw-1",
+        "http://h/ns/chat/gw-3",
+    ]

@@ -1,0 +1,136 @@
+"""The typed spec: defaults match the CRD, cross-field rules name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scaleserve.operator.spec import SpecError, parse_spec
+
+pytestmark = pytest.mark.unit
+
+CRD = Path(__file__).parents[3] / "crds" / "llmendpoints.yaml"
+
+
+def _spec_schema() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD.read_text())
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+def test_a_minimal_static_spec_gets_the_crd_defaults() -> None:
+    spec = parse_spec(
+        {"model": {"uri": "hf://org/llama"}, "layout": {"replicas": 1, "tensorParallel": 8}}
+    )
+    schema = _spec_schema()["properties"]
+    eng = schema["engine"]["properties"]
+    assert spec.engine.image == eng["image"]["default"]
+    assert spec.engine.dtype == eng["dtype"]["default"]
+    assert spec.engine.gpu_memory_utilization == eng["gpuMemoryUtilization"]["default"]
+    assert spec.engine.prefix_caching is eng["prefixCaching"]["default"]
+    assert spec.engine.drain_timeout_seconds == eng["drainTimeoutSeconds"]["default"]
+    assert spec.gpu.resource_name == schema["gpu"]["properties"]["resourceName"]["default"]
+    assert spec.gpu.per_node == schema["gpu"]["properties"]["perNode"]["default"]
+    assert spec.gateway.routing == schema["gateway"]["properties"]["routing"]["default"]
+    assert spec.model.name == "llama"
+    assert spec.model.engine_model == "org/llama"
+
+
+def test_autoscaling_defaults_match_the_crd() -> None:
+    spec = parse_spec({"model": {"uri": "/models/x"}, "autoscaling": {"gpuBudget": 8}})
+    props = _spec_schema()["properties"]["autoscaling"]["properties"]
+    auto = spec.autoscaling
+    assert auto is not None
+    assert list(auto.tensor_parallel_candidates) == props["tensorParallelCandidates"]["default"]
+    assert list(auto.concurrency_thresholds) == props["concurrencyThresholds"]["default"]
+    assert auto.window_seconds == props["windowSeconds"]["default"]
+    assert auto.cooldown_seconds == props["cooldownSeconds"]["default"]
+    assert auto.hysteresis == props["hysteresis"]["default"]
+    assert auto.surge_gpus == props["surgeGPUs"]["default"]
+
+
+def test_every_crd_field_has_a_description() -> None:
+    missing: list[str] = []
+
+    def walk(node: dict[str, Any], where: str) -> None:
+        if "description" not in node and not node.get("x-kubernetes-int-or-string"):
+            missing.append(where)
+        for name, child in (node.get("properties") or {}).items():
+            walk(child, f"{where}.{name}")
+
+    walk(_spec_schema(), "spec")
+    assert missing == []
+
+
+def test_pvc_uri_mounts_under_models() -> None:
+    spec = parse_spec({"model": {"uri": "pvc://weights/llama-8b"}, "autoscaling": {"gpuBudget": 8}})
+    assert spec.model.pvc_claim == "weights"
+    assert spec.model.engine_model == "/models/llama-8b"
+
+
+INVALID = [
+    (
+        {"model": {"uri": "s3://x"}, "layout": {"replicas": 1, "tensorParallel": 1}},
+        "spec.model.uri",
+    ),
+    ({"model": {"uri": "/m"}}, "exactly one of spec.layout and spec.autoscaling"),
+    (
+        {
+            "model": {"uri": "/m"},
+            "layout": {"replicas": 1, "tensorParallel": 1},
+            "autoscaling": {"gpuBudget": 8},
+        },
+        "exactly one of spec.layout and spec.autoscaling",
+    ),
+    (
+        {"model": {"uri": "/m"}, "layout": {"replicas": 1, "tensorParallel": 3}},
+        "spec.layout.tensorParallel",
+    ),
+    (
+        {
+            "model": {"uri": "/m"},
+            "gpu": {"perNode": 4},
+            "layout": {"replicas": 1, "tensorParallel": 8},
+        },
+        "spec.layout.tensorParallel must divide spec.gpu.perNode",
+    ),
+    ({"model": {"uri": "/m"}, "autoscaling": {"gpuBudget": 12}}, "spec.autoscaling.gpuBudget"),
+    (
+        {
+            "model": {"uri": "/m"},
+            "autoscaling": {"gpuBudget": 8, "tensorParallelCandidates": [1, 8]},
+        },
+        "strictly descending",
+    ),
+    (
+        {
+            "model": {"uri": "/m"},
+            "autoscaling": {
+                "gpuBudget": 8,
+                "tensorParallelCandidates": [8, 4, 1],
+                "concurrencyThresholds": [64, 32],
+            },
+        },
+        "spec.autoscaling.concurrencyThresholds must be strictly ascending",
+    ),
+    (
+        {"model": {"uri": "/m"}, "autoscaling": {"gpuBudget": 8, "concurrencyThresholds": [8, 16]}},
+        "one entry fewer",
+    ),
+    (
+        {
+            "model": {"uri": "/m"},
+            "engine": {"gpuMemoryUtilization": 1.5},
+            "autoscaling": {"gpuBudget": 8},
+        },
+        "spec.engine.gpuMemoryUtilization",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), INVALID)
+def test_invalid_specs_are_rejected_naming_the_field(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        parse_spec(raw)

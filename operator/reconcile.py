@@ -33,7 +33,7 @@ from scaleserve.operator.concurrency import Windows, read_concurrency, stats_url
 from scaleserve.operator.errors import InvalidSpecError, StatsUnavailableError
 from scaleserve.operator.kube import Kube
 from scaleserve.operator.layout import Current, Layout, choose_layout, describe, group_shapes
-from scaleserve.operator.placement import NodeGPUs, choose_node, placeable, pod_gpus, take
+from scaleserve.operator.placement import choose_node, placeable, pod_gpus
 from scaleserve.operator.planner import Plan, plan_transition
 from scaleserve.operator.settings import OperatorSettings
 from scaleserve.operator.spec import EndpointSpec, SpecError, parse_spec
@@ -51,6 +51,9 @@ class Runtime:
     windows: Windows = field(default_factory=Windows)
     clock: Callable[[], float] = time.monotonic
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    # choosing a node and applying the pinned group happen under one lock, so two endpoints
+    # reconciled at once are never promised the same free GPUs
+    placement: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -141,7 +144,6 @@ async def _execute(
     owner: Owner,
     live: list[cluster.EngineGroup],
     plan: Plan,
-    nodes: list[NodeGPUs],
     limit: int,
     emit: Emit,
 ) -> str:
@@ -168,18 +170,18 @@ async def _execute(
         held = _held_gpus(live, pods, spec.gpu.resource_name)
         if deletes and held + step.group.size > limit:
             return f"waiting for deleted engine pods to release GPUs before creating {name}"
-        node = choose_node(step.group.size, nodes)
+        async with rt.placement:
+            nodes = await cluster.node_free_gpus(rt.kube, spec)
+            node = choose_node(step.group.size, nodes)
+            placed = PlacedGroup(step.group, node)
+            manifest = desired(spec, Observed(owner, (placed,)))
+            await rt.kube.apply(next(m for m in manifest if m["kind"] == "StatefulSet"))
         if node is None:
             emit(
                 "Warning",
                 "NoGPUs",
                 f"no node has {step.group.size} free GPUs for group {name}; it stays Pending",
             )
-        else:
-            nodes = take(nodes, node, step.group.size)
-        placed = PlacedGroup(step.group, node)
-        manifest = desired(spec, Observed(owner, (placed,)))
-        await rt.kube.apply(next(m for m in manifest if m["kind"] == "StatefulSet"))
         where = f"on node {node}" if node else "unpinned"
         emit(
             "Normal",
@@ -249,7 +251,7 @@ async def _reconcile(
         plan = plan_transition(current, shapes, free, gpu_limit=limit)
         if plan.disruptive and old.get("message") != plan.summary:
             emit("Warning", "NoSpareGPUs", plan.summary)
-        waiting = await _execute(rt, spec, owner, live, plan, nodes, limit, emit)
+        waiting = await _execute(rt, spec, owner, live, plan, limit, emit)
 
     groups = await cluster.engine_groups(rt.kube, ns, name) if not plan.done else groups
     live = [g for g in groups if not g.terminating]

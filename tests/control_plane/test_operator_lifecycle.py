@@ -1,0 +1,254 @@
+"""The operator against a real control plane: create, update, delete, placement, Pending."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.control_plane.test_operator_harness import (
+    OperatorProcess,
+    create_endpoint,
+    custom,
+    engine_pods,
+    events,
+    get_endpoint,
+    kubectl,
+    llmep_crd,
+    operator,
+    stats_server,
+    wait_status,
+)
+from tests.fixtures.cluster import GpuPool, KubeCluster, wait_for
+
+pytestmark = pytest.mark.control_plane
+
+__all__ = ["llmep_crd", "operator", "stats_server"]
+
+MODEL = {"uri": "hf://org/tiny-llama"}
+GROUP, VERSION, PLURAL = "scaleserve.io", "v1alpha1", "llmendpoints"
+
+
+def on_pool(pool: GpuPool, spec: dict[str, Any]) -> dict[str, Any]:
+    return {**spec, **pool.pod_placement()}
+
+
+def _bound(pods: list[Any]) -> bool:
+    return bool(pods) and all(p.spec.node_name for p in pods)
+
+
+def test_create_builds_every_child_and_schedules_engines_on_gpu_nodes(
+    kube_api: Any,
+    kube_cluster: KubeCluster,
+    namespace: str,
+    gpu_pool: Any,
+    operator: OperatorProcess,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=2, gpus=8)
+    created = create_endpoint(
+        kube_api,
+        namespace,
+        "chat",
+        on_pool(pool, {"model": MODEL, "layout": {"replicas": 4, "tensorParallel": 4}}),
+    )
+    uid = created["metadata"]["uid"]
+    status = wait_status(
+        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "phase Ready", op=operator
+    )
+    assert status["currentLayout"] == "4x4"
+    assert status["readyReplicas"] == 4
+    assert status["url"] == f"http://chat-gateway.{namespace}.svc:8000/v1"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "Reshaping": "False",
+        "Degraded": "False",
+    }
+
+    apps: Any = client.AppsV1Api(kube_api)
+    core: Any = client.CoreV1Api(kube_api)
+    rbac: Any = client.RbacAuthorizationV1Api(kube_api)
+    policy: Any = client.PolicyV1Api(kube_api)
+    net: Any = client.NetworkingV1Api(kube_api)
+    children: list[Any] = [
+        *apps.list_namespaced_stateful_set(namespace).items,
+        *apps.list_namespaced_deployment(namespace).items,
+        core.read_namespaced_service("chat-engine", namespace),
+        core.read_namespaced_service("chat-gateway", namespace),
+        core.read_namespaced_service_account("chat-gateway", namespace),
+        rbac.read_namespaced_role("chat-gateway", namespace),
+        rbac.read_namespaced_role_binding("chat-gateway", namespace),
+        policy.read_namespaced_pod_disruption_budget("chat-engine", namespace),
+        net.read_namespaced_network_policy("chat-engine", namespace),
+    ]
+    for child in children:
+        refs = child.metadata.owner_references or []
+        assert [r.uid for r in refs] == [uid], child.metadata.name
+    sets = sorted(s.metadata.name for s in apps.list_namespaced_stateful_set(namespace).items)
+    assert sets == ["chat-g0-tp4", "chat-g1-tp4"]  # 16 GPUs: two node-sized groups
+
+    pods = engine_pods(kube_api, namespace, "chat")
+    assert len(pods) == 4
+    assert {p.spec.node_name for p in pods} == set(pool.nodes)
+    by_group: dict[str, set[str]] = {}
+    for pod in pods:
+        by_group.setdefault(pod.metadata.labels["scaleserve.io/group"], set()).add(
+            pod.spec.node_name
+        )
+        assert pod.metadata.labels["scaleserve.io/tensor-parallel"] == "4"
+    assert all(len(nodes) == 1 for nodes in by_group.values())  # a group never spans nodes
+
+    table = kubectl(kube_cluster, "get", "llmep", "-n", namespace).stdout
+    assert "4x4" in table.splitlines()[1]
+    assert "Ready" in table.splitlines()[1]
+    reasons = [r for _, r, _ in events(kube_api, namespace, "chat")]
+    assert reasons.count("GroupCreated") == 2
+
+
+def test_a_spec_update_rolls_out_to_the_engines(
+    kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    create_endpoint(
+        kube_api,
+        namespace,
+        "chat",
+        on_pool(pool, {"model": MODEL, "layout": {"replicas": 2, "tensorParallel": 2}}),
+    )
+    wait_status(
+        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
+    )
+    before = {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
+
+    custom(kube_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "chat", {"spec": {"engine": {"maxModelLen": 4096}}}
+    )
+    generation = get_endpoint(kube_api, namespace, "chat")["metadata"]["generation"]
+
+    def rolled_out() -> bool:
+        pods = engine_pods(kube_api, namespace, "chat")
+        fresh = [
+            p for p in pods if p.metadata.uid not in before and not p.metadata.deletion_timestamp
+        ]
+        return len(fresh) == 2 and all(
+            "--max-model-len" in p.spec.containers[0].args
+            and p.spec.containers[0].args[p.spec.containers[0].args.index("--max-model-len") + 1]
+            == "4096"
+            for p in fresh
+        )
+
+    wait_for(rolled_out, "engine pods recreated with --max-model-len 4096", timeout_s=60)
+    status = wait_status(
+        kube_api,
+        namespace,
+        "chat",
+        lambda s: s.get("observedGeneration") == generation and s.get("phase") == "Ready",
+        "status for the new generation",
+        op=operator,
+    )
+    assert status["currentLayout"] == "2x2"
+
+
+def test_deleting_the_endpoint_garbage_collects_its_children(
+    kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    create_endpoint(
+        kube_api,
+        namespace,
+        "chat",
+        on_pool(pool, {"model": MODEL, "layout": {"replicas": 1, "tensorParallel": 8}}),
+    )
+    wait_status(
+        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
+    )
+    custom(kube_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
+    apps: Any = client.AppsV1Api(kube_api)
+    core: Any = client.CoreV1Api(kube_api)
+
+    def gone() -> bool:
+        return (
+            not apps.list_namespaced_stateful_set(namespace).items
+            and not apps.list_namespaced_deployment(namespace).items
+            and not [s for s in core.list_namespaced_service(namespace).items]
+            and not engine_pods(kube_api, namespace, "chat")
+        )
+
+    wait_for(gone, "children garbage-collected", timeout_s=60)
+
+
+def test_groups_are_pinned_so_shared_nodes_fill_without_stranding_gpus(
+    kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
+) -> None:
+    # 6 + 2 + 8 GPUs on two 8-GPU nodes fit only if the 2-GPU group joins the 6-GPU one; the
+    # scheduler alone would spread it to the empty node and strand the 8-GPU group.
+    pool: GpuPool = gpu_pool(nodes=2, gpus=8)
+    layouts = {"a": (3, 2), "b": (2, 1), "c": (2, 4)}
+    for name, (replicas, tp) in layouts.items():
+        create_endpoint(
+            kube_api, namespace, name,
+            on_pool(pool, {"model": MODEL, "layout": {"replicas": replicas, "tensorParallel": tp}}),
+        )  # fmt: skip
+        wait_status(
+            kube_api,
+            namespace,
+            name,
+            lambda s: s.get("phase") == "Ready",
+            f"{name} Ready",
+            op=operator,
+        )
+    pods = [p for name in layouts for p in engine_pods(kube_api, namespace, name)]
+    assert len(pods) == 3 + 2 + 2
+    assert _bound(pods)
+    nodes_of = {
+        name: {p.spec.node_name for p in engine_pods(kube_api, namespace, name)} for name in layouts
+    }
+    assert nodes_of["a"] == nodes_of["b"]
+    assert nodes_of["c"].isdisjoint(nodes_of["a"])
+
+
+def test_pending_engines_mark_the_endpoint_degraded_without_thrashing(
+    kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    create_endpoint(
+        kube_api,
+        namespace,
+        "big",
+        on_pool(pool, {"model": MODEL, "layout": {"replicas": 2, "tensorParallel": 8}}),
+    )
+    status = wait_status(
+        kube_api,
+        namespace,
+        "big",
+        lambda s: s.get("phase") == "Degraded",
+        "phase Degraded",
+        op=operator,
+    )
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True"
+    assert degraded["reason"] == "PodsPending"
+    assert "Pending" in status["message"]
+    reasons = [r for _, r, _ in events(kube_api, namespace, "big")]
+    assert "NoGPUs" in reasons
+    assert "Degraded" in reasons
+
+    apps: Any = client.AppsV1Api(kube_api)
+    before = {
+        s.metadata.name: s.metadata.uid for s in apps.list_namespaced_stateful_set(namespace).items
+    }
+    time.sleep(3)  # several reconcile ticks
+    after = {
+        s.metadata.name: s.metadata.uid for s in apps.list_namespaced_stateful_set(namespace).items
+    }
+    assert before == after  # nothing recreated or deleted while degraded
+    assert get_endpoint(kube_api, namespace, "big")["status"]["readyReplicas"] == 1  # still serving
+
+    custom(kube_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "big", {"spec": {"layout": {"replicas": 1}}}
+    )
+    status = wait_status(
+        kube_api, namespace, "big", lambda s: s.get("phase") == "Ready", "recovered", op=operator
+    )
+    assert status["currentLayout"] == "1x8"

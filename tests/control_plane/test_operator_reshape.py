@@ -1,0 +1,217 @@
+"""Reshaping from live concurrency, fed through the gateway /stats contract, on kwok GPU nodes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.control_plane.test_operator_harness import (
+    OperatorProcess,
+    StatsServer,
+    create_endpoint,
+    engine_pods,
+    events,
+    get_endpoint,
+    llmep_crd,
+    operator,
+    pod_gpus,
+    stats_server,
+    wait_status,
+)
+from tests.fixtures.cluster import GpuPool
+
+pytestmark = pytest.mark.control_plane
+
+__all__ = ["llmep_crd", "operator", "stats_server"]
+
+BUDGET, SURGE = 8, 8
+
+
+def autoscaling_spec(pool: GpuPool, surge: int = SURGE) -> dict[str, Any]:
+    return {
+        "model": {"uri": "hf://org/tiny-llama"},
+        "autoscaling": {
+            "gpuBudget": BUDGET,
+            "surgeGPUs": surge,
+            "tensorParallelCandidates": [8, 1],
+            "concurrencyThresholds": [64],
+            "windowSeconds": 2,
+            "cooldownSeconds": 2,
+            "hysteresis": 0.1,
+        },
+        **pool.pod_placement(),
+    }
+
+
+@dataclass
+class Watch:
+    """Samples the endpoint's engine pods and status in the background."""
+
+    kube_api: Any
+    namespace: str
+    name: str
+    max_gpus: int = 0
+    min_ready_after_serving: int | None = None
+    layouts: list[str] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def run(self) -> None:
+        serving = False
+        while not self.stop.wait(0.1):
+            try:
+                pods = engine_pods(self.kube_api, self.namespace, self.name)
+                live = [p for p in pods if p.status.phase not in ("Succeeded", "Failed")]
+                self.max_gpus = max(self.max_gpus, sum(pod_gpus(p) for p in live))
+                ready = sum(
+                    1
+                    for p in live
+                    if not p.metadata.deletion_timestamp
+                    and any(
+                        c.type == "Ready" and c.status == "True" for c in p.status.conditions or []
+                    )
+                )
+                if ready:
+                    serving = True
+                if serving:
+                    low = self.min_ready_after_serving
+                    self.min_ready_after_serving = ready if low is None else min(low, ready)
+                status = get_endpoint(self.kube_api, self.namespace, self.name).get("status") or {}
+                for seq, value in (
+                    (self.layouts, status.get("currentLayout")),
+                    (self.phases, status.get("phase")),
+                ):
+                    if value and (not seq or seq[-1] != value):
+                        seq.append(value)
+            except Exception as exc:  # keep sampling; report at the end
+                self.errors.append(exc)
+
+
+@pytest.fixture
+def watch(kube_api: Any, namespace: str) -> Iterator[Watch]:
+    w = Watch(kube_api, namespace, "chat")
+    thread = threading.Thread(target=w.run, name="reshape-watch", daemon=True)
+    thread.start()
+    try:
+        yield w
+    finally:
+        w.stop.set()
+        thread.join(timeout=5)
+
+
+def _at(layout: str) -> Any:
+    return lambda s: (
+        s.get("currentLayout") == layout
+        and s.get("targetLayout") == layout
+        and s.get("phase") == "Ready"
+    )
+
+
+def test_concurrency_reshapes_1x8_to_8x1_and_back_within_budget(
+    kube_api: Any,
+    namespace: str,
+    gpu_pool: Any,
+    operator: OperatorProcess,
+    stats_server: StatsServer,
+    watch: Watch,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=2, gpus=8)
+    stats_server.set(namespace, "chat", 4.0)
+    create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool))
+    wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+
+    stats_server.set(namespace, "chat", 100.0)
+    status = wait_status(
+        kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=90, op=operator
+    )
+    assert status["observedConcurrency"] == pytest.approx(100.0)
+    assert status["lastReshapeTime"]
+
+    stats_server.set(namespace, "chat", 3.0)
+    wait_status(kube_api, namespace, "chat", _at("1x8"), "back to 1x8", timeout_s=90, op=operator)
+
+    assert watch.errors == []
+    # make-before-break on a spare node: the mixed layout is visible, budget + surge is never
+    # exceeded and at least one engine serves throughout
+    assert "1x8+8x1" in watch.layouts, watch.layouts
+    assert "Reshaping" in watch.phases
+    assert watch.max_gpus <= BUDGET + SURGE
+    assert watch.min_ready_after_serving is not None
+    assert watch.min_ready_after_serving > 0
+
+    seen = events(kube_api, namespace, "chat")
+    reasons = [r for _, r, _ in seen]
+    started = [m for _, r, m in seen if r == "ReshapeStarted"]
+    assert any(m.startswith("1x8 -> 8x1") for m in started), started
+    assert any(m.startswith("8x1 -> 1x8") for m in started), started
+    assert reasons.count("ReshapeCompleted") >= 2
+    assert reasons.count("GroupCreated") >= 3
+    assert reasons.count("GroupDeleted") >= 2
+    assert "NoSpareGPUs" not in reasons
+
+
+def test_an_operator_restarted_mid_reshape_converges(
+    kube_api: Any,
+    namespace: str,
+    gpu_pool: Any,
+    operator: OperatorProcess,
+    stats_server: StatsServer,
+    watch: Watch,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=2, gpus=8)
+    stats_server.set(namespace, "chat", 1.0)
+    create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool))
+    wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+
+    stats_server.set(namespace, "chat", 500.0)
+    mid = wait_status(
+        kube_api,
+        namespace,
+        "chat",
+        lambda s: s.get("targetLayout") == "8x1" and s.get("currentLayout") != "8x1",
+        "the reshape to start",
+        timeout_s=60,
+        op=operator,
+    )
+    operator.kill()
+    assert mid["phase"] in ("Reshaping", "Ready", "Deploying")
+
+    operator.start()
+    status = wait_status(
+        kube_api, namespace, "chat", _at("8x1"), "8x1 after restart", timeout_s=90, op=operator
+    )
+    assert status["readyReplicas"] == 8
+    names = sorted(
+        p.metadata.labels["scaleserve.io/group"] for p in engine_pods(kube_api, namespace, "chat")
+    )
+    assert len(set(names)) == 1
+    assert names[0].endswith("-tp1")
+    assert watch.max_gpus <= BUDGET + SURGE
+    assert watch.min_ready_after_serving is not None
+    assert watch.min_ready_after_serving > 0
+
+
+def test_without_spare_gpus_the_plan_is_announced_before_serving_stops(
+    kube_api: Any,
+    namespace: str,
+    gpu_pool: Any,
+    operator: OperatorProcess,
+    stats_server: StatsServer,
+    watch: Watch,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    stats_server.set(namespace, "chat", 1.0)
+    create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool, surge=0))
+    wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+
+    stats_server.set(namespace, "chat", 200.0)
+    wait_status(kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=90, op=operator)
+    warnings = [m for t, r, m in events(kube_api, namespace, "chat") if r == "NoSpareGPUs"]
+    assert warnings
+    assert "serving stops until its replacement is ready" in warnings[0]
+    assert watch.max_gpus <= BUDGET

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -43,20 +42,15 @@ async def _reconcile(
         logger.warning("reconcile failed, retrying on the next tick: %s", exc)
 
 
-def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
-    """A registry holding the operator's handlers, configured by `settings` (no globals)."""
+def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
+    """A registry holding the operator's handlers, configured by `config` (no globals)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        _configure(settings)
-        kube = await Kube.connect(operator_settings.field_manager)
-        timeout = aiohttp.ClientTimeout(total=operator_settings.stats_timeout_s)
-        memo["runtime"] = Runtime(
-            operator_settings, kube, aiohttp.ClientSession(timeout=timeout), Windows()
-        )
-
-    operator_settings = settings
+    async def startup(memo: kopf.Memo, **_: Any) -> None:
+        kube = await Kube.connect(config.field_manager)
+        timeout = aiohttp.ClientTimeout(total=config.stats_timeout_s)
+        memo["runtime"] = Runtime(config, kube, aiohttp.ClientSession(timeout=timeout), Windows())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -75,7 +69,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         GROUP,
         VERSION,
         PLURAL,
-        interval=settings.reconcile_interval_s,
+        interval=config.reconcile_interval_s,
         sharp=False,
         registry=registry,
     )
@@ -94,7 +88,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     return registry
 
 
-def _configure(settings: kopf.OperatorSettings) -> None:
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
     # The CRD's status schema is structural: kopf keeps its bookkeeping in annotations.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="scaleserve.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -105,6 +100,7 @@ def _configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    return settings
 
 
 async def run(
@@ -119,6 +115,7 @@ async def run(
     )
     await kopf.operator(
         registry=build_registry(settings),
+        settings=kopf_settings(),
         standalone=True,
         namespaces=list(settings.namespaces),
         clusterwide=not settings.namespaces,
@@ -127,8 +124,3 @@ async def run(
         liveness_endpoint=liveness,
         memo=kopf.Memo(),
     )
-
-
-def describe_body(body: Mapping[str, Any]) -> str:
-    meta = body.get("metadata", {})
-    return f"{meta.get('namespace')}/{meta.get('name')}"

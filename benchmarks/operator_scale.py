@@ -1,0 +1,185 @@
+"""Operator at scale on the local kwok cluster (not a CI test).
+
+Measures, with `scaleserve operator` running as a subprocess:
+- apply -> all children created: latency of single LLMEndpoints created one after another
+  (p50/p99), i.e. until the engine StatefulSet(s), Services, gateway Deployment and its RBAC,
+  PDB and NetworkPolicy all exist;
+- N LLMEndpoints (default 1,000) created at once: time until every one has status.phase Ready;
+- operator CPU (cores) and resident memory at steady state afterwards.
+
+Targets from the project's issue: p50 <= 1 s, 1,000 converge in <= 5 min, steady-state CPU
+<= 0.2 core and memory <= 500 MB. Writes benchmarks/results/operator_scale.json.
+
+    python benchmarks/operator_scale.py [--endpoints 1000] [--latency-samples 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from scaleserve.dev.cluster import Cluster
+from scaleserve.dev.kubeapi import KubeApi
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "operator_scale.json"
+CRD = ROOT / "crds" / "llmendpoints.yaml"
+NAMESPACE = "bench"
+EP_PATH = f"/apis/scaleserve.io/v1alpha1/namespaces/{NAMESPACE}/llmendpoints"
+CHILDREN = [
+    "/api/v1/namespaces/{ns}/serviceaccounts/{name}-gateway",
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}-gateway",
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{name}-gateway",
+    "/api/v1/namespaces/{ns}/services/{name}-engine",
+    "/api/v1/namespaces/{ns}/services/{name}-gateway",
+    "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}-engine",
+    "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}-engine",
+    "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}-g0-tp1",
+    "/apis/apps/v1/namespaces/{ns}/deployments/{name}-gateway",
+]
+
+
+def _endpoint(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "scaleserve.io/v1alpha1",
+        "kind": "LLMEndpoint",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": "hf://org/model"},
+            "layout": {"replicas": 1, "tensorParallel": 1},
+        },
+    }
+
+
+def _children_exist(api: KubeApi, name: str) -> bool:
+    return all(api.request("GET", p.format(ns=NAMESPACE, name=name))[0] == 200 for p in CHILDREN)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _ready_count(api: KubeApi) -> int:
+    items = api.get_json(EP_PATH)["items"]
+    return sum(1 for i in items if (i.get("status") or {}).get("phase") == "Ready")
+
+
+def run(
+    endpoints: int, samples: int, interval: float, parallelism: int, timeout_s: float
+) -> dict[str, Any]:
+    cluster = Cluster("bench-operator")
+    cluster.down()
+    nodes = max(2, (endpoints + samples) // 8 + 2)
+    state = cluster.up(nodes=nodes, timeout_s=300)
+    operator: subprocess.Popen[bytes] | None = None
+    log = RESULTS.with_suffix(".operator.log.tmp")
+    try:
+        api = cluster.api(state)
+        env = {**os.environ, "KUBECONFIG": state.kubeconfig}
+        subprocess.run(["kubectl", "apply", "--server-side", "-f", str(CRD)], env=env, check=True)
+        subprocess.run(
+            ["kubectl", "wait", "--for=condition=Established", "crd/llmendpoints.scaleserve.io"],
+            env=env,
+            check=True,
+        )
+        api.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}}, exist_ok=True)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as out:
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "scaleserve", "operator", "--namespace", NAMESPACE,
+                 "--reconcile-interval", str(interval)],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        time.sleep(3)
+
+        latencies = []
+        for i in range(samples):
+            name = f"lat-{i}"
+            t = time.monotonic()
+            api.create(EP_PATH, _endpoint(name))
+            while not _children_exist(api, name):
+                if time.monotonic() - t > 60:
+                    raise TimeoutError(f"children of {name}")
+                time.sleep(0.02)
+            latencies.append(time.monotonic() - t)
+
+        t = time.monotonic()
+        with ThreadPoolExecutor(max_workers=parallelism) as pool:
+            list(pool.map(lambda i: api.create(EP_PATH, _endpoint(f"ep-{i}")), range(endpoints)))
+        created_s = time.monotonic() - t
+        while _ready_count(api) < endpoints + samples:
+            if time.monotonic() - t > timeout_s:
+                raise TimeoutError(f"{endpoints} endpoints Ready")
+            time.sleep(2)
+        converge_s = time.monotonic() - t
+
+        time.sleep(max(5.0, 2 * interval))  # settle
+        cpu0, w0 = _cpu_seconds(operator.pid), time.monotonic()
+        time.sleep(60)
+        cpu = (_cpu_seconds(operator.pid) - cpu0) / (time.monotonic() - w0)
+        rss = _rss_bytes(operator.pid)
+    finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(timeout=30)
+        cluster.down()
+    latencies.sort()
+    return {
+        "endpoints": endpoints,
+        "nodes": nodes,
+        "reconcile_interval_s": interval,
+        "apply_to_children_s": {
+            "samples": samples,
+            "p50": round(statistics.median(latencies), 3),
+            "p99": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 3),
+        },
+        "create_requests_s": round(created_s, 2),
+        "all_ready_s": round(converge_s, 2),
+        "steady_state_cpu_cores": round(cpu, 3),
+        "steady_state_rss_mib": round(rss / (1 << 20), 1),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", type=int, default=1000)
+    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--reconcile-interval", type=float, default=30.0)
+    parser.add_argument("--parallelism", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    result = run(
+        args.endpoints,
+        args.latency_samples,
+        args.reconcile_interval,
+        args.parallelism,
+        args.timeout,
+    )
+    print(json.dumps(result, indent=2))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

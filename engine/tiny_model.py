@@ -112,7 +112,7 @@ def train_tokenizer(recipe: Recipe) -> Any:
 
 
 def write_tokenizer(directory: Path, recipe: Recipe) -> int:
-    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json; return vocab size."""
+    """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json; return vocab size."""
     tokenizer = train_tokenizer(recipe)
     tokenizer.save(str(directory / "tokenizer.json"))
     added = {
@@ -185,7 +185,9 @@ def write_model(directory: Path, recipe: Recipe) -> None:
     vocab_size = max(tok["model"]["vocab"].values()) + 1
     config = model_config(recipe, vocab_size, vocab["<s>"], vocab["</s>"], vocab["<pad>"])
     torch.manual_seed(recipe.seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, recipe.dtype))
+    model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+        config, dtype=getattr(torch, recipe.dtype)
+    )
     model.save_pretrained(str(directory), safe_serialization=True)
     (directory / "generation_config.json").unlink(missing_ok=True)
 

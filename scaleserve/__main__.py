@@ -1,0 +1,5 @@
+import sys
+
+from scaleserve.cli import main
+
+sys.exit(main())

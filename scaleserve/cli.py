@@ -1,0 +1,54 @@
+"""The `scaleserve` command line: one subcommand per deployable or developer tool.
+
+Each subcommand lives in its component's own `cli` module, which exposes
+``register(subparsers)`` and keeps heavy imports (vLLM, kopf) inside the function it runs,
+so `scaleserve --help` and unrelated subcommands stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from scaleserve import __version__
+
+# subcommand name -> module that registers it
+SUBCOMMANDS: dict[str, str] = {
+    "engine": "scaleserve.engine.cli",
+    "gateway": "scaleserve.gateway.cli",
+    "operator": "scaleserve.operator.cli",
+    "dev": "scaleserve.dev.cli",
+    "demo": "scaleserve.demo",
+    "tiny-model": "scaleserve.engine.tiny_model",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scaleserve",
+        description="LLM endpoints on Kubernetes: operator, gateway and engine.",
+    )
+    parser.add_argument("--version", action="version", version=f"scaleserve {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in SUBCOMMANDS.values():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # component not present in this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int | None = args.run(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The `scaleserve` console script and its subcommand registry."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scaleserve import __version__
+from scaleserve.cli import build_parser
+
+pytestmark = pytest.mark.unit
+
+
+def test_console_script_is_installed_and_reports_its_version() -> None:
+    exe = shutil.which("scaleserve") or str(Path(sys.executable).with_name("scaleserve"))
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"scaleserve {__version__}"
+
+
+def test_help_lists_the_subcommands_of_every_component() -> None:
+    help_text = build_parser().format_help()
+    for command in ["tiny-model"]:
+        assert command in help_text
+
+
+def test_a_subcommand_is_required() -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([])
+    assert exc.value.code == 2

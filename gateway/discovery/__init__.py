@@ -1,0 +1,1 @@
+"""Replica discovery: a static list, or a Kubernetes EndpointSlice watch; both feed the pool."""

@@ -1,0 +1,234 @@
+"""Engine replicas: one long-lived grpc.aio channel each, in-flight accounting, health probes.
+
+Discovery hands the pool the current set of endpoints (`set_endpoints`), which swaps the replica
+table in one assignment. A replica takes new work only while it is reachable, its engine says
+SERVING, discovery says it is serving and not terminating, and its capacity (tensor-parallel
+degree, from ModelInfo) is known. A replica whose call fails as unreachable is taken out at once
+and probed back by the health loop. Replicas that disappear or terminate finish what they have;
+their channel closes when the last request ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import grpc
+
+from scaleserve.engine.proto import engine_pb2, engine_pb2_grpc
+from scaleserve.gateway.routing import ReplicaState, Snapshot
+
+log = logging.getLogger("scaleserve.gateway.pool")
+
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
+SERVING = engine_pb2.HealthResponse.SERVING
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # end of a stream (missing from the stubs)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A replica as discovery sees it."""
+
+    address: str
+    serving: bool = True
+    terminating: bool = False
+
+
+class Replica:
+    """One engine replica and its channel."""
+
+    __slots__ = (
+        "address",
+        "channel",
+        "engine_status",
+        "healthy",
+        "in_flight",
+        "info",
+        "last_error",
+        "listed",
+        "requests_total",
+        "serving",
+        "stub",
+        "terminating",
+        "weight",
+    )
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = engine_pb2_grpc.EngineStub(self.channel)  # type: ignore[no-untyped-call]
+        self.in_flight = 0
+        self.requests_total = 0
+        self.weight = 0  # tensor-parallel degree; 0 until ModelInfo arrives
+        self.info: engine_pb2.ModelInfoResponse | None = None
+        self.healthy = False  # reachable at the last probe (or call)
+        self.engine_status = engine_pb2.HealthResponse.UNKNOWN
+        self.serving = True  # discovery: ready/serving
+        self.terminating = False  # discovery: terminating
+        self.listed = True  # still in discovery's set
+        self.last_error = ""
+
+    @property
+    def eligible(self) -> bool:
+        return (
+            self.healthy
+            and self.engine_status == SERVING
+            and self.serving
+            and not self.terminating
+            and self.listed
+            and self.weight > 0
+        )
+
+    def state(self) -> ReplicaState:
+        return ReplicaState(self.address, self.weight, self.in_flight)
+
+
+ModelInfoHandler = Callable[[engine_pb2.ModelInfoResponse], Awaitable[None]]
+
+
+class ReplicaPool:
+    def __init__(
+        self,
+        health_interval: float = 1.0,
+        health_timeout: float = 2.0,
+        on_model_info: ModelInfoHandler | None = None,
+    ) -> None:
+        self._replicas: dict[str, Replica] = {}
+        self._eligible: tuple[Replica, ...] = ()
+        self._health_interval = health_interval
+        self._health_timeout = health_timeout
+        self._on_model_info = on_model_info
+        self._closing: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    # -- membership ------------------------------------------------------------------------
+
+    def set_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
+        """Swap in discovery's current view."""
+        current = self._replicas
+        table: dict[str, Replica] = {}
+        for ep in endpoints:
+            replica = current.get(ep.address) or table.get(ep.address) or Replica(ep.address)
+            replica.serving = ep.serving
+            replica.terminating = ep.terminating
+            replica.listed = True
+            table[ep.address] = replica
+        for address, replica in current.items():
+            if address not in table:
+                replica.listed = False
+                if replica.in_flight == 0:
+                    self._close(replica)
+                else:  # keeps its channel until its requests finish
+                    table[address] = replica
+        self._replicas = table
+        self._refresh()
+        self._wake.set()
+
+    def _refresh(self) -> None:
+        self._eligible = tuple(r for r in self._replicas.values() if r.eligible)
+
+    def _close(self, replica: Replica) -> None:
+        self._replicas.pop(replica.address, None)
+        task = asyncio.get_running_loop().create_task(replica.channel.close(None))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @property
+    def replicas(self) -> tuple[Replica, ...]:
+        return tuple(self._replicas.values())
+
+    def get(self, address: str) -> Replica | None:
+        return self._replicas.get(address)
+
+    def any_eligible(self) -> bool:
+        return bool(self._eligible)
+
+    def snapshot(self, exclude: frozenset[str] = frozenset()) -> Snapshot:
+        return Snapshot(tuple(r.state() for r in self._eligible if r.address not in exclude))
+
+    # -- accounting ------------------------------------------------------------------------
+
+    def acquire(self, replica: Replica) -> None:
+        replica.in_flight += 1
+        replica.requests_total += 1
+
+    def release(self, replica: Replica) -> None:
+        replica.in_flight -= 1
+        if replica.in_flight == 0 and not replica.listed:
+            self._close(replica)
+
+    def report_failure(self, replica: Replica, message: str) -> None:
+        """Take a replica out after a call found it unreachable; the health loop probes it back."""
+        if replica.healthy:
+            log.warning(
+                "replica %s failed (%s): taken out until a probe succeeds", replica.address, message
+            )
+        replica.healthy = False
+        replica.last_error = message
+        self._refresh()
+
+    # -- health ----------------------------------------------------------------------------
+
+    async def probe(self, replica: Replica) -> None:
+        try:
+            health = await replica.stub.Health(
+                engine_pb2.HealthRequest(), timeout=self._health_timeout
+            )
+            if replica.info is None and health.status == SERVING:
+                info = await replica.stub.ModelInfo(
+                    engine_pb2.ModelInfoRequest(), timeout=max(10.0, self._health_timeout)
+                )
+                replica.info = info
+                replica.weight = max(1, info.tensor_parallel_size)
+                if self._on_model_info is not None:
+                    try:
+                        await self._on_model_info(info)
+                    except Exception:  # a bad tokenizer must not stop the health loop
+                        log.exception("replica %s: cannot use its ModelInfo", replica.address)
+        except grpc.aio.AioRpcError as exc:
+            if replica.healthy:
+                log.warning("replica %s probe failed: %s", replica.address, exc.code().name)
+            replica.healthy = False
+            replica.last_error = f"{exc.code().name}: {exc.details()}"
+        else:
+            if not replica.healthy or replica.engine_status != health.status:
+                log.info(
+                    "replica %s is %s",
+                    replica.address,
+                    engine_pb2.HealthResponse.Status.Name(health.status),
+                )
+            replica.healthy = True
+            replica.engine_status = health.status
+            replica.last_error = health.message
+        self._refresh()
+
+    async def probe_all(self) -> None:
+        replicas = [r for r in self._replicas.values() if r.listed]
+        if replicas:
+            await asyncio.gather(*(self.probe(r) for r in replicas))
+
+    async def run_health(self) -> None:
+        """Probe every replica every health_interval (and at once when membership changes)."""
+        while True:
+            self._wake.clear()
+            await self.probe_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._health_interval)
+
+    async def close(self) -> None:
+        for replica in list(self._replicas.values()):
+            self._close(replica)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

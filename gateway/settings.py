@@ -1,0 +1,165 @@
+"""The gateway's settings: one frozen object from flags and SCALESERVE_GATEWAY_* env."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SCALESERVE_GATEWAY_"
+ROUTING = ("round-robin", "least-in-flight", "prefix-affinity")
+DISCOVERY = ("static", "kubernetes")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or out of range."""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How the gateway runs.
+
+    replicas: static engine addresses (host:port); replicas_file: more, one per line.
+    discovery: "static" or "kubernetes" (EndpointSlices of `service` in `namespace`, optionally
+        narrowed by the label `selector`; the port named `port_name`, else the first).
+    routing: round-robin, least-in-flight or prefix-affinity.
+    api_key_file: a file with one key per line, or a directory (a mounted Secret) whose files
+        each hold one key; empty: no authentication.
+    max_concurrency: requests served at once (0: unlimited); max_queue: requests waiting
+        beyond that before 429 + Retry-After.
+    max_body_bytes: request bodies above this get 413.
+    stats_window: seconds over which /stats averages in-flight requests.
+    health_interval: seconds between health probes of each replica.
+    """
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    replicas: tuple[str, ...] = ()
+    replicas_file: str = ""
+    discovery: str = "static"
+    namespace: str = "default"
+    service: str = ""
+    selector: str = ""
+    port_name: str = "grpc"
+    routing: str = "least-in-flight"
+    api_key_file: str = ""
+    max_concurrency: int = 1024
+    max_queue: int = 1024
+    max_body_bytes: int = 4 * 1024 * 1024
+    stats_window: float = 30.0
+    health_interval: float = 1.0
+    health_timeout: float = 2.0
+    retry_after: int = 1
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.routing not in ROUTING:
+            raise SettingsError(f"routing must be one of {', '.join(ROUTING)}")
+        if self.discovery not in DISCOVERY:
+            raise SettingsError(f"discovery must be one of {', '.join(DISCOVERY)}")
+        if self.discovery == "kubernetes" and not (self.service or self.selector):
+            raise SettingsError("kubernetes discovery needs --service or --selector")
+        if not 0 < self.port < 65536:
+            raise SettingsError("port must be in 1..65535")
+        for name in ("max_concurrency", "max_queue"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must be >= 0")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("max_body_bytes must be >= 1024")
+        for name in ("stats_window", "health_interval", "health_timeout"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be > 0")
+        if self.retry_after < 1:
+            raise SettingsError("retry_after must be >= 1")
+        for address in self.replicas:
+            if not _is_address(address):
+                raise SettingsError(f"replica address {address!r} is not host:port")
+
+    def static_replicas(self) -> tuple[str, ...]:
+        """Addresses from `replicas` and `replicas_file`, in order, without duplicates."""
+        addresses = list(self.replicas)
+        if self.replicas_file:
+            for line in Path(self.replicas_file).read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    if not _is_address(line):
+                        raise SettingsError(f"replica address {line!r} is not host:port")
+                    addresses.append(line)
+        return tuple(dict.fromkeys(addresses))
+
+    @classmethod
+    def from_sources(
+        cls, values: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> GatewaySettings:
+        """Explicit values (flags; None means unset) over env over defaults."""
+        values = values or {}
+        env = os.environ if env is None else env
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            value = values.get(f.name)
+            if value is None:
+                raw = env.get(ENV_PREFIX + f.name.upper())
+                if raw is None or raw == "":
+                    continue
+                value = raw
+            kwargs[f.name] = _coerce(f.name, cls.__dataclass_fields__[f.name].default, value)
+        return cls(**kwargs)
+
+
+def _is_address(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+def _coerce(name: str, default: Any, value: Any) -> Any:
+    try:
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                return tuple(p.strip() for p in value.split(",") if p.strip())
+            return tuple(value)
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name}: cannot read {value!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags for every setting; unset flags fall back to SCALESERVE_GATEWAY_* and defaults."""
+    d = GatewaySettings()
+    a = parser.add_argument
+    a("--host", help=f"listen address (default {d.host})")
+    a("--port", type=int, help=f"HTTP port (default {d.port})")
+    a("--replicas", help="static engine replicas, host:port,host:port")
+    a("--replicas-file", help="file with more replica addresses, one per line")
+    a("--discovery", choices=DISCOVERY, help=f"replica discovery (default {d.discovery})")
+    a("--namespace", help="namespace of the engine EndpointSlices (kubernetes discovery)")
+    a("--service", help="engine Service whose EndpointSlices to watch (kubernetes discovery)")
+    a("--selector", help="extra label selector for the EndpointSlices (kubernetes discovery)")
+    a("--port-name", help=f"EndpointSlice port name of the engine (default {d.port_name})")
+    a("--routing", choices=ROUTING, help=f"routing policy (default {d.routing})")
+    a("--api-key-file", help="file (one key per line) or Secret mount directory of API keys")
+    a("--max-concurrency", type=int, help=f"requests served at once (default {d.max_concurrency})")
+    a("--max-queue", type=int, help=f"requests waiting beyond that (default {d.max_queue})")
+    a("--max-body-bytes", type=int, help=f"largest request body (default {d.max_body_bytes})")
+    a("--stats-window", type=float, help=f"/stats averaging window, s (default {d.stats_window})")
+    a(
+        "--health-interval",
+        type=float,
+        help=f"replica probe period, s (default {d.health_interval})",
+    )
+    a("--health-timeout", type=float, help=f"replica probe timeout, s (default {d.health_timeout})")
+    a("--retry-after", type=int, help=f"Retry-After seconds on 429 (default {d.retry_after})")
+    a("--log-level", help=f"log level (default {d.log_level})")
+
+
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> GatewaySettings:
+    values = {f.name: getattr(args, f.name, None) for f in fields(GatewaySettings)}
+    return GatewaySettings.from_sources(values, env)

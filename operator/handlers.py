@@ -19,9 +19,20 @@ GROUP, VERSION, PLURAL = "scaleserve.io", "v1alpha1", "llmendpoints"
 RETRY_DELAY_S = 5.0
 
 
-def _emitter(body: kopf.Body, logger: logging.Logger | logging.LoggerAdapter[Any]) -> Emit:
+log = logging.getLogger("scaleserve.operator")
+
+
+def _emitter(body: kopf.Body) -> Emit:
+    where = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+
     def emit(kind: str, reason: str, message: str) -> None:
-        logger.info("%s: %s", reason, message)
+        log.log(
+            logging.WARNING if kind == "Warning" else logging.INFO,
+            "%s %s: %s",
+            where,
+            reason,
+            message,
+        )
         kopf.event(body, type=kind, reason=reason, message=message)
 
     return emit
@@ -31,11 +42,11 @@ async def _reconcile(
     runtime: Runtime, body: kopf.Body, logger: Any, *, full_apply: bool, retry: bool
 ) -> None:
     try:
-        await reconcile(runtime, body, _emitter(body, logger), full_apply=full_apply)
+        await reconcile(runtime, body, _emitter(body), full_apply=full_apply)
     except InvalidSpecError as exc:
         if retry:
             raise kopf.PermanentError(str(exc)) from exc
-        logger.warning("invalid spec: %s", exc)
+        log.debug("%s: invalid spec: %s", body["metadata"]["name"], exc)
     except ClusterError as exc:
         if retry:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from exc
@@ -46,22 +57,28 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     """A registry holding the operator's handlers, configured by `config` (no globals)."""
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # an explicit registry carries none of kopf's default login handlers
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+        return info or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(id="startup", registry=registry)
     async def startup(memo: kopf.Memo, **_: Any) -> None:
         kube = await Kube.connect(config.field_manager)
         timeout = aiohttp.ClientTimeout(total=config.stats_timeout_s)
         memo["runtime"] = Runtime(config, kube, aiohttp.ClientSession(timeout=timeout), Windows())
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime | None = memo.get("runtime")
         if runtime is not None:
             await runtime.http.close()
             await runtime.kube.close()
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="apply", registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="apply", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, id="apply", field="spec", registry=registry)
     async def apply(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         await _reconcile(memo["runtime"], body, logger, full_apply=True, retry=True)
 
@@ -70,13 +87,14 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         VERSION,
         PLURAL,
         interval=config.reconcile_interval_s,
+        id="reconcile",
         sharp=False,
         registry=registry,
     )
     async def tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         await _reconcile(memo["runtime"], body, logger, full_apply=False, retry=False)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="forget", optional=True, registry=registry)
     async def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # children go with the owner (ownerReferences); only in-memory state is dropped here
         runtime: Runtime | None = memo.get("runtime")

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from scaleserve import __version__
+from scaleserve.version import __version__
 
 # subcommand name -> module that registers it
 SUBCOMMANDS: dict[str, str] = {

@@ -35,7 +35,7 @@ ln -sfn "$venv" .venv
 
 # The project itself, editable. Skipped when this checkout is already the one installed.
 here=$(pwd -P)
-installed=$(.venv/bin/python -c 'import scaleserve, os; print(os.path.dirname(os.path.dirname(os.path.realpath(scaleserve.__file__))))' 2>/dev/null || true)
+installed=$(.venv/bin/python -c 'import scaleserve.version as v, os; print(os.path.dirname(os.path.dirname(os.path.realpath(v.__file__))))' 2>/dev/null || true)
 if [ "$installed" != "$here" ] || [ pyproject.toml -nt .venv/.scaleserve-installed ]; then
   step "installing scaleserve (editable) from $here"
   .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scaleserve import __version__
+from scaleserve.version import __version__
 from scaleserve.cli import build_parser
 
 pytestmark = pytest.mark.unit

@@ -25,7 +25,6 @@ from scaleserve.gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
-    UnsupportedMediaTypeError,
 )
 from scaleserve.gateway.protocol import parse_chat, parse_completion, parse_json
 from scaleserve.gateway.responses import GenerationResponse
@@ -106,9 +105,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             raise PayloadTooLargeError(
                 f"request body is larger than {settings.max_body_bytes} bytes"
             )
-        ctype = request.headers.get("content-type", "application/json")
-        if "json" not in ctype:
-            raise UnsupportedMediaTypeError("send the request body as application/json")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -123,7 +119,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     def new_id(prefix: str) -> str:
         return prefix + os.urandom(12).hex()
 
-    async def generate(request: Request, kind: str) -> Any:
+    async def generate(request: Request, kind: str) -> Response:
         arrived = time.perf_counter()
         route = "chat" if kind == "chat" else "completions"
         try:
@@ -139,11 +135,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
 
     @app.post("/v1/completions")
-    async def completions(request: Request) -> Any:
+    async def completions(request: Request) -> Response:
         return await generate(request, "completion")
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
+    async def chat_completions(request: Request) -> Response:
         return await generate(request, "chat")
 
     @app.get("/v1/models")

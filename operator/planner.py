@@ -11,7 +11,7 @@ deletes an old group first; when that takes the last serving group away the plan
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,9 +65,9 @@ def _pick_removal(to_remove: list[Group], size: int | None) -> Group:
 
 
 class _Names:
-    def __init__(self, taken: Sequence[Group]) -> None:
+    def __init__(self, taken: Sequence[Group], avoid: Collection[str]) -> None:
         self._used = {g.index for g in taken if g.index is not None}
-        self._names = {g.name for g in taken}
+        self._names = {g.name for g in taken} | set(avoid)
 
     def new(self, tensor_parallel: int) -> str:
         index = 0
@@ -85,17 +85,19 @@ def plan_transition(
     free_gpus: int,
     *,
     gpu_limit: int | None = None,
+    avoid_names: Collection[str] = (),
 ) -> Plan:
     """Steps from `current` groups to the `target` shapes.
 
     free_gpus: GPUs the cluster can give this endpoint on top of what it holds now.
     gpu_limit: most GPUs the endpoint may hold at any moment (budget + surge); default, the
     larger of what it holds now and what the target needs.
+    avoid_names: group names new groups must not take (e.g. of pods still terminating).
     """
     held = sum(g.size for g in current)
     limit = gpu_limit if gpu_limit is not None else max(held, sum(s.size for s in target))
     to_remove, to_add = _split(current, target)
-    names = _Names(current)
+    names = _Names(current, avoid_names)
     steps: list[Step] = []
     used, free = held, free_gpus
     serving = len(current)

@@ -248,7 +248,9 @@ async def _reconcile(
     if not plan.done:
         nodes = await cluster.node_free_gpus(rt.kube, spec)
         free = placeable(max(s.size for s in shapes), nodes)
-        plan = plan_transition(current, shapes, free, gpu_limit=limit)
+        pods = await cluster.endpoint_pods(rt.kube, ns, name, "engine")
+        in_use = {(p["metadata"].get("labels") or {}).get(LABEL_GROUP, "") for p in pods}
+        plan = plan_transition(current, shapes, free, gpu_limit=limit, avoid_names=in_use)
         if plan.disruptive and old.get("message") != plan.summary:
             emit("Warning", "NoSpareGPUs", plan.summary)
         waiting = await _execute(rt, spec, owner, live, plan, limit, emit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -57,9 +58,9 @@ def key(p: dict[str, Any]) -> tuple[str, str, str] | None:
 def compute(
     nodes: list[dict[str, Any]],
     pods: list[dict[str, Any]],
-    pinned: list[PinnedGroup] = (),
+    pinned: Sequence[PinnedGroup] = (),
     **kw: Any,
-) -> list[NodeGPUs]:  # type: ignore[assignment]
+) -> list[NodeGPUs]:
     args: dict[str, Any] = {"resource": GPU, "node_selector": {}, "tolerations": []}
     args.update(kw)
     return free_gpus(nodes, pods, list(pinned), group_key=key, **args)

@@ -159,3 +159,14 @@ def test_a_plan_is_disruptive_only_when_the_last_group_goes_first(
     plan = plan_transition(current, target, free, gpu_limit=budget + surge)
     _, _, serving = _replay(current, plan)
     assert plan.disruptive == (bool(current) and 0 in serving)
+
+
+def test_new_groups_avoid_names_still_held_by_terminating_pods() -> None:
+    plan = plan_transition(
+        groups(Layout(8, 1), first=1),
+        group_shapes(Layout(1, 8), 8),
+        8,
+        gpu_limit=16,
+        avoid_names={"g0-tp8"},
+    )
+    assert [str(s) for s in plan.steps] == ["create g2-tp8", "delete g1-tp1"]

@@ -17,7 +17,8 @@ CRD = Path(__file__).parents[3] / "crds" / "llmendpoints.yaml"
 
 def _spec_schema() -> dict[str, Any]:
     crd = yaml.safe_load(CRD.read_text())
-    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return dict(schema["properties"]["spec"])
 
 
 def test_a_minimal_static_spec_gets_the_crd_defaults() -> None:

@@ -46,13 +46,10 @@ def engine_args(spec: EndpointSpec, tensor_parallel: int) -> list[str]:
         args += ["--max-model-len", str(eng.max_model_len)]
     if eng.max_num_seqs is not None:
         args += ["--max-num-seqs", str(eng.max_num_seqs)]
-    if eng.prefix_caching:
-        args.append("--enable-prefix-caching")
+    args.append("--enable-prefix-caching" if eng.prefix_caching else "--no-enable-prefix-caching")
     if eng.expert_parallel:
         args.append("--enable-expert-parallel")
     extra = dict(eng.extra_args)
-    if not eng.prefix_caching:
-        extra.setdefault("enable_prefix_caching", False)
     if extra:
         args += ["--extra-engine-args", json.dumps(extra, sort_keys=True, separators=(",", ":"))]
     return args

@@ -139,9 +139,9 @@ def test_engine_settings_reach_the_engine_flags() -> None:
     assert args[args.index("--model") + 1] == "/models/llama-70b"
     assert args[args.index("--served-name") + 1] == "llama-70b"
     assert "--enable-expert-parallel" in args
-    assert "--enable-prefix-caching" not in args
+    assert "--no-enable-prefix-caching" in args
     extra = json.loads(args[args.index("--extra-engine-args") + 1])
-    assert extra == {"enable_prefix_caching": False, "swap_space": 4}
+    assert extra == {"swap_space": 4}
 
 
 def test_services_follow_the_contract() -> None:

@@ -1,1 +1,1 @@
-"""Generated bindings of the engine protocol (scaleserve.engine.v1); regenerate with `make proto`."""
+"""Generated bindings of the engine protocol; regenerate them with `make proto`."""

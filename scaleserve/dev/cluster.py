@@ -261,8 +261,10 @@ class Cluster:
             self.wait_nodes_ready(nodes, timeout_s, state)
             self._wait(
                 "the default ServiceAccount (controller-manager)",
-                lambda: api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0]
-                == 200,
+                lambda: (
+                    api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0]
+                    == 200
+                ),
                 timeout_s,
                 state,
                 BINARIES,
@@ -313,7 +315,9 @@ class Cluster:
             "--profiling=false", "--cert-dir", self.dir / "pki",
         ])  # fmt: skip
         api = self.api(state)
-        self._wait("kube-apiserver /readyz", api.ready, timeout_s, state, ["etcd", "kube-apiserver"])
+        self._wait(
+            "kube-apiserver /readyz", api.ready, timeout_s, state, ["etcd", "kube-apiserver"]
+        )
         sched_config = self.dir / "scheduler.json"
         sched_config.write_text(json.dumps({
             "apiVersion": "kubescheduler.config.k8s.io/v1",

@@ -1,0 +1,270 @@
+"""charts/scaleserve on a real control plane: install, upgrade, uninstall, and its RBAC in use.
+
+The chart's operator pod lands on a kwok node (kwok plays its lifecycle, nothing runs); to check
+that the chart's RBAC is enough for what the operator really does, the operator runs as a local
+process authenticated as the chart's ServiceAccount (a token from the TokenRequest API).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.control_plane.test_operator_harness import (
+    OperatorProcess,
+    StatsServer,
+    create_endpoint,
+    kubectl,
+    llmep_crd,
+    stats_server,
+    wait_status,
+)
+from tests.fixtures.cluster import GpuPool, KubeCluster, wait_for
+
+pytestmark = pytest.mark.control_plane
+
+__all__ = ["llmep_crd", "stats_server"]
+
+ROOT = Path(__file__).parents[2]
+CHART = ROOT / "charts" / "scaleserve"
+RELEASE = "scaleserve"
+CRD = "llmendpoints.scaleserve.io"
+INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
+
+Helm = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def helm_binary() -> Path:
+    from scaleserve.dev.cluster import binaries_dir
+
+    path = binaries_dir() / "helm"
+    if not path.is_file():
+        pytest.fail(f"helm is not built ({path}): run `make cluster-binaries`")
+    return path
+
+
+@pytest.fixture
+def helm(helm_binary: Path, kube_cluster: KubeCluster, tmp_path: Path) -> Helm:
+    """helm(*args) against the test cluster, with its own config and cache folders."""
+    home = tmp_path / "helm"
+    env = {
+        **kube_cluster.kubectl_env(),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(helm_binary), *args], env=env, capture_output=True, text=True, timeout=240
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run
+
+
+def _values(tmp_path: Path, pool: GpuPool, **extra: Any) -> Path:
+    """Values placing the operator pod on the test's kwok pool."""
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({**pool.pod_placement(), **extra}))
+    return path
+
+
+def _get(cluster: KubeCluster, *args: str) -> list[dict[str, Any]]:
+    out = kubectl(cluster, "get", *args, "-o", "json").stdout
+    data = json.loads(out)
+    return list(data.get("items", [data]))
+
+
+def _names(cluster: KubeCluster, kind: str, namespace: str | None) -> list[str]:
+    where = ["-n", namespace] if namespace else []
+    return sorted(i["metadata"]["name"] for i in _get(cluster, kind, *where, "-l", INSTANCE))
+
+
+def _operator_pods(cluster: KubeCluster, namespace: str) -> list[dict[str, Any]]:
+    selector = f"{INSTANCE},app.kubernetes.io/component=operator"
+    return _get(cluster, "pods", "-n", namespace, "-l", selector)
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _cluster_objects(cluster: KubeCluster, namespace: str) -> list[str]:
+    """This release's ClusterRoles and ClusterRoleBindings."""
+    names = []
+    for kind in ("clusterroles", "clusterrolebindings"):
+        for item in _get(cluster, kind, "-l", INSTANCE):
+            if item["metadata"]["name"].startswith(f"{namespace}-"):
+                names.append(f"{kind}/{item['metadata']['name']}")
+    return sorted(names)
+
+
+def test_install_upgrade_and_uninstall_leave_the_expected_objects(
+    kube_cluster: KubeCluster, namespace: str, gpu_pool: Any, helm: Helm, tmp_path: Path
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    values = _values(tmp_path, pool)
+    helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values), "--wait",
+         "--timeout", "120s")  # fmt: skip
+
+    kubectl(kube_cluster, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD}")
+    assert _names(kube_cluster, "deployments", namespace) == ["scaleserve-operator"]
+    assert _names(kube_cluster, "serviceaccounts", namespace) == ["scaleserve-operator"]
+    assert _names(kube_cluster, "services", namespace) == ["scaleserve-operator"]
+    assert _names(kube_cluster, "roles", namespace) == []
+    cluster_name = f"{namespace}-scaleserve-operator"[:63].rstrip("-")
+    assert _cluster_objects(kube_cluster, namespace) == [
+        f"clusterrolebindings/{cluster_name}",
+        f"clusterroles/{cluster_name}",
+    ]
+    (pod,) = _operator_pods(kube_cluster, namespace)
+    assert pod["spec"]["nodeName"] in pool.nodes
+    assert _ready(pod)
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["SCALESERVE_OPERATOR_NAMESPACES"] == ""
+    assert env["SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S"] == "10"
+    sa = f"system:serviceaccount:{namespace}:scaleserve-operator"
+    can = kubectl(kube_cluster, "auth", "can-i", "create", "statefulsets.apps", "--as", sa,
+                  "-n", "default", check=False)  # fmt: skip
+    assert can.stdout.strip() == "yes"
+
+    # upgrade: watch only the release namespace, reconcile faster
+    helm("upgrade", RELEASE, str(CHART), "-n", namespace, "-f", str(values),
+         "--set", "operator.scope=namespace", "--set", "operator.reconcileIntervalSeconds=3",
+         "--wait", "--timeout", "120s")  # fmt: skip
+    status = json.loads(helm("status", RELEASE, "-n", namespace, "-o", "json").stdout)
+    assert status["version"] == 2
+    assert status["info"]["status"] == "deployed"
+    assert _names(kube_cluster, "roles", namespace) == ["scaleserve-operator"]
+    assert _names(kube_cluster, "rolebindings", namespace) == ["scaleserve-operator"]
+
+    def rolled() -> list[dict[str, Any]]:
+        pods = [p for p in _operator_pods(kube_cluster, namespace)
+                if not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+        env = [{e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
+               for p in pods]  # fmt: skip
+        done = len(pods) == 1 and env[0]["SCALESERVE_OPERATOR_NAMESPACES"] == namespace
+        return pods if done and _ready(pods[0]) else []
+
+    (pod,) = wait_for(rolled, "the upgraded operator pod", timeout_s=60)
+    assert pod["spec"]["nodeName"] in pool.nodes
+    for can_i, where, expected in [
+        ("create", namespace, "yes"),
+        ("create", "default", "no"),  # writes only where it watches now
+        ("list", "default", "yes"),  # placement reads pods and StatefulSets everywhere
+    ]:
+        result = kubectl(kube_cluster, "auth", "can-i", can_i, "statefulsets.apps", "--as", sa,
+                         "-n", where, check=False)  # fmt: skip
+        assert result.stdout.strip() == expected, (can_i, where)
+
+    helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
+    for kind in ("deployments", "serviceaccounts", "services", "roles", "rolebindings"):
+        assert _names(kube_cluster, kind, namespace) == [], kind
+    assert _cluster_objects(kube_cluster, namespace) == []
+    wait_for(lambda: not _operator_pods(kube_cluster, namespace), "operator pod gone", 60)
+    # the CRD stays: removing it would delete every LLMEndpoint in the cluster
+    assert _get(kube_cluster, "crd", CRD)
+    assert helm("status", RELEASE, "-n", namespace, check=False).returncode != 0
+
+
+# --- the operator's real API calls under the chart's RBAC -----------------------------------
+
+
+def _token_kubeconfig(cluster: KubeCluster, namespace: str, sa: str, path: Path) -> Path:
+    token = kubectl(cluster, "create", "token", sa, "-n", namespace, "--duration", "1h")
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    user = config["contexts"][0]["context"]["user"]
+    config["users"] = [{"name": user, "user": {"token": token.stdout.strip()}}]
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def operator_as(
+    kube_cluster: KubeCluster, stats_server: StatsServer, tmp_path: Path
+) -> Iterator[Callable[[str, str], OperatorProcess]]:
+    """operator_as(namespace, serviceaccount): `scaleserve operator` with that identity only."""
+    started: list[OperatorProcess] = []
+
+    def start(namespace: str, sa: str) -> OperatorProcess:
+        config = _token_kubeconfig(kube_cluster, namespace, sa, tmp_path / "sa.kubeconfig")
+        identity = KubeCluster(kubeconfig=config, server=kube_cluster.server, started_here=False)
+        handle = OperatorProcess(
+            identity, namespace, stats_server.url_template, tmp_path / "operator.log"
+        )
+        handle.start()
+        started.append(handle)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for handle in started:
+            handle.stop()
+            if os.environ.get("SCALESERVE_SHOW_OPERATOR_LOG"):
+                print(handle.tail(200))
+
+
+def _at(layout: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda s: s.get("phase") == "Ready" and s.get("currentLayout") == layout
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_the_charts_rbac_is_enough_for_a_full_reshape(
+    kube_cluster: KubeCluster,
+    kube_api: Any,
+    llmep_crd: str,
+    namespace: str,
+    gpu_pool: Any,
+    helm: Helm,
+    operator_as: Callable[[str, str], OperatorProcess],
+    stats_server: StatsServer,
+    tmp_path: Path,
+    scope: str,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=2, gpus=8)
+    values = _values(tmp_path, pool, operator={"scope": scope})
+    helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values))
+    try:
+        op = operator_as(namespace, "scaleserve-operator")
+        stats_server.set(namespace, "chat", 4.0)
+        spec = {
+            "model": {"uri": "hf://org/tiny-llama"},
+            "autoscaling": {
+                "gpuBudget": 8, "surgeGPUs": 8, "tensorParallelCandidates": [8, 1],
+                "concurrencyThresholds": [64], "windowSeconds": 2, "cooldownSeconds": 2,
+            },
+            **pool.pod_placement(),
+        }  # fmt: skip
+        create_endpoint(kube_api, namespace, "chat", spec)
+        wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", timeout_s=90, op=op)
+        # a reshape creates, deletes and pins groups and posts events: every call the operator makes
+        stats_server.set(namespace, "chat", 100.0)
+        wait_status(kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=120, op=op)
+        assert op.alive()
+        log = op.tail(100_000)
+        assert " 403 " not in log, log
+        assert "Forbidden" not in log, log
+        reasons = kubectl(kube_cluster, "get", "events", "-n", namespace, "-o", "json").stdout
+        assert "GroupDeleted" in reasons  # events were posted with the chart's identity
+        # the gateway's Role (endpointslice reads) was granted by the operator: no escalation
+        gateway_role = _get(kube_cluster, "role", "chat-gateway", "-n", namespace)[0]
+        assert gateway_role["rules"][0]["resources"] == ["endpointslices"]
+    finally:
+        # the operator (still running) lets go of its finalizer, then the release goes
+        kubectl(kube_cluster, "delete", "llmep", "--all", "-n", namespace, "--timeout=30s",
+                check=False)  # fmt: skip
+        helm("uninstall", RELEASE, "-n", namespace, check=False)

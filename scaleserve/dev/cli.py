@@ -78,8 +78,52 @@ def _register_cluster(dev_sub: Any) -> None:
         parser.add_argument("--name", default=DEFAULT_CLUSTER, help="cluster name")
 
 
+def _stack_up(args: argparse.Namespace) -> int:
+    from scaleserve.dev.stack import Stack
+
+    try:
+        state = Stack(args.name).up(
+            nodes=args.nodes, gpus_per_node=args.gpus, sample=not args.no_sample,
+            timeout_s=args.timeout,
+        )  # fmt: skip
+    except Exception as exc:
+        print(f"scaleserve dev up: {exc}", file=sys.stderr)
+        return 1
+    print(f"==> stack {state.name!r} is up; it keeps running until `scaleserve dev down`")
+    print(f"    export KUBECONFIG={state.kubeconfig}")
+    if state.gateway_url:
+        print(f"    OpenAI base URL: {state.gateway_url}")
+    print(f"    logs: {state.dir}/logs, {state.dir}/pods/*/container.log")
+    return 0
+
+
+def _stack_down(args: argparse.Namespace) -> int:
+    from scaleserve.dev.stack import Stack
+
+    existed = Stack(args.name).down(progress=lambda line: print(line, flush=True))
+    print(f"stack {args.name!r} {'removed' if existed else 'was not running'}")
+    return 0
+
+
+def _register_stack(dev_sub: Any) -> None:
+    up = dev_sub.add_parser(
+        "up",
+        help="the whole system locally: control plane, operator, and a local runner that runs "
+        "engine and gateway pods as real processes (vLLM on the CPU); applies a sample endpoint",
+    )
+    up.add_argument("--nodes", type=int, default=2, help="local nodes (default 2)")
+    up.add_argument("--gpus", type=int, default=2, help="GPUs per local node, one core each")
+    up.add_argument("--no-sample", action="store_true", help="do not apply the sample endpoint")
+    up.add_argument("--timeout", type=float, default=600.0, help="start-up deadline, seconds")
+    up.set_defaults(run=_stack_up)
+    down = dev_sub.add_parser("down", help="stop everything `dev up` started, remove its files")
+    down.set_defaults(run=_stack_down)
+    for parser in (up, down):
+        parser.add_argument("--name", default=DEFAULT_CLUSTER, help="stack (and cluster) name")
+
+
 # `dev` sub-subcommands: each function adds its parser(s) to the `dev` subparsers.
-DEV_COMMANDS: list[Callable[[Any], None]] = [_register_cluster]
+DEV_COMMANDS: list[Callable[[Any], None]] = [_register_cluster, _register_stack]
 
 
 def register(subparsers: Any) -> None:

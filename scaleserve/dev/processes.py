@@ -1,0 +1,154 @@
+"""Processes of the local stack: start them marked, stop them gracefully, find leftovers.
+
+Every process the stack starts (the runner, the operator, each pod's container and whatever
+those spawn) carries ``SCALESERVE_DEV_STACK=<marker>`` in its environment, inherited by its
+children. `dev down` therefore finds every process that belongs to a stack by reading
+``/proc/<pid>/environ``, and never signals a process it did not start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+MARKER_ENV = "SCALESERVE_DEV_STACK"
+
+# Popen handles of processes started by this interpreter, so that they are reaped
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log: Path,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a detached process (its own session and process group), output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    return proc
+
+
+def _reap(pid: int) -> None:
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.1)
+        return
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not count; one of ours is reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        _reap(pid)
+        return False
+    return True
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Live processes whose environment carries this stack's marker."""
+    needle = f"{MARKER_ENV}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """Send `sig` to the process group led by `pid` (our processes lead their own group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def stop(pid: int, grace_s: float, *, group: bool = True) -> None:
+    """SIGTERM `pid` (the leader only: it may drain and stop its children itself), wait up to
+    `grace_s`, then SIGKILL it and, with `group`, every process left in its group."""
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        wait_gone([pid], grace_s)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if group:
+        signal_group(pid, signal.SIGKILL)
+    wait_gone([pid], 10.0)
+    _reap(pid)
+
+
+def wait_gone(pids: Iterable[int], timeout_s: float) -> bool:
+    pending = list(pids)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        pending = [p for p in pending if alive(p)]
+        if not pending:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def kill_marked(marker: str, grace_s: float = 5.0) -> list[int]:
+    """Stop every process carrying `marker`: SIGTERM, then SIGKILL after `grace_s`."""
+    pids = marked_pids(marker)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    if not wait_gone(pids, grace_s):
+        for pid in marked_pids(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_gone(pids, 10.0)
+    for pid in pids:
+        _reap(pid)
+    return pids
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port (a bind succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])

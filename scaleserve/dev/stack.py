@@ -1,0 +1,283 @@
+"""`scaleserve dev up` / `dev down`: the whole system on this machine, GPUs played by CPU cores.
+
+`up` starts the local control plane (cluster.py, without kwok nodes), installs the CRD, gives
+the local nodes a pod network (podnet.py), starts the local runner (the kubelet of those nodes,
+runner.py) and the operator as background processes, and optionally applies the sample
+LLMEndpoint (e2e/local/llmendpoint.yaml), waits for it with visible progress and streams one
+answer through its gateway. Everything lives in ``$SCALESERVE_CACHE/stacks/<name>/`` and
+``$SCALESERVE_CACHE/clusters/<name>/``; `down` stops every process of the stack (found by the
+marker in their environment, processes.py), removes the routes and both folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import string
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaleserve.dev import podnet, processes
+from scaleserve.dev.cluster import REPO_ROOT, Cluster, ClusterError, cache_dir, free_port
+from scaleserve.dev.runner import NodeConfig, RunnerConfig
+
+CRD_FILE = REPO_ROOT / "crds" / "llmendpoints.yaml"
+SAMPLE_FILE = REPO_ROOT / "e2e" / "local" / "llmendpoint.yaml"
+GROUP, VERSION, PLURAL = "scaleserve.io", "v1alpha1", "llmendpoints"
+Progress = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass
+class StackState:
+    name: str
+    dir: str
+    marker: str
+    kubeconfig: str = ""
+    subnets: list[str] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)
+    nodes: list[str] = field(default_factory=list)
+    gateway_url: str = ""
+    ready_s: float = 0.0
+
+
+def stacks_root() -> Path:
+    return cache_dir() / "stacks"
+
+
+class Stack:
+    """One named local stack: a cluster of the same name plus the runner and the operator."""
+
+    def __init__(self, name: str = "scaleserve") -> None:
+        self.name = name
+        self.dir = stacks_root() / name
+        self.state_file = self.dir / "state.json"
+        self.logs = self.dir / "logs"
+        self.cluster = Cluster(name)
+
+    # ----------------------------------------------------------------- state
+    def load(self) -> StackState | None:
+        try:
+            return StackState(**json.loads(self.state_file.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def _save(self, state: StackState) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2))
+        tmp.replace(self.state_file)
+
+    def running(self) -> bool:
+        state = self.load()
+        return state is not None and all(processes.alive(p) for p in state.pids.values())
+
+    # -------------------------------------------------------------------- up
+    def up(
+        self,
+        *,
+        nodes: int = 2,
+        gpus_per_node: int = 2,
+        reconcile_interval_s: float = 2.0,
+        sample: bool = True,
+        timeout_s: float = 600.0,
+        progress: Progress = _print,
+    ) -> StackState:
+        if self.load() is not None:
+            if self.running():
+                raise StackError(f"stack {self.name!r} is already up (`scaleserve dev down`)")
+            self.down()
+        started = time.monotonic()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = StackState(self.name, str(self.dir), marker=str(self.dir))
+        self._save(state)
+        try:
+            self._up(state, nodes, gpus_per_node, reconcile_interval_s, timeout_s, progress)
+            state.ready_s = round(time.monotonic() - started, 1)
+            self._save(state)
+            if sample:
+                self.apply_sample(state, timeout_s, progress)
+        except BaseException:
+            progress(f"==> start-up failed; logs: {self.logs}")
+            self._dump_logs(progress)
+            self.down()
+            raise
+        return state
+
+    def _up(
+        self,
+        state: StackState,
+        nodes: int,
+        gpus: int,
+        reconcile_interval_s: float,
+        timeout_s: float,
+        progress: Progress,
+    ) -> None:
+        progress(f"==> control plane {self.name!r} (etcd, kube-apiserver, controllers, scheduler)")
+        try:
+            cluster = self.cluster.up(nodes=0, timeout_s=min(timeout_s, 180.0))
+        except ClusterError as exc:
+            raise StackError(str(exc)) from exc
+        state.kubeconfig = cluster.kubeconfig
+        self._save(state)
+        progress(f"    up in {cluster.ready_s:.1f}s at {cluster.server}")
+        self._install_crd(timeout_s)
+        progress("==> CRD llmendpoints.scaleserve.io installed")
+        state.subnets = podnet.add_subnets(nodes)
+        self._save(state)
+        names = [f"local-{i}" for i in range(nodes)]
+        state.nodes = names
+        config = RunnerConfig(
+            name=self.name,
+            kubeconfig=state.kubeconfig,
+            pods_dir=str(self.dir / "pods"),
+            nodes=tuple(NodeConfig(n, gpus, s) for n, s in zip(names, state.subnets, strict=True)),
+        )
+        config.dump(self.dir / "runner.json")
+        env = {**os.environ, processes.MARKER_ENV: state.marker, "KUBECONFIG": state.kubeconfig}
+        runner = processes.spawn(
+            [sys.executable, "-m", "scaleserve.dev.runner", str(self.dir / "runner.json")],
+            env=env, log=self.logs / "runner.log", cwd=self.dir,
+        )  # fmt: skip
+        state.pids["runner"] = runner.pid
+        self._save(state)
+        api = self.cluster.api()
+        self._wait(
+            f"{nodes} local nodes Ready",
+            lambda: self.cluster.ready_node_count(api) >= nodes,
+            60.0, state,
+        )  # fmt: skip
+        progress(f"==> local runner: nodes {', '.join(names)} ({gpus} GPUs each, CPU cores)")
+        liveness = free_port()
+        operator = processes.spawn(
+            [sys.executable, "-m", "scaleserve", "operator",
+             "--reconcile-interval", str(reconcile_interval_s),
+             "--liveness-port", str(liveness)],
+            env=env, log=self.logs / "operator.log", cwd=self.dir,
+        )  # fmt: skip
+        state.pids["operator"] = operator.pid
+        self._save(state)
+        self._wait(
+            "the operator",
+            lambda: _http_ok(f"http://127.0.0.1:{liveness}/healthz"),
+            60.0, state,
+        )  # fmt: skip
+        progress("==> operator running")
+
+    def _install_crd(self, timeout_s: float) -> None:
+        api = self.cluster.api()
+        crd = yaml.safe_load(CRD_FILE.read_text())
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        api.create(path, crd, exist_ok=True)
+
+        def established() -> bool:
+            obj = api.get_json(f"{path}/{crd['metadata']['name']}")
+            conds = obj.get("status", {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+        deadline = time.monotonic() + min(timeout_s, 60.0)
+        while not established():
+            if time.monotonic() > deadline:
+                raise StackError("the CRD did not become Established")
+            time.sleep(0.2)
+
+    def _wait(
+        self, what: str, check: Callable[[], bool], timeout_s: float, state: StackState
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            for name, pid in state.pids.items():
+                if not processes.alive(pid):
+                    log = processes.log_tail(self.logs / f"{name}.log")
+                    raise StackError(f"{name} exited while waiting for {what}:\n{log}")
+            if time.monotonic() > deadline:
+                raise StackError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            time.sleep(0.3)
+
+    def _dump_logs(self, progress: Progress) -> None:
+        for log in sorted(self.logs.glob("*.log")):
+            progress(f"--- {log.name}\n{processes.log_tail(log, 15)}")
+
+    # ---------------------------------------------------------------- sample
+    def apply_sample(self, state: StackState, timeout_s: float, progress: Progress) -> None:
+        from scaleserve.dev.watch import endpoint_gateway_url, wait_endpoint_ready
+        from scaleserve.engine.tiny_model import default_model_dir, make_tiny_model
+
+        model = make_tiny_model(default_model_dir())
+        body = sample_endpoint(model)
+        name = body["metadata"]["name"]
+        progress(f"==> applying LLMEndpoint default/{name} (tiny model {model.name})")
+        client = self.kube_client()
+        try:
+            from kubernetes import client as k8s
+
+            k8s.CustomObjectsApi(client).create_namespaced_custom_object(
+                GROUP, VERSION, "default", PLURAL, body
+            )
+            wait_endpoint_ready(client, "default", name, timeout_s, progress)
+            state.gateway_url = endpoint_gateway_url(client, "default", name)
+        finally:
+            client.close()
+        self._save(state)
+        progress(f"==> gateway URL: {state.gateway_url}")
+        from scaleserve.demo import stream_answer
+
+        stream_answer(state.gateway_url, "tiny-llama", "Write a short poem about the sea.", 32)
+
+    def kube_client(self) -> Any:
+        from kubernetes import config
+
+        return config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.cluster.kubeconfig)
+        )
+
+    # ------------------------------------------------------------------ down
+    def down(self, progress: Progress | None = None) -> bool:
+        """Stop every process of the stack, remove its routes and folders. True if it existed."""
+        say = progress or (lambda _line: None)
+        state = self.load()
+        existed = state is not None or self.dir.exists() or self.cluster.dir.exists()
+        if state is not None:
+            for name, grace in (("runner", 30.0), ("operator", 10.0)):
+                pid = state.pids.get(name)
+                if pid is not None and processes.alive(pid):
+                    say(f"==> stopping the {name}")
+                    processes.stop(pid, grace)
+            leftovers = processes.kill_marked(state.marker)
+            if leftovers:
+                say(f"==> stopped {len(leftovers)} leftover process(es)")
+        say(f"==> stopping control plane {self.name!r}")
+        self.cluster.down()
+        if state is not None:
+            podnet.remove_subnets(state.subnets)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return existed
+
+
+def sample_endpoint(model_dir: Path) -> dict[str, Any]:
+    text = string.Template(SAMPLE_FILE.read_text()).substitute(MODEL_DIR=str(model_dir))
+    body: dict[str, Any] = yaml.safe_load(text)
+    return body
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False

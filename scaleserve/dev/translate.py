@@ -1,0 +1,117 @@
+"""A pod's container as a local process: the small, explicit translation the runner applies.
+
+Only the two scaleserve images' containers run locally: command ``["scaleserve", "engine"]``
+or ``["scaleserve", "gateway"]``. Their args are kept as the operator wrote them except
+``--host``, which becomes the pod's own address (the container would listen on 0.0.0.0 inside
+its network namespace; here every pod shares the machine's). Environment:
+
+- the container's literal ``env`` values (``valueFrom`` is not supported);
+- ``HF_HOME`` and ``TMPDIR`` under the pod's scratch folder (an emptyDir); ``HOME`` stays, so
+  vLLM's compile cache is shared between pods like an image's layers;
+- engines: ``VLLM_CPU_OMP_THREADS_BIND`` from the GPUs the runner assigned (one core per
+  tensor-parallel worker), ``HF_HUB_OFFLINE=1``, a small ``VLLM_CPU_KVCACHE_SPACE``;
+- gateways: ``KUBECONFIG`` standing in for the pod's service account token.
+
+Pure: no processes, no cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RUNNABLE = {"engine", "gateway"}
+ENGINE_KVCACHE_GIB = "1"
+
+
+class TranslationError(ValueError):
+    """The container cannot run as a local process; the message says why."""
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    kind: str  # engine | gateway
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+
+
+def component(container: Mapping[str, Any]) -> str:
+    command = list(container.get("command") or [])
+    if len(command) != 2 or command[0] != "scaleserve" or command[1] not in RUNNABLE:
+        raise TranslationError(
+            f"container {container.get('name')!r}: only `scaleserve engine` and "
+            f"`scaleserve gateway` containers run on a local node (command {command!r})"
+        )
+    return str(command[1])
+
+
+def with_host(args: Sequence[str], host: str) -> list[str]:
+    """`args` with the value of --host (either form) set to `host`, appended when absent."""
+    out: list[str] = []
+    replaced = False
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if arg == "--host" and i + 1 < len(args):
+            out += ["--host", host]
+            skip = replaced = True
+        elif arg.startswith("--host="):
+            out.append(f"--host={host}")
+            replaced = True
+        else:
+            out.append(arg)
+    return out if replaced else [*out, "--host", host]
+
+
+def literal_env(container: Mapping[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        if "valueFrom" in item:
+            raise TranslationError(
+                f"container {container.get('name')!r}: env {item.get('name')!r} uses valueFrom, "
+                "which the local runner does not resolve"
+            )
+        env[str(item["name"])] = str(item.get("value", ""))
+    return env
+
+
+def container_process(
+    container: Mapping[str, Any],
+    *,
+    pod_ip: str,
+    python: str,
+    scratch: Path,
+    kubeconfig: str,
+    cpu_bind: str | None,
+    base_env: Mapping[str, str],
+) -> ProcessSpec:
+    kind = component(container)
+    args = with_host([str(a) for a in container.get("args") or []], pod_ip)
+    env = {**base_env, **literal_env(container)}
+    env.update(
+        HF_HOME=str(scratch / "hf"),
+        TMPDIR=str(scratch / "tmp"),
+        PYTHONUNBUFFERED="1",
+    )
+    if kind == "engine":
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", ENGINE_KVCACHE_GIB)
+        if cpu_bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind
+    else:
+        env["KUBECONFIG"] = kubeconfig
+    return ProcessSpec(kind, (python, "-m", "scaleserve", kind, *args), env)
+
+
+def container_port(container: Mapping[str, Any], port: int | str) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for item in container.get("ports") or []:
+        if item.get("name") == port:
+            return int(item["containerPort"])
+    raise TranslationError(f"container {container.get('name')!r} has no port named {port!r}")

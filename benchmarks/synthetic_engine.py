@@ -8,6 +8,9 @@ behind, as the real engine does. ModelInfo serves the tokenizer files of a real 
 
     python benchmarks/synthetic_engine.py --port 50061 --tokens-per-s 500
 
+With --tokens-per-s 0 it sends one token per message as fast as the reader takes them (flow
+control paces it), which measures relay throughput in messages, not in coalesced batches.
+
 It is only a benchmark instrument, named synthetic everywhere; tests of the engine use vLLM.
 """
 
@@ -43,7 +46,7 @@ class SyntheticEngine(engine_pb2_grpc.EngineServicer):  # type: ignore[misc]
         default_max_tokens: int,
         tensor_parallel: int,
     ) -> None:
-        self.interval = 1.0 / tokens_per_s
+        self.interval = 1.0 / tokens_per_s if tokens_per_s > 0 else 0.0
         self.first_delay = first_token_delay_s
         self.default_max_tokens = default_max_tokens
         files = {
@@ -80,6 +83,19 @@ class SyntheticEngine(engine_pb2_grpc.EngineServicer):  # type: ignore[misc]
         sent = 0
         finished = False
         try:
+            if not self.interval:  # burst: one token per message, as fast as it is read
+                if self.first_delay:
+                    await asyncio.sleep(self.first_delay)
+                while sent < max_tokens:
+                    msg = engine_pb2.GenerateResponse(
+                        text=WORDS[sent % len(WORDS)], token_ids=(sent,)
+                    )
+                    sent += 1
+                    if sent >= max_tokens:
+                        msg.finish_reason = "length"
+                        msg.usage.prompt_tokens = prompt_tokens
+                        msg.usage.completion_tokens = sent
+                    await context.write(msg)
             while sent < max_tokens:
                 now = loop.time()
                 due = min(max_tokens, int((now - start) / self.interval) + 1) if now >= start else 0
@@ -162,7 +178,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=50061)
     parser.add_argument("--model", default="", help="model dir with tokenizer files (tiny model)")
     parser.add_argument("--served-name", default="synthetic")
-    parser.add_argument("--tokens-per-s", type=float, default=500.0, help="per stream")
+    parser.add_argument(
+        "--tokens-per-s", type=float, default=500.0, help="per stream; 0: one per message, unpaced"
+    )
     parser.add_argument("--first-token-delay-ms", type=float, default=0.0)
     parser.add_argument("--max-tokens", type=int, default=128, help="when the request sets none")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)

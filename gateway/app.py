@@ -20,6 +20,7 @@ from scaleserve.gateway.auth import ApiKeys, load_keys
 from scaleserve.gateway.discovery.kubernetes import EndpointSliceDiscovery
 from scaleserve.gateway.discovery.static import StaticDiscovery
 from scaleserve.gateway.errors import (
+    ClientDisconnectedError,
     GatewayError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -27,7 +28,7 @@ from scaleserve.gateway.errors import (
     PayloadTooLargeError,
 )
 from scaleserve.gateway.protocol import parse_chat, parse_completion, parse_json
-from scaleserve.gateway.responses import GenerationResponse
+from scaleserve.gateway.responses import GenerationResponse, error_response_messages
 from scaleserve.gateway.service import Gateway
 from scaleserve.gateway.settings import GatewaySettings
 
@@ -48,7 +49,78 @@ def error_response(err: GatewayError) -> Response:
     )
 
 
-def create_app(settings: GatewaySettings) -> FastAPI:
+GENERATION_ROUTES = {"/v1/completions": "completion", "/v1/chat/completions": "chat"}
+
+
+class GatewayApp:
+    """The ASGI entry point: generation POSTs take a direct path, everything else FastAPI.
+
+    The two generation routes are the hot path; serving them straight from the server's
+    `receive`/`send` skips the framework's routing and per-message middleware wrappers, which
+    would otherwise run for every relayed token.
+    """
+
+    def __init__(self, api: FastAPI, gateway: Gateway, keys: ApiKeys) -> None:
+        self.api = api
+        self.state = api.state
+        self.gateway = gateway
+        self.keys = keys
+        self.max_body = gateway.settings.max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            kind = GENERATION_ROUTES.get(scope["path"])
+            if kind is not None:
+                await self.generate(kind, scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+    async def read_body(self, scope: Any, receive: Any) -> bytes:
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                raise PayloadTooLargeError(f"request body is larger than {self.max_body} bytes")
+        self.keys.check(authorization)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnectedError
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLargeError(f"request body is larger than {self.max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def generate(self, kind: str, scope: Any, receive: Any, send: Any) -> None:
+        gateway = self.gateway
+        arrived = time.perf_counter()
+        route = "chat" if kind == "chat" else "completions"
+        try:
+            data = parse_json(await self.read_body(scope, receive))
+            req = parse_chat(data) if kind == "chat" else parse_completion(data)
+            request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + os.urandom(12).hex()
+            prompt_ids, engine_request = gateway.prepare(req, request_id)
+        except GatewayError as err:
+            gateway.observe(route, err.status, arrived)
+            start, body = error_response_messages(err)
+            await send(start)
+            await send(body)
+            return
+        except ClientDisconnectedError:
+            return
+        response = GenerationResponse(
+            gateway, req, request_id, prompt_ids, engine_request, route, arrived
+        )
+        await response(scope, receive, send)
+
+
+def create_app(settings: GatewaySettings) -> GatewayApp:
     gateway = Gateway(settings)
     keys = ApiKeys(load_keys(settings.api_key_file))
 
@@ -98,49 +170,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
         return error_response(InvalidRequestError(str(exc)))
 
-    async def read_body(request: Request) -> dict[str, Any]:
-        keys.check(request.headers.get("authorization"))
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            raise PayloadTooLargeError(
-                f"request body is larger than {settings.max_body_bytes} bytes"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > settings.max_body_bytes:
-                raise PayloadTooLargeError(
-                    f"request body is larger than {settings.max_body_bytes} bytes"
-                )
-            chunks.append(chunk)
-        return parse_json(b"".join(chunks))
-
-    def new_id(prefix: str) -> str:
-        return prefix + os.urandom(12).hex()
-
-    async def generate(request: Request, kind: str) -> Response:
-        arrived = time.perf_counter()
-        route = "chat" if kind == "chat" else "completions"
-        try:
-            data = await read_body(request)
-            req = parse_chat(data) if kind == "chat" else parse_completion(data)
-            request_id = new_id("chatcmpl-" if kind == "chat" else "cmpl-")
-            prompt_ids, engine_request = gateway.prepare(req, request_id)
-        except GatewayError as err:
-            gateway.observe(route, err.status, arrived)
-            raise
-        return GenerationResponse(
-            gateway, req, request_id, prompt_ids, engine_request, route, arrived
-        )
-
     @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        return await generate(request, "completion")
-
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await generate(request, "chat")
+    async def generation_routes() -> Response:  # served by GatewayApp's fast path
+        raise NotFoundError("no such route")
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -192,4 +225,4 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def metrics() -> Response:
         return Response(gateway.metrics.render(), media_type=PROMETHEUS)
 
-    return app
+    return GatewayApp(app, gateway, keys)

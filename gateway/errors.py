@@ -119,6 +119,10 @@ class NotImplementedByEngineError(UpstreamError):
     code = "not_implemented"
 
 
+class ClientDisconnectedError(Exception):
+    """The client went away (nothing to answer)."""
+
+
 # gRPC status codes whose failure before the first token is worth one try on another replica.
 RETRYABLE = frozenset(
     {

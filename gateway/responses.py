@@ -117,7 +117,7 @@ class GenerationResponse(Response):
                 else:
                     await self._collect(upstream, send)
             finally:
-                gw.finish(upstream)
+                await gw.finish(upstream)
         finally:
             gw.in_flight.add(-1)
             gw.admission.release()
@@ -149,6 +149,7 @@ class GenerationResponse(Response):
                 msg = await call.read()
                 if msg is EOF:
                     raise UpstreamError(EOF_ERROR)
+            up.complete = True
             if msg.finish_reason == "abort":
                 raise UpstreamError("the engine aborted the request")
             tail = head + enc.finish(msg.finish_reason, msg.text)
@@ -181,6 +182,7 @@ class GenerationResponse(Response):
                     raise UpstreamError(EOF_ERROR)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
+        up.complete = True
         if msg.finish_reason == "abort":
             raise UpstreamError("the engine aborted the request")
         u = msg.usage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -33,6 +34,7 @@ from scaleserve.gateway.stats import TimeWeightedGauge
 from scaleserve.gateway.tokenizer import ModelTokenizer
 
 log = logging.getLogger("scaleserve.gateway")
+STATUS_WAIT_S = 2.0  # how long a finished call may take to deliver its status
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Upstream:
     call: Any  # grpc.aio.UnaryStreamCall
     first: engine_pb2.GenerateResponse
     first_at: float
+    complete: bool = False  # the last message (finish_reason) has arrived
 
 
 class Gateway:
@@ -244,10 +247,18 @@ class Gateway:
             headers={"retry-after": str(self.settings.retry_after)},
         )
 
-    def finish(self, upstream: Upstream) -> None:
-        if not upstream.call.done():
-            upstream.call.cancel()
-        self.pool.release(upstream.replica)
+    async def finish(self, upstream: Upstream) -> None:
+        """End the call: a complete one is left to close with its status (an engine counts a
+        cancelled call as aborted), anything else is cancelled, which aborts the engine request."""
+        call = upstream.call
+        try:
+            if upstream.complete and not call.done():
+                with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
+                    await asyncio.wait_for(call.code(), STATUS_WAIT_S)
+        finally:
+            if not call.done():
+                call.cancel()
+            self.pool.release(upstream.replica)
 
     # -- the operator's signal -------------------------------------------------------------
 

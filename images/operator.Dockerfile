@@ -20,7 +20,12 @@ COPY requirements/lock.txt images/requirements/operator.txt images/constraints.p
 RUN /opt/scaleserve/bin/python /tmp/build/constraints.py /tmp/build/lock.txt > /tmp/build/constraints.txt \
  && /opt/scaleserve/bin/pip install --no-cache-dir -c /tmp/build/constraints.txt -r /tmp/build/operator.txt
 COPY --from=wheel /wheels/ /tmp/wheels/
-RUN /opt/scaleserve/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl
+# the engine and gateway packages stay out: their modules import packages this image lacks, and
+# `scaleserve` lists only the subcommands whose component is present
+RUN /opt/scaleserve/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+ && site="$(cd / && /opt/scaleserve/bin/python -I -c 'import os, scaleserve.version as v; print(os.path.dirname(v.__file__))')" \
+ && rm -rf "$site/engine" "$site/gateway" \
+ && cd / && /opt/scaleserve/bin/scaleserve operator --help >/dev/null
 
 # --- runtime -------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

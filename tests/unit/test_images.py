@@ -153,6 +153,21 @@ def test_the_image_runs_its_subcommand_as_a_non_root_user(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES_EXPECTED))
+def test_the_build_runs_the_subcommand_once(name: str) -> None:
+    runs = " ".join(run for stage in parse(IMAGES / name) for run in stage.all("RUN"))
+    assert re.search(rf"scaleserve {IMAGES_EXPECTED[name][0]} --help", runs)
+
+
+def test_the_operator_image_leaves_out_the_other_components() -> None:
+    # scaleserve's CLI imports every present component's subcommand module; the engine's and
+    # the gateway's import packages the operator image does not install
+    runs = " ".join(
+        run for stage in parse(IMAGES / "operator.Dockerfile") for run in stage.all("RUN")
+    )
+    assert 'rm -rf "$site/engine" "$site/gateway"' in runs
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES_EXPECTED))
 def test_the_image_exposes_the_contract_ports(name: str) -> None:
     final = parse(IMAGES / name)[-1]
     exposed = {int(p.split("/")[0]) for arg in final.all("EXPOSE") for p in arg.split()}

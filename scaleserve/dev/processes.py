@@ -146,6 +146,19 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def listening() -> set[tuple[str, int]]:
+    """IPv4 (address, port) pairs with a listening TCP socket on this machine."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "0A":  # LISTEN
+            continue
+        hex_ip, hex_port = fields[1].split(":")
+        address = socket.inet_ntoa(int(hex_ip, 16).to_bytes(4, "little"))
+        found.add((address, int(hex_port, 16)))
+    return found
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")

@@ -1,0 +1,37 @@
+"""Fixtures of the whole-system scenarios on the local stack.
+
+``local_stack`` (session): `scaleserve.dev.stack.Stack` started once for every test that asks
+for it (control plane, CRD, operator, local runner with two local nodes of two GPUs each), and
+stopped at the end. It is a stack of its own rather than the kwok cluster of
+tests/fixtures/cluster.py: gateway pods have no node selector, and on a cluster with kwok nodes
+they could land on a simulated node instead of a local one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from e2e.local.host import LocalStack, needs_root
+
+log = logging.getLogger("e2e")
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStack]:
+    needs_root()
+    from scaleserve.dev.stack import Stack
+    from scaleserve.engine.tiny_model import default_model_dir, make_tiny_model
+
+    model = make_tiny_model(default_model_dir())
+    stack = Stack(f"e2e-{os.getpid()}")
+    state = stack.up(sample=False, progress=log.info)
+    client = stack.kube_client()
+    try:
+        yield LocalStack(stack, state, client, model)
+    finally:
+        client.close()
+        stack.down()

@@ -1,0 +1,60 @@
+"""`scaleserve dev up` serves the sample endpoint; `dev down` leaves no process, port or file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from e2e.local.host import needs_root
+
+pytestmark = pytest.mark.e2e
+
+
+def _cli(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scaleserve", "dev", *args],
+        capture_output=True, text=True, timeout=timeout_s, check=False,
+    )  # fmt: skip
+
+
+def test_dev_up_streams_an_answer_and_dev_down_leaves_nothing_behind() -> None:
+    needs_root()
+    from scaleserve.dev import podnet, processes
+    from scaleserve.dev.cluster import Cluster
+    from scaleserve.dev.stack import Stack
+
+    name = f"e2e-updown-{os.getpid()}"
+    stack = Stack(name)
+    try:
+        up = _cli("up", "--name", name, timeout_s=900)
+        assert up.returncode == 0, f"dev up failed:\n{up.stdout}\n{up.stderr}"
+        assert "==> gateway URL: http://198.18." in up.stdout, up.stdout
+        assert "==> streamed" in up.stdout, up.stdout
+        print(up.stdout)
+
+        state = json.loads((stack.dir / "state.json").read_text())
+        cluster_state = json.loads((Cluster(name).dir / "state.json").read_text())
+        marked = processes.marked_pids(state["marker"])
+        assert len(marked) >= 4, "runner, operator, engine(s) and gateway should be running"
+        gateway_host = state["gateway_url"].split("//")[1].split(":")[0]
+        ports = [("127.0.0.1", p) for p in cluster_state["ports"].values()]
+        ports.append((gateway_host, 8000))
+        assert (gateway_host, 8000) in processes.listening()
+    except BaseException:
+        stack.down()
+        raise
+
+    down = _cli("down", "--name", name, timeout_s=300)
+    assert down.returncode == 0, f"dev down failed:\n{down.stdout}\n{down.stderr}"
+    assert processes.marked_pids(state["marker"]) == []
+    assert not any(processes.alive(p) for p in [*cluster_state["pids"].values(), *marked])
+    busy = [f"{h}:{p}" for h, p in ports if (h, p) in processes.listening()]
+    assert busy == [], f"ports still taken: {busy}"
+    assert not set(state["subnets"]) & podnet.local_routes()
+    assert not stack.dir.exists()
+    assert not Path(cluster_state["dir"]).exists()

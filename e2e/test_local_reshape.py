@@ -1,0 +1,88 @@
+"""Reshape under load on the local stack: 1 x TP2 <-> 2 x TP1 with real engines, no lost request.
+
+The load ramps from 1 to 64 concurrent streaming clients and back. The operator reads the
+gateway's /stats, moves the endpoint to 2 x TP1 (make-before-break: the new group starts on
+the second node, then the TP2 group drains away) and back to 1 x TP2. Every request must
+complete: no failure, no truncated stream, no error event. The time from the load crossing a
+threshold to the new layout serving in the gateway is printed and recorded as a property.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from e2e.local.endpoints import apply_endpoint
+from e2e.local.host import LocalStack
+from e2e.local.layout import wait_gateway_serves, wait_status
+from e2e.local.load import Load
+from scaleserve.dev.watch import wait_endpoint_ready
+
+pytestmark = pytest.mark.e2e
+log = logging.getLogger("e2e")
+
+THRESHOLD = 8.0
+HYSTERESIS = 0.25
+RAMP = (1, 2, 4, 8, 16, 32, 64)
+STEP_S = 3.0
+START_TIMEOUT_S = 600.0
+RESHAPE_TIMEOUT_S = 480.0
+
+
+@pytest.mark.asyncio
+async def test_reshape_under_load_both_ways_loses_no_request(
+    local_stack: LocalStack, record_property: pytest.RecordProperty
+) -> None:
+    ep = await asyncio.to_thread(
+        apply_endpoint,
+        local_stack.client,
+        local_stack.model_dir,
+        "reshape",
+        {"autoscaling": {"concurrencyThresholds": [THRESHOLD], "hysteresis": HYSTERESIS}},
+    )
+    try:
+        await asyncio.to_thread(
+            wait_endpoint_ready, ep.client, ep.namespace, ep.name, START_TIMEOUT_S, log.info
+        )
+        assert ep.status()["currentLayout"] == "1x2"
+        async with Load(ep.gateway_url()) as load:
+            await load.set_clients(1)
+            await asyncio.sleep(5)
+            crossed_up = 0.0
+            for clients in RAMP:
+                await load.set_clients(clients)
+                if clients >= THRESHOLD and not crossed_up:
+                    crossed_up = time.monotonic()
+                await asyncio.sleep(STEP_S)
+            up_serving = await wait_gateway_serves(ep, 1, 2, RESHAPE_TIMEOUT_S)
+            up_done = await wait_status(ep, "2x1", RESHAPE_TIMEOUT_S)
+            await asyncio.sleep(5)
+
+            crossed_down = 0.0
+            for clients in reversed(RAMP[:-1]):
+                await load.set_clients(clients)
+                if clients < THRESHOLD * (1 - HYSTERESIS) and not crossed_down:
+                    crossed_down = time.monotonic()
+                await asyncio.sleep(STEP_S)
+            down_serving = await wait_gateway_serves(ep, 2, 1, RESHAPE_TIMEOUT_S)
+            down_done = await wait_status(ep, "1x2", RESHAPE_TIMEOUT_S)
+            await load.set_clients(0, wait=True)
+
+        figures = {
+            "up_threshold_to_serving_s": round(up_serving - crossed_up, 1),
+            "up_threshold_to_done_s": round(up_done - crossed_up, 1),
+            "down_threshold_to_serving_s": round(down_serving - crossed_down, 1),
+            "down_threshold_to_done_s": round(down_done - crossed_down, 1),
+        }
+        counts = load.counts()
+        for key, value in {**figures, **counts}.items():
+            record_property(key, value)
+        print(f"\nreshape under load: {figures}; requests: {dict(counts)}")
+        problems = load.problems(kinds=("failed", "truncated", "error_event"))
+        assert problems == [], f"{len(problems)} request(s) did not complete: {problems[:5]}"
+        assert counts["complete"] >= 100
+    finally:
+        await asyncio.to_thread(ep.delete)

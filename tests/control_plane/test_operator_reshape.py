@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from tests.control_plane.test_operator_harness import (
     OperatorProcess,
@@ -81,7 +82,13 @@ class Watch:
                 if serving:
                     low = self.min_ready_after_serving
                     self.min_ready_after_serving = ready if low is None else min(low, ready)
-                status = get_endpoint(self.kube_api, self.namespace, self.name).get("status") or {}
+                try:
+                    body = get_endpoint(self.kube_api, self.namespace, self.name)
+                except ApiException as exc:
+                    if exc.status == 404:  # not created yet
+                        continue
+                    raise
+                status = body.get("status") or {}
                 for seq, value in (
                     (self.layouts, status.get("currentLayout")),
                     (self.phases, status.get("phase")),

@@ -159,7 +159,8 @@ async def _execute(
                 return f"waiting for {', '.join(sorted(not_ready - {name}))} to become ready"
             sts = group_statefulset_name(owner.name, step.group)
             await rt.kube.delete("StatefulSet", owner.namespace, sts)
-            why = f"{', '.join(ready_names)} serving" if ready_names else "no spare GPUs"
+            others = [n for n in ready_names if n != name]
+            why = f"{', '.join(others)} serving" if others else "no spare GPUs"
             emit("Normal", "GroupDeleted", f"deleted engine group {name} ({why})")
             not_ready.discard(name)
             live = [g for g in live if g.group.name != name]

@@ -98,6 +98,8 @@ class ClusterState:
     pids: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
     ready_s: float = 0.0
+    # set when the processes die with the process that started them (test sessions)
+    owner_pid: int = 0
 
 
 # Popen handles of processes started by this interpreter, kept so that they are reaped (and
@@ -150,8 +152,13 @@ def gpu_node(
 class Cluster:
     """One named local cluster and its folder."""
 
-    def __init__(self, name: str = "scaleserve", root: Path | None = None) -> None:
+    def __init__(
+        self, name: str = "scaleserve", root: Path | None = None, *, die_with_owner: bool = False
+    ) -> None:
+        """`die_with_owner`: the processes get SIGTERM when this Python process exits (for test
+        sessions); otherwise they outlive it until `down`."""
         self.name = name
+        self.die_with_owner = die_with_owner
         self.dir = (root or clusters_root()) / name
         self.state_file = self.dir / "state.json"
         self.kubeconfig = self.dir / "kubeconfig"
@@ -213,6 +220,7 @@ class Cluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 cwd=self.dir,
+                preexec_fn=_die_with_parent_hook() if self.die_with_owner else None,
             )
         _CHILDREN[proc.pid] = proc
         state.pids[name] = proc.pid
@@ -287,6 +295,7 @@ class Cluster:
             kubeconfig=str(self.kubeconfig),
             ports=ports,
             started_at=time.time(),
+            owner_pid=os.getpid() if self.die_with_owner else 0,
         )
         self.kubeconfig.write_text(kubeconfig_text(self.name, server, pki))
         self._save_state(state)
@@ -452,6 +461,33 @@ class Cluster:
             except OSError:
                 continue
         return out
+
+
+def _die_with_parent_hook() -> Any:
+    """A preexec_fn asking Linux for SIGTERM when the parent exits (libc loaded in the parent)."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def remove_orphans(prefix: str) -> list[str]:
+    """`down` every cluster named `<prefix>*` whose owning process is gone (a test session
+    that was killed). Returns their names."""
+    removed = []
+    for path in sorted(clusters_root().glob(f"{prefix}*")):
+        if not path.is_dir():
+            continue
+        state = Cluster(path.name).load_state()
+        if state is None:
+            orphan = time.time() - path.stat().st_mtime > 300  # else: still starting
+        else:
+            orphan = not state.owner_pid or not Path(f"/proc/{state.owner_pid}").exists()
+        if orphan:
+            Cluster(path.name).down()
+            removed.append(path.name)
+    return removed
 
 
 def _b64file(path: Path) -> str:

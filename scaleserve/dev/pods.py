@@ -67,6 +67,7 @@ class RunnerContext:
     python: str
     kubeconfig: str
     pods_dir: Path
+    tmp_dir: Path  # short: unix socket paths under TMPDIR must stay below 108 bytes
     base_env: Mapping[str, str]
 
 
@@ -140,6 +141,7 @@ class PodWorker:
         self._gone = False
         self._shutdown_grace_s: float | None = None
         self.dir = ctx.pods_dir / f"{self.namespace}_{self.name}_{self.uid[:8]}"
+        self.tmp = ctx.tmp_dir / self.uid[:8]
 
     # ------------------------------------------------------------- inputs
     def update(self, pod: dict[str, Any]) -> None:
@@ -179,8 +181,8 @@ class PodWorker:
         except Exception:
             log.exception("%s: pod worker failed", self.key)
         finally:
-            for sub in ("hf", "tmp"):
-                shutil.rmtree(self.dir / sub, ignore_errors=True)
+            shutil.rmtree(self.dir / "hf", ignore_errors=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)
             self.node.gpus.release(self.gpus)
             if self.ip:
                 self.node.ips.release(self.ip)
@@ -205,6 +207,7 @@ class PodWorker:
                     pod_ip=self.ip,
                     python=self.ctx.python,
                     scratch=self.dir,
+                    tmp=self.tmp,
                     kubeconfig=self.ctx.kubeconfig,
                     cpu_bind=self.node.gpus.cores(self.gpus) if self.gpus else None,
                     base_env=self.ctx.base_env,
@@ -216,8 +219,8 @@ class PodWorker:
                 await self.publish()
                 await self._until_terminating()
                 break
-            for sub in ("hf", "tmp"):
-                (self.dir / sub).mkdir(exist_ok=True)
+            (self.dir / "hf").mkdir(exist_ok=True)
+            self.tmp.mkdir(parents=True, exist_ok=True)
             ran_s, code, reason = await self._run_once(spec.argv, spec.env, spec_container)
             if code is None:  # stopped for deletion
                 break

@@ -49,6 +49,7 @@ class RunnerConfig:
     name: str
     kubeconfig: str
     pods_dir: str
+    tmp_dir: str
     nodes: tuple[NodeConfig, ...]
     env: dict[str, str] = field(default_factory=dict)
     cpus: int = 0  # 0: os.cpu_count()
@@ -157,6 +158,7 @@ class Runner:
                 python=sys.executable,
                 kubeconfig=self.config.kubeconfig,
                 pods_dir=Path(self.config.pods_dir),
+                tmp_dir=Path(self.config.tmp_dir),
                 base_env={**os.environ, **self.config.env},
             )
             for node in self.config.nodes:

@@ -11,11 +11,13 @@ marker in their environment, processes.py), removes the routes and both folders.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import string
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -70,6 +72,8 @@ class Stack:
         self.state_file = self.dir / "state.json"
         self.logs = self.dir / "logs"
         self.cluster = Cluster(name)
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:8]
+        self.tmp_dir = Path(tempfile.gettempdir()) / f"scaleserve-{digest}"
 
     # ----------------------------------------------------------------- state
     def load(self) -> StackState | None:
@@ -146,6 +150,7 @@ class Stack:
             name=self.name,
             kubeconfig=state.kubeconfig,
             pods_dir=str(self.dir / "pods"),
+            tmp_dir=str(self.tmp_dir),
             nodes=tuple(NodeConfig(n, gpus, s) for n, s in zip(names, state.subnets, strict=True)),
         )
         config.dump(self.dir / "runner.json")
@@ -266,6 +271,7 @@ class Stack:
         if state is not None:
             podnet.remove_subnets(state.subnets)
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
         return existed
 
 

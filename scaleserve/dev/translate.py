@@ -6,8 +6,8 @@ or ``["scaleserve", "gateway"]``. Their args are kept as the operator wrote them
 its network namespace; here every pod shares the machine's). Environment:
 
 - the container's literal ``env`` values (``valueFrom`` is not supported);
-- ``HF_HOME`` and ``TMPDIR`` under the pod's scratch folder (an emptyDir); ``HOME`` stays, so
-  vLLM's compile cache is shared between pods like an image's layers;
+- ``HF_HOME`` in the pod's folder, ``TMPDIR`` in a short per-pod folder (both emptyDirs);
+  ``HOME`` stays, so vLLM's compile cache is shared between pods like an image's layers;
 - engines: ``VLLM_CPU_OMP_THREADS_BIND`` from the GPUs the runner assigned (one core per
   tensor-parallel worker), ``HF_HUB_OFFLINE=1``, a small ``VLLM_CPU_KVCACHE_SPACE``;
 - gateways: ``KUBECONFIG`` standing in for the pod's service account token.
@@ -85,6 +85,7 @@ def container_process(
     pod_ip: str,
     python: str,
     scratch: Path,
+    tmp: Path,
     kubeconfig: str,
     cpu_bind: str | None,
     base_env: Mapping[str, str],
@@ -94,7 +95,7 @@ def container_process(
     env = {**base_env, **literal_env(container)}
     env.update(
         HF_HOME=str(scratch / "hf"),
-        TMPDIR=str(scratch / "tmp"),
+        TMPDIR=str(tmp),
         PYTHONUNBUFFERED="1",
     )
     if kind == "engine":

@@ -53,6 +53,14 @@ def generate_request(
     )
 
 
+async def read_rest(call: Any) -> list[engine_pb2.GenerateResponse]:
+    """The remaining messages of a Generate call that was read with `read()` so far."""
+    messages = []
+    while (message := await call.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
+        messages.append(message)
+    return messages
+
+
 class EngineClient:
     def __init__(self, address: str) -> None:
         self.address = address

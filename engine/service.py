@@ -116,8 +116,7 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         except EngineDeadError:
             outcome, error = "unavailable", CoreDeadError("the engine core process died")
         except VLLMValidationError as exc:
-            field = exc.parameter or ("prompt_text" if prepared.prompt_len is None else "prompt")
-            outcome, error = "invalid", InvalidRequestError(field, str(exc))
+            outcome, error = "invalid", InvalidRequestError(_field_of(exc, prepared), str(exc))
         except Exception as exc:
             if runtime.engine_dead:
                 outcome, error = "unavailable", CoreDeadError("the engine core process died")
@@ -164,6 +163,16 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         if facts is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is still loading")
         return facts.to_proto()
+
+
+PROMPT_PARAMETERS = {None, "", "prompt", "input_tokens", "prompt_token_ids"}
+
+
+def _field_of(exc: VLLMValidationError, prepared: PreparedRequest) -> str:
+    """The protocol field a vLLM validation error is about."""
+    if exc.parameter in PROMPT_PARAMETERS:
+        return "prompt_text" if prepared.prompt_len is None else "prompt_token_ids"
+    return f"sampling.{exc.parameter}"
 
 
 def _last_message(

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace, requests: list[dict[str, Any]]) -> list[dict[s
     params = []
     for request in requests:
         prompt = request.pop("prompt")
-        prompts.append({"prompt": prompt} if isinstance(prompt, str) else {"prompt_token_ids": prompt})
+        is_text = isinstance(prompt, str)
+        prompts.append({"prompt": prompt} if is_text else {"prompt_token_ids": prompt})
         params.append(SamplingParams(**request))
     outputs = llm.generate(prompts, params, use_tqdm=False)
     return [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ def reference(
     tiny_model_dir: Path,
     prompts: list[list[int]],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[list[dict[str, Any]]]:
+) -> list[dict[str, Any]]:
     """Offline results: greedy per prompt (ignore_eos), then one text prompt. Runs while the
     shared engine starts."""
     requests: list[dict[str, Any]] = [
@@ -41,7 +40,7 @@ def reference(
         tiny_model_dir, requests, tmp_path_factory.mktemp("offline") / "offline.log"
     )
     request.getfixturevalue("engine_replica")  # start the engine in parallel
-    yield runner.results()
+    return runner.results()
 
 
 @pytest.mark.asyncio

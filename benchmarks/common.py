@@ -1,0 +1,187 @@
+"""Shared load generation and reporting for the benchmarks.
+
+- Streaming clients that record per-request timings: an OpenAI HTTP endpoint (SSE,
+  `/v1/completions`) and a scaleserve engine over gRPC.
+- A closed-loop runner: N concurrent workers, each sending its next request when the previous
+  one ends, until a request budget is spent.
+- Percentile statistics and output as a table (stdout) and JSON.
+
+Definitions (identical for every target):
+- TTFT: from sending the request to receiving the first token.
+- TBT (time between tokens): for each stream message after the first, the gap since the
+  previous message divided by the number of tokens it carries, counted once per token. A
+  message that coalesces k tokens therefore contributes k samples of gap/k.
+- Output tokens/s: all tokens received during a level divided by its wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RequestRecord:
+    sent: float = 0.0
+    first: float | None = None
+    last: float | None = None
+    tokens: int = 0
+    messages: int = 0
+    tbt: list[float] = field(default_factory=list)
+    error: str = ""
+
+    def observe(self, now: float, n_tokens: int) -> None:
+        """Record a stream message carrying `n_tokens` tokens, received at `now`."""
+        if n_tokens <= 0:
+            return
+        if self.first is None:
+            self.first = now
+        elif self.last is not None:
+            gap = (now - self.last) / n_tokens
+            self.tbt.extend([gap] * n_tokens)
+        self.last = now
+        self.tokens += n_tokens
+        self.messages += 1
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first is None else self.first - self.sent
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Linear-interpolated percentile (pct in [0, 100]); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100.0
+    low, high = math.floor(rank), math.ceil(rank)
+    if low == high:
+        return ordered[low]
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize(records: Sequence[RequestRecord], wall_s: float) -> dict[str, Any]:
+    ok = [r for r in records if not r.error]
+    ttfts = [r.ttft for r in ok if r.ttft is not None]
+    tbts = [gap for r in ok for gap in r.tbt]
+    tokens = sum(r.tokens for r in ok)
+    return {
+        "requests": len(records),
+        "errors": len(records) - len(ok),
+        "output_tokens": tokens,
+        "wall_s": round(wall_s, 3),
+        "ttft_p50_ms": round(percentile(ttfts, 50) * 1e3, 2),
+        "ttft_p99_ms": round(percentile(ttfts, 99) * 1e3, 2),
+        "tbt_p50_ms": round(percentile(tbts, 50) * 1e3, 3),
+        "tbt_p99_ms": round(percentile(tbts, 99) * 1e3, 3),
+        "output_tokens_per_s": round(tokens / wall_s, 1) if wall_s > 0 else math.nan,
+        "tokens_per_message": round(tokens / max(1, sum(r.messages for r in ok)), 2),
+    }
+
+
+async def run_closed_loop(
+    send: Callable[[int], Awaitable[RequestRecord]], concurrency: int, total: int
+) -> dict[str, Any]:
+    """`concurrency` workers send requests back to back until `total` were sent."""
+    records: list[RequestRecord] = []
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for index in counter:
+            records.append(await send(index))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    summary = summarize(records, time.perf_counter() - start)
+    summary["concurrency"] = concurrency
+    return summary
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+
+async def openai_completion_stream(
+    session: Any,
+    base_url: str,
+    model: str,
+    prompt: Sequence[int] | str,
+    max_tokens: int,
+    **extra: Any,
+) -> RequestRecord:
+    """One streaming `/v1/completions` request (aiohttp session); tokens counted from the
+    per-chunk usage (`stream_options.continuous_usage_stats`)."""
+    body = {
+        "model": model,
+        "prompt": prompt if isinstance(prompt, str) else list(prompt),
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        **extra,
+    }
+    record = RequestRecord(sent=time.perf_counter())
+    seen = 0
+    try:
+        async with session.post(f"{base_url}/v1/completions", json=body) as response:
+            if response.status != 200:
+                record.error = f"HTTP {response.status}: {(await response.text())[:200]}"
+                return record
+            async for raw in response.content:
+                line = raw.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    break
+                now = time.perf_counter()
+                chunk = json.loads(data)
+                usage = chunk.get("usage") or {}
+                total = int(usage.get("completion_tokens") or 0)
+                if total > seen and chunk.get("choices"):
+                    record.observe(now, total - seen)
+                    seen = total
+    except Exception as exc:  # a benchmark records failures instead of stopping
+        record.error = f"{type(exc).__name__}: {exc}"
+    return record
+
+
+async def engine_grpc_stream(
+    stub: Any, prompt_ids: Sequence[int], max_tokens: int, **sampling: Any
+) -> RequestRecord:
+    """One Generate call on a scaleserve engine (an `EngineStub` on a shared channel)."""
+    from scaleserve.engine.proto import engine_pb2
+
+    request = engine_pb2.GenerateRequest(
+        prompt_token_ids=engine_pb2.TokenIds(ids=list(prompt_ids)),
+        sampling=engine_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.0, **sampling),
+    )
+    record = RequestRecord(sent=time.perf_counter())
+    try:
+        async for message in stub.Generate(request):
+            record.observe(time.perf_counter(), len(message.token_ids))
+    except Exception as exc:
+        record.error = f"{type(exc).__name__}: {exc}"
+    return record
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")

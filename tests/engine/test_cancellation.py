@@ -1,0 +1,96 @@
+"""Abort and client cancellation free the vLLM request at once (Stats shows it gone)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from scaleserve.engine.client import EngineClient, generate_request, read_rest
+from tests.engine.reference import encode
+from tests.fixtures.engines import EngineProcess
+
+pytestmark = pytest.mark.engine
+
+LONG = {"max_tokens": 900, "temperature": 0.0, "ignore_eos": True}
+
+
+async def wait_idle(client: EngineClient, within_s: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        stats = await client.stats()
+        held = stats.running_requests + stats.waiting_requests + stats.in_flight_requests
+        if held == 0:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"request still held after {within_s}s: {stats}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.asyncio
+async def test_abort_ends_the_stream_and_frees_the_request(
+    engine_replica: EngineProcess, tiny_model_dir: Path
+) -> None:
+    prompt = encode(tiny_model_dir, "The quick brown fox")
+    async with EngineClient(engine_replica.address) as client:
+        call = client.stream(generate_request(prompt, "to-abort", **LONG))
+        first = await call.read()
+        assert first.token_ids
+        before = await client.stats()
+        assert before.in_flight_requests >= 1
+        assert await client.abort("to-abort") is True
+        rest = await read_rest(call)
+        assert rest[-1].finish_reason == "abort"
+        tokens = len(first.token_ids) + sum(len(m.token_ids) for m in rest)
+        assert tokens < LONG["max_tokens"]
+        await wait_idle(client)
+        after = await client.stats()
+        assert after.aborted_total >= before.aborted_total + 1
+
+
+@pytest.mark.asyncio
+async def test_abort_of_an_unknown_request_finds_nothing(engine_replica: EngineProcess) -> None:
+    async with EngineClient(engine_replica.address) as client:
+        assert await client.abort("never-started") is False
+
+
+@pytest.mark.asyncio
+async def test_client_cancel_aborts_the_request_at_once(
+    engine_replica: EngineProcess, tiny_model_dir: Path
+) -> None:
+    prompt = encode(tiny_model_dir, "Hello, how are you today?")
+    async with EngineClient(engine_replica.address) as client:
+        before = await client.stats()
+        calls = [client.stream(generate_request(prompt, f"cancel-{i}", **LONG)) for i in range(4)]
+        for call in calls:
+            assert (await call.read()).token_ids
+        for call in calls:
+            call.cancel()
+        for call in calls:
+            with pytest.raises(asyncio.CancelledError):
+                await call.read()
+        await wait_idle(client)
+        after = await client.stats()
+        assert after.aborted_total >= before.aborted_total + 4
+        # The engine serves the next request normally.
+        done = await client.generate(prompt, max_tokens=4, temperature=0.0, ignore_eos=True)
+        assert len(done.token_ids) == 4
+
+
+@pytest.mark.asyncio
+async def test_duplicate_request_id_is_refused(
+    engine_replica: EngineProcess, tiny_model_dir: Path
+) -> None:
+    prompt = encode(tiny_model_dir, "The gateway streams tokens")
+    async with EngineClient(engine_replica.address) as client:
+        call = client.stream(generate_request(prompt, "same-id", **LONG))
+        await call.read()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.generate(prompt, request_id="same-id", max_tokens=2)
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "request_id" in (info.value.details() or "")
+        call.cancel()
+        await wait_idle(client)

@@ -17,6 +17,7 @@ Definitions (identical for every target):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import time
@@ -185,3 +186,80 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+async def openai_stream_by_frames(
+    session: Any,
+    url: str,
+    body: dict[str, Any],
+    timeout_s: float | None = None,
+) -> RequestRecord:
+    """One streaming OpenAI request (aiohttp session, `url` the full endpoint), timed from the
+    SSE frames alone, so that it measures any OpenAI-compatible server the same way.
+
+    Needs only `stream_options.include_usage` (the closing usage frame), not per-chunk usage:
+    each frame that carries text is one stream message; the closing `completion_tokens` is the
+    request's token count. A frame's token count is not in the frame, so the tokens after the
+    first message are spread evenly over the later messages: every gap between text frames
+    becomes one TBT sample of gap / ((tokens - 1) / (messages - 1)), which is exact when each
+    frame carries one token. Body keys are sent as given (set `stream` and `stream_options`).
+    A request still running after `timeout_s` is abandoned with error "timeout".
+    """
+    import orjson
+
+    record = RequestRecord(sent=time.perf_counter())
+    arrivals: list[float] = []
+    usage_tokens = 0
+
+    async def read() -> None:
+        nonlocal usage_tokens
+        async with session.post(url, json=body) as response:
+            if response.status != 200:
+                record.error = f"HTTP {response.status}: {(await response.text())[:200]}"
+                return
+            async for raw in response.content:
+                if not raw.startswith(b"data:"):
+                    continue
+                data = raw[5:].strip()
+                if data == b"[DONE]":
+                    break
+                now = time.perf_counter()
+                chunk = orjson.loads(data)
+                if "error" in chunk:
+                    record.error = f"stream error: {str(chunk['error'])[:200]}"
+                    return
+                choices = chunk.get("choices") or ()
+                if choices:
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    text = delta.get("content") if delta is not None else choice.get("text")
+                    if text:
+                        arrivals.append(now)
+                usage = chunk.get("usage")
+                if usage:
+                    usage_tokens = int(usage.get("completion_tokens") or 0)
+
+    try:
+        if timeout_s is None:
+            await read()
+        else:
+            async with asyncio.timeout(timeout_s):
+                await read()
+    except TimeoutError:
+        record.error = "timeout"
+    except Exception as exc:  # a benchmark records failures instead of stopping
+        record.error = f"{type(exc).__name__}: {exc}"
+    if record.error:
+        return record
+    if not arrivals:
+        record.error = "no text frames in the stream"
+        return record
+    tokens = max(usage_tokens, len(arrivals))
+    record.first = arrivals[0]
+    record.last = arrivals[-1]
+    record.messages = len(arrivals)
+    record.tokens = tokens
+    if len(arrivals) > 1:
+        per_message = (tokens - 1) / (len(arrivals) - 1)
+        record.tbt = [(b - a) / per_message for a, b in itertools.pairwise(arrivals)]
+    return record

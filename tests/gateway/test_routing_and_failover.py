@@ -1,0 +1,181 @@
+"""Two replicas share load per routing policy; a replica killed mid-run is routed around."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fixtures.engines import EngineLauncher, EngineProcess
+from tests.gateway.conftest import MODEL, GatewayFactory, GatewayProcess, engine_stats
+
+pytestmark = pytest.mark.gateway
+
+
+def requests_by_engine(engines: list[EngineProcess]) -> list[int]:
+    return [engine_stats(e.address).requests_total for e in engines]
+
+
+def complete(gw: GatewayProcess, prompt: str, max_tokens: int = 4, **extra: object) -> dict:
+    response = httpx.post(
+        gw.base_url + "/completions",
+        json={
+            "model": MODEL,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            **extra,
+        },
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def delta(before: list[int], after: list[int]) -> list[int]:
+    return [a - b for a, b in zip(after, before, strict=True)]
+
+
+def test_round_robin_alternates(
+    gateway_factory: GatewayFactory, engine_replicas: list[EngineProcess]
+) -> None:
+    gw = gateway_factory(engine_replicas, "--routing", "round-robin")
+    before = requests_by_engine(engine_replicas)
+    for i in range(6):
+        complete(gw, f"Hello number {i}")
+    assert delta(before, requests_by_engine(engine_replicas)) == [3, 3]
+
+
+def test_least_in_flight_spreads_concurrent_requests(
+    gateway_factory: GatewayFactory, engine_replicas: list[EngineProcess]
+) -> None:
+    gw = gateway_factory(engine_replicas, "--routing", "least-in-flight")
+    before = requests_by_engine(engine_replicas)
+    with ThreadPoolExecutor(8) as pool:
+        # long enough that all eight overlap: each arrival sees the others in flight
+        list(pool.map(lambda i: complete(gw, f"Count {i}", 120, ignore_eos=True), range(8)))
+    spread = delta(before, requests_by_engine(engine_replicas))
+    assert sum(spread) == 8
+    assert min(spread) >= 3, spread
+
+
+def test_prefix_affinity_keeps_a_prefix_on_one_replica(
+    gateway_factory: GatewayFactory, engine_replicas: list[EngineProcess]
+) -> None:
+    gw = gateway_factory(engine_replicas, "--routing", "prefix-affinity")
+    preamble = "The operator reconciles the desired state with the observed state. " * 3
+    before = requests_by_engine(engine_replicas)
+    for i in range(5):
+        complete(gw, preamble + f"Question {i}?")
+    same = delta(before, requests_by_engine(engine_replicas))
+    assert sorted(same) == [0, 5]
+    before = requests_by_engine(engine_replicas)
+    for i in range(12):
+        complete(gw, f"{i} " * (i + 1) + "Write a short poem about the sea.")
+    spread = delta(before, requests_by_engine(engine_replicas))
+    assert sum(spread) == 12
+    assert min(spread) >= 1, spread
+
+
+def stream_frames(gw: GatewayProcess, max_tokens: int, started: threading.Event) -> list:
+    """Stream a completion; return its decoded frames ("[DONE]" as a string)."""
+    frames: list = []
+    payload = {
+        "model": MODEL,
+        "prompt": "Count from one to ten:",
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.stream("POST", gw.base_url + "/completions", json=payload, timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            frames.append(data if data == "[DONE]" else json.loads(data))
+            started.set()
+    return frames
+
+
+def test_killing_a_replica_mid_run(
+    engine_launcher: EngineLauncher,
+    tiny_model_dir: Path,
+    engine_replica: EngineProcess,
+    gateway_factory: GatewayFactory,
+) -> None:
+    victim = engine_launcher.launch(tiny_model_dir, name="victim")
+    gw = gateway_factory([victim, engine_replica], "--routing", "round-robin")
+    events = [threading.Event() for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(stream_frames, gw, 200, ev) for ev in events]
+        for ev in events:
+            assert ev.wait(60), "streams did not start"
+        assert victim.engine_core_pids() or victim.running()
+        os.killpg(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        results = [f.result(timeout=120) for f in futures]
+    # Every stream ended with [DONE]: those on the survivor finished, those on the victim got
+    # one error event first. None hung.
+    cut = completed = 0
+    for frames in results:
+        assert frames[-1] == "[DONE]"
+        last = frames[-2]
+        if "error" in last:
+            cut += 1
+            assert set(last["error"]) == {"message", "type", "param", "code"}
+            assert last["error"]["type"] == "server_error"
+        else:
+            completed += 1
+            assert last["choices"][0]["finish_reason"] == "length"
+    assert cut == 2, results
+    assert completed == 2
+    assert time.monotonic() - killed_at < 60
+    # New requests all go to the survivor (retried there if the dead one was still listed).
+    for i in range(6):
+        assert complete(gw, f"after the failure {i}")["choices"][0]["finish_reason"]
+    replicas = {r["address"]: r for r in gw.stats()["replicas"]}
+    assert replicas[victim.address]["healthy"] is False
+    assert replicas[victim.address]["serving"] is False
+    assert replicas[engine_replica.address]["serving"] is True
+    assert gw.stats()["in_flight"] == 0
+
+
+def test_client_disconnect_aborts_the_engine_request(
+    gateway: GatewayProcess, engine_replicas: list[EngineProcess]
+) -> None:
+    aborted_before = sum(engine_stats(e.address).aborted_total for e in engine_replicas)
+    payload = {
+        "model": MODEL,
+        "prompt": "Write a short poem about the sea.",
+        "max_tokens": 800,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", gateway.base_url + "/completions", json=payload) as response,
+    ):
+        lines = response.iter_lines()
+        seen = 0
+        for line in lines:
+            seen += line.startswith("data: ")
+            if seen >= 3:
+                break  # leave mid-stream: closing the client drops the connection
+    deadline = time.monotonic() + 20
+    aborted = aborted_before
+    while time.monotonic() < deadline:
+        aborted = sum(engine_stats(e.address).aborted_total for e in engine_replicas)
+        if aborted > aborted_before:
+            break
+        time.sleep(0.2)
+    assert aborted == aborted_before + 1
+    assert sum(engine_stats(e.address).in_flight_requests for e in engine_replicas) == 0
+    assert gateway.stats()["in_flight"] == 0

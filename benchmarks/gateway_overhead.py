@@ -6,9 +6,11 @@ fixed rate per stream) is reached two ways at each concurrency: directly with a 
 HTTP clients (aiohttp, /v1/completions). The differences are what the gateway adds:
 
 - latency runs (a realistic per-stream rate): added TTFT p50/p99 and added TBT p50;
-- saturation runs (the engine sends one token per message, unpaced, as fast as the reader
-  takes them): relayed tokens/s (= SSE events/s) of one gateway process, and the gateway's CPU
-  seconds per 1k relayed tokens.
+- saturation runs, two kinds: "burst" (the engine sends one token per message, unpaced, as fast
+  as the reader takes them: the message-bound worst case) and "paced" (a fast fixed rate per
+  stream, --saturation-rate, with deltas coalesced when the reader falls behind, as the real
+  engine does): relayed tokens/s and SSE events/s of one gateway process, and the gateway's
+  CPU seconds per 1k relayed tokens.
 
 All processes (engine, gateway, load generator) share this machine's cores, as they would
 share a node. Results: benchmarks/results/gateway_overhead.json.
@@ -48,7 +50,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -59,7 +61,7 @@ def cpu_seconds(pid: int) -> float:
 @dataclass
 class Run:
     path: str  # "direct" or "gateway"
-    mode: str  # "latency" or "saturation"
+    mode: str  # "latency", "burst" or "paced"
     concurrency: int
     requests: int = 0
     tokens: int = 0
@@ -255,6 +257,36 @@ def synthetic(port: int, rate: float) -> subprocess.Popen[bytes]:
     )
 
 
+def print_tables(args: argparse.Namespace, table: list[dict], saturation: list[dict]) -> None:
+    print(f"\nlatency runs: {args.rate:g} tokens/s per stream, {args.tokens} tokens per request")
+    print(
+        f"{'conc':>5} {'+TTFT p50':>10} {'+TTFT p99':>10} {'+TBT p50':>10} "
+        f"{'tok/s':>8} {'cpu ms/1k tok':>14} {'err':>4}"
+    )
+    for r in table:
+        print(
+            f"{r['concurrency']:>5} {r['added_ttft_p50_ms']:>8.3f}ms "
+            f"{r['added_ttft_p99_ms']:>8.3f}ms "
+            f"{r['added_tbt_p50_ms']:>8.4f}ms {r['gateway_tokens_per_s']:>8.0f} "
+            f"{r['gateway_cpu_s_per_1k_tokens'] * 1000:>14.1f} {r['errors']:>4}"
+        )
+    print(
+        f"\nsaturation runs: {args.saturation_tokens} tokens per request; burst: one token per "
+        f"message, unpaced; paced: {args.saturation_rate:g} tokens/s/stream, coalesced when behind"
+    )
+    print(
+        f"{'kind':>6} {'conc':>5} {'direct tok/s':>13} {'gateway tok/s':>14} {'events/s':>9} "
+        f"{'tok/event':>9} {'cpu ms/1k tok':>14} {'gw cpu':>7}"
+    )
+    for r in saturation:
+        print(
+            f"{r['kind']:>6} {r['concurrency']:>5} {r['direct_tokens_per_s']:>13.0f} "
+            f"{r['gateway_tokens_per_s']:>14.0f} {r['gateway_events_per_s']:>9.0f} "
+            f"{r['tokens_per_event']:>9.2f} {r['gateway_cpu_s_per_1k_tokens'] * 1000:>14.1f} "
+            f"{r['gateway_cpu_utilisation']:>7.2f}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", default="1,4,16,64,128,256")
@@ -263,6 +295,9 @@ def main() -> int:
     parser.add_argument("--min-requests", type=int, default=128, help="latency runs, per level")
     parser.add_argument("--saturation", default="64,256", help="concurrency of saturation runs")
     parser.add_argument("--saturation-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--saturation-rate", type=float, default=1000.0, help="paced runs: tokens/s/stream"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
@@ -276,7 +311,8 @@ def main() -> int:
 
     results: list[dict[str, float | int | str]] = []
     runs: dict[tuple[str, str, int], Run] = {}
-    for mode, rate in (("latency", args.rate), ("saturation", 0.0)):
+    modes = (("latency", args.rate), ("burst", 0.0), ("paced", args.saturation_rate))
+    for mode, rate in modes:
         engine_port, gateway_port = free_port(), free_port()
         engine = synthetic(engine_port, rate)
         gateway = start(
@@ -340,46 +376,34 @@ def main() -> int:
             }
         )
     saturation = []
-    for c in sat_levels:
-        d, g = runs[("saturation", "direct", c)], runs[("saturation", "gateway", c)]
-        saturation.append(
-            {
-                "concurrency": c,
-                "direct_tokens_per_s": round(d.tokens / d.wall_s, 1),
-                "gateway_tokens_per_s": round(g.tokens / g.wall_s, 1),
-                "gateway_events_per_s": round(g.events / g.wall_s, 1),
-                "tokens_per_event": round(g.tokens / max(1, g.events), 2),
-                "gateway_cpu_s_per_1k_tokens": round(g.gateway_cpu_s / max(1, g.tokens) * 1000, 4),
-                "gateway_cpu_utilisation": round(g.gateway_cpu_s / g.wall_s, 2),
-                "errors": d.errors + g.errors,
-            }
-        )
-    print(f"\nlatency runs: {args.rate:g} tokens/s per stream, {args.tokens} tokens per request")
-    header = f"{'conc':>5} {'+TTFT p50':>10} {'+TTFT p99':>10} {'+TBT p50':>9} {'tok/s':>9} {'cpu s/1k tok':>12} {'err':>4}"
-    print(header)
-    for row in table:
-        print(
-            f"{row['concurrency']:>5} {row['added_ttft_p50_ms']:>8.3f}ms {row['added_ttft_p99_ms']:>8.3f}ms "
-            f"{row['added_tbt_p50_ms']:>7.4f}ms {row['gateway_tokens_per_s']:>9.0f} "
-            f"{row['gateway_cpu_s_per_1k_tokens']:>12.4f} {row['errors']:>4}"
-        )
-    print(
-        f"\nsaturation runs: {args.saturation_tokens} tokens per request, one token per message, unpaced"
-    )
-    print(
-        f"{'conc':>5} {'direct tok/s':>13} {'gateway tok/s':>14} {'events/s':>9} {'tok/event':>9} {'cpu s/1k tok':>12} {'gw cpu':>7}"
-    )
-    for row in saturation:
-        print(
-            f"{row['concurrency']:>5} {row['direct_tokens_per_s']:>13.0f} {row['gateway_tokens_per_s']:>14.0f} "
-            f"{row['gateway_events_per_s']:>9.0f} {row['tokens_per_event']:>9.2f} "
-            f"{row['gateway_cpu_s_per_1k_tokens']:>12.4f} {row['gateway_cpu_utilisation']:>7.2f}"
-        )
+    for kind in ("burst", "paced"):
+        for c in sat_levels:
+            d, g = runs[(kind, "direct", c)], runs[(kind, "gateway", c)]
+            saturation.append(
+                {
+                    "kind": kind,
+                    "concurrency": c,
+                    "direct_tokens_per_s": round(d.tokens / d.wall_s, 1),
+                    "gateway_tokens_per_s": round(g.tokens / g.wall_s, 1),
+                    "gateway_events_per_s": round(g.events / g.wall_s, 1),
+                    "tokens_per_event": round(g.tokens / max(1, g.events), 2),
+                    "gateway_cpu_s_per_1k_tokens": round(
+                        g.gateway_cpu_s / max(1, g.tokens) * 1000, 4
+                    ),
+                    "gateway_cpu_utilisation": round(g.gateway_cpu_s / g.wall_s, 2),
+                    "errors": d.errors + g.errors,
+                }
+            )
+    print_tables(args, table, saturation)
     out = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "latency": {"rate_tokens_per_s": args.rate, "tokens": args.tokens, "rows": table},
-        "saturation": {"tokens": args.saturation_tokens, "rows": saturation},
+        "saturation": {
+            "tokens": args.saturation_tokens,
+            "paced_rate_tokens_per_s": args.saturation_rate,
+            "rows": saturation,
+        },
         "runs": results,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -179,3 +179,33 @@ def test_client_disconnect_aborts_the_engine_request(
     assert aborted == aborted_before + 1
     assert sum(engine_stats(e.address).in_flight_requests for e in engine_replicas) == 0
     assert gateway.stats()["in_flight"] == 0
+
+
+def wait_replica(gw: GatewayProcess, address: str, serving: bool, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if {r["address"]: r["serving"] for r in gw.stats()["replicas"]}[address] is serving:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"replica {address} never became serving={serving}: {gw.stats()}")
+
+
+def test_unresponsive_replica_is_taken_out_and_probed_back(
+    gateway_factory: GatewayFactory, engine_replicas: list[EngineProcess]
+) -> None:
+    gw = gateway_factory(engine_replicas, "--routing", "round-robin", "--health-timeout", "0.5")
+    alive, frozen = engine_replicas
+    os.killpg(frozen.pid, signal.SIGSTOP)
+    try:
+        wait_replica(gw, frozen.address, serving=False)
+        before = engine_stats(alive.address).requests_total
+        for i in range(4):
+            complete(gw, f"while one sleeps {i}")
+        assert engine_stats(alive.address).requests_total - before == 4
+    finally:
+        os.killpg(frozen.pid, signal.SIGCONT)
+    wait_replica(gw, frozen.address, serving=True)
+    before_both = requests_by_engine(engine_replicas)
+    for i in range(4):
+        complete(gw, f"both awake {i}")
+    assert delta(before_both, requests_by_engine(engine_replicas)) == [2, 2]

@@ -1,0 +1,68 @@
+"""The replica pool's membership and accounting (channels are created but never connected)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaleserve.engine.proto import engine_pb2
+from scaleserve.gateway.pool import Endpoint, Replica, ReplicaPool
+
+pytestmark = pytest.mark.unit
+
+
+def make_ready(replica: Replica, weight: int = 1) -> None:
+    replica.healthy = True
+    replica.engine_status = engine_pb2.HealthResponse.SERVING
+    replica.weight = weight
+
+
+@pytest.mark.asyncio
+async def test_snapshot_holds_only_replicas_that_take_new_work() -> None:
+    pool = ReplicaPool()
+    pool.set_endpoints([Endpoint("127.0.0.1:1"), Endpoint("127.0.0.1:2"), Endpoint("127.0.0.1:3")])
+    assert pool.snapshot().replicas == ()  # nothing probed yet
+    for r in pool.replicas:
+        make_ready(r, weight=2)
+    pool.set_endpoints(
+        [
+            Endpoint("127.0.0.1:1"),
+            Endpoint("127.0.0.1:2", terminating=True),
+            Endpoint("127.0.0.1:3", serving=False),
+        ]
+    )
+    snap = pool.snapshot()
+    assert [(r.key, r.weight) for r in snap.replicas] == [("127.0.0.1:1", 2)]
+    assert pool.snapshot(exclude=frozenset({"127.0.0.1:1"})).replicas == ()
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_departed_replica_finishes_its_requests_then_closes() -> None:
+    pool = ReplicaPool()
+    pool.set_endpoints([Endpoint("127.0.0.1:1"), Endpoint("127.0.0.1:2")])
+    a, b = pool.replicas
+    make_ready(a)
+    make_ready(b)
+    pool.set_endpoints([Endpoint("127.0.0.1:1"), Endpoint("127.0.0.1:2")])
+    pool.acquire(b)
+    pool.set_endpoints([Endpoint("127.0.0.1:1")])  # b leaves while serving one request
+    assert [r.key for r in pool.snapshot().replicas] == ["127.0.0.1:1"]
+    assert pool.get("127.0.0.1:2") is b  # still held for its request
+    pool.release(b)
+    assert pool.get("127.0.0.1:2") is None
+    assert b.in_flight == 0
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_failed_replica_is_taken_out_until_probed_back() -> None:
+    pool = ReplicaPool()
+    pool.set_endpoints([Endpoint("127.0.0.1:1")])
+    (a,) = pool.replicas
+    make_ready(a, weight=4)
+    pool.set_endpoints([Endpoint("127.0.0.1:1")])
+    assert pool.any_eligible()
+    pool.report_failure(a, "UNAVAILABLE")
+    assert not pool.any_eligible()
+    assert a.last_error == "UNAVAILABLE"
+    await pool.close()

@@ -64,9 +64,14 @@ def endpoints_from_slices(slices: Iterable[Any], port_name: str = "grpc") -> lis
 
 class EndpointSliceDiscovery:
     def __init__(
-        self, pool: ReplicaPool, settings: GatewaySettings, backoff_s: float = 2.0
+        self,
+        pool: ReplicaPool,
+        settings: GatewaySettings,
+        backoff_s: float = 2.0,
+        kubeconfig: str | None = None,
     ) -> None:
         self._pool = pool
+        self._kubeconfig = kubeconfig
         self._namespace = settings.namespace
         self._selector = label_selector(settings.service, settings.selector)
         self._port_name = settings.port_name
@@ -81,10 +86,13 @@ class EndpointSliceDiscovery:
         from kubernetes_asyncio import client, config, watch
         from kubernetes_asyncio.config import ConfigException
 
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except ConfigException:
-            await config.load_kube_config()
+        if self._kubeconfig:
+            await config.load_kube_config(config_file=self._kubeconfig)
+        else:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except ConfigException:
+                await config.load_kube_config()
         async with client.ApiClient() as api:
             discovery = client.DiscoveryV1Api(api)
             while True:

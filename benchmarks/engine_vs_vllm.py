@@ -129,7 +129,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 summary = await run_closed_loop(targets[name], concurrency, total)
                 summary["target"] = name
                 rows.append(summary)
-                print(format_table([summary], COLUMNS).splitlines()[-1], flush=True)
+                print(" ".join(f"{c}={summary.get(c)}" for c in COLUMNS), flush=True)
         await session.close()
         await channel.close()
         return {"rows": rows}
@@ -182,7 +182,6 @@ def main() -> int:
     args = parser.parse_args()
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
 
-    print(format_table([], COLUMNS), flush=True)
     result = asyncio.run(bench(args))
     rows = result["rows"]
     summary = ratios(rows)

@@ -43,10 +43,14 @@ class EngineSettings:
     max_model_len: int = 1024
     max_num_seqs: int = 256
     enable_prefix_caching: bool = True
+    gpu_memory_utilization: float | None = None  # GPU runs: several engines share one GPU
 
     def common_args(self) -> list[str]:
         """Flags spelled the same way by vLLM's server and `scaleserve engine`."""
+        gpu = [] if self.gpu_memory_utilization is None else ["--gpu-memory-utilization"]
+        gpu += [] if self.gpu_memory_utilization is None else [str(self.gpu_memory_utilization)]
         return [
+            *gpu,
             "--dtype",
             self.dtype,
             "--max-model-len",

@@ -15,7 +15,9 @@ from benchmarks.common import openai_stream_by_frames
 pytestmark = pytest.mark.unit
 
 
-def row(stack: str, concurrency: int, ttft: float, tbt: float, tps: float, **extra: Any) -> dict:
+def row(
+    stack: str, concurrency: int, ttft: float, tbt: float, tps: float, **extra: Any
+) -> dict[str, Any]:
     base = {
         "stack": stack,
         "replicas": 1,
@@ -177,7 +179,7 @@ async def test_stream_error_frame_counts_as_an_error(monkeypatch: pytest.MonkeyP
     assert "boom" in record.error
 
 
-def sample_rows() -> list[dict]:
+def sample_rows() -> list[dict[str, Any]]:
     rows = []
     for level in (1, 64, 128):
         rows.append(row("vllm-server", level, 100.0, 10.0, 1000.0))
@@ -208,13 +210,14 @@ def test_targets_met_and_missed() -> None:
 
 
 def test_report_has_the_papers_table_shape_and_plots_render(tmp_path: Path) -> None:
-    payload = {
+    rows = sample_rows()
+    payload: dict[str, Any] = {
         "date": "2026-11-21T20:00:00",
         "command": ".venv/bin/python benchmarks/scalellm.py --quick",
         "machine": {"nproc": 2, "cpu_model": "cpu", "memory_gib": 24},
-        "rows": sample_rows(),
+        "rows": rows,
+        "targets": scalellm.evaluate_targets(rows),
     }
-    payload["targets"] = scalellm.evaluate_targets(payload["rows"])
     text = scalellm.render_markdown(payload)
     assert (
         "| concurrency | vLLM server x1 | vllm-router x1 | sglang-router x1 | scaleserve x1 |"

@@ -13,6 +13,9 @@ pytestmark = pytest.mark.control_plane
 
 __all__ = ["llmep_crd"]
 
+# Rejected objects are never stored, so the table shares the default namespace instead of
+# paying for a fresh namespace per row.
+NAMESPACE = "default"
 MODEL = {"uri": "hf://org/model"}
 STATIC = {"replicas": 1, "tensorParallel": 8}
 AUTO = {"gpuBudget": 8}
@@ -121,7 +124,6 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
 def test_invalid_endpoints_are_rejected_naming_the_field(
     kube_api: Any,
     llmep_crd: str,
-    namespace: str,
     name: str,
     spec: dict[str, Any],
     needles: list[str],
@@ -129,20 +131,18 @@ def test_invalid_endpoints_are_rejected_naming_the_field(
     from kubernetes.client.exceptions import ApiException
 
     with pytest.raises(ApiException) as caught:
-        create_endpoint(kube_api, namespace, name, spec)
+        create_endpoint(kube_api, NAMESPACE, name, spec)
     assert caught.value.status == 422, caught.value.body
     message = json.loads(caught.value.body or "{}")["message"]
     for needle in needles:
         assert needle in message, message
 
 
-def test_a_long_name_is_rejected_naming_metadata_name(
-    kube_api: Any, llmep_crd: str, namespace: str
-) -> None:
+def test_a_long_name_is_rejected_naming_metadata_name(kube_api: Any, llmep_crd: str) -> None:
     from kubernetes.client.exceptions import ApiException
 
     with pytest.raises(ApiException) as caught:
-        create_endpoint(kube_api, namespace, "x" * 41, {"model": MODEL, "layout": STATIC})
+        create_endpoint(kube_api, NAMESPACE, "x" * 41, {"model": MODEL, "layout": STATIC})
     assert caught.value.status == 422
     assert (
         "metadata.name must be at most 40 characters"

@@ -403,10 +403,7 @@ class Cluster:
         state = self.load_state()
         existed = self.dir.exists()
         if state is not None:
-            for name in STOP_ORDER:
-                pid = state.pids.get(name)
-                if pid is not None:
-                    self._stop(pid, timeout_s)
+            self._stop([state.pids[n] for n in STOP_ORDER if n in state.pids], timeout_s)
         if keep_logs_on_error and self.logs.is_dir():
             saved = self.dir.parent / f"{self.name}.failed-logs"
             subprocess.run(["rm", "-rf", str(saved)], check=False)
@@ -414,20 +411,26 @@ class Cluster:
         subprocess.run(["rm", "-rf", str(self.dir)], check=False)
         return existed
 
-    def _stop(self, pid: int, timeout_s: float) -> None:
-        if not self._owned(pid):
-            self._reap(pid)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+    def _stop(self, pids: list[int], timeout_s: float) -> None:
+        """SIGTERM all at once (the cluster's data goes with it), SIGKILL after `timeout_s`."""
+        live = [pid for pid in pids if self._owned(pid)]
+        for pid in pids:
+            if pid not in live:
+                self._reap(pid)
+        for pid in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while self._owned(pid):
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        while live:
+            for pid in [p for p in live if not self._owned(p)]:
+                self._reap(pid)
+                live.remove(pid)
+            if live and time.monotonic() > deadline:
+                for pid in live:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 deadline = time.monotonic() + timeout_s
             time.sleep(0.05)
-        self._reap(pid)
 
     # --------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:

@@ -49,6 +49,7 @@ def error_response(err: GatewayError) -> Response:
     )
 
 
+INLINE_TOKENIZE_BYTES = 32 * 1024  # larger bodies are templated and tokenized in a thread
 GENERATION_ROUTES = {"/v1/completions": "completion", "/v1/chat/completions": "chat"}
 
 
@@ -102,10 +103,16 @@ class GatewayApp:
         arrived = time.perf_counter()
         route = "chat" if kind == "chat" else "completions"
         try:
-            data = parse_json(await self.read_body(scope, receive))
+            raw = await self.read_body(scope, receive)
+            data = parse_json(raw)
             req = parse_chat(data) if kind == "chat" else parse_completion(data)
             request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + os.urandom(12).hex()
-            prompt_ids, engine_request = gateway.prepare(req, request_id)
+            if len(raw) > INLINE_TOKENIZE_BYTES:  # long prompts: keep the loop free for streams
+                prompt_ids, engine_request = await asyncio.to_thread(
+                    gateway.prepare, req, request_id
+                )
+            else:
+                prompt_ids, engine_request = gateway.prepare(req, request_id)
         except GatewayError as err:
             gateway.observe(route, err.status, arrived)
             start, body = error_response_messages(err)

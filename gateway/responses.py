@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 import orjson
-from starlette.responses import Response
 
 from scaleserve.gateway import sse
 from scaleserve.gateway.errors import GatewayError, UpstreamError, from_rpc_error
@@ -45,8 +44,8 @@ def error_response_messages(err: GatewayError) -> tuple[dict[str, Any], dict[str
     )
 
 
-class GenerationResponse(Response):
-    """One completion or chat completion, streamed or not (runs as the route's response)."""
+class GenerationResponse:
+    """One completion or chat completion, streamed or not, as an ASGI callable."""
 
     def __init__(
         self,
@@ -58,7 +57,6 @@ class GenerationResponse(Response):
         route: str,
         arrived: float,
     ) -> None:
-        self.background = None
         self.gateway = gateway
         self.req = req
         self.request_id = request_id

@@ -156,6 +156,7 @@ class GenerationResponse:
                 tail += enc.usage(u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens)
             self.gateway.observe_tokens(msg.usage.prompt_tokens, msg.usage.completion_tokens)
         except grpc.aio.AioRpcError as exc:
+            self.gateway.upstream_failed(up, exc)
             err = from_rpc_error(exc)
             self.status = err.status
             tail = head + sse.error_frame(err.message, err.type, err.code)
@@ -179,6 +180,7 @@ class GenerationResponse:
                 if msg is EOF:
                     raise UpstreamError(EOF_ERROR)
         except grpc.aio.AioRpcError as exc:
+            self.gateway.upstream_failed(up, exc)
             raise from_rpc_error(exc) from None
         up.complete = True
         if msg.finish_reason == "abort":

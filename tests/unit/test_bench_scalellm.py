@@ -147,7 +147,7 @@ class FakeSession:
 
 
 @pytest.mark.asyncio
-async def test_stream_timing_spreads_coalesced_tokens_over_the_frames(
+async def test_stream_timing_counts_tokens_from_usage_and_tbt_per_stream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = [100.0]
@@ -166,8 +166,9 @@ async def test_stream_timing_spreads_coalesced_tokens_over_the_frames(
     assert record.tokens == 5
     assert record.messages == 3
     assert record.ttft == pytest.approx(0.01)
-    # 4 tokens after the first over 2 later frames: 2 per frame; gaps 0.03 and 0.01
-    assert record.tbt == pytest.approx([0.015, 0.005])
+    # text frames at 100.01, 100.04, 100.05: 4 tokens after the first in 0.04 s
+    assert record.tbt == pytest.approx([0.01] * 4)
+    assert record.frame_gaps == pytest.approx([0.03, 0.01])
 
 
 @pytest.mark.asyncio

@@ -70,6 +70,7 @@ COLUMNS = [
     "tokens_per_message",
     "errors",
     "timeouts",
+    "front_cpu_s_per_1k_tokens",
     "load1",
 ]
 # Prompts: sentences of the tiny model's tokenizer corpus, numbered so no two share a prefix
@@ -321,9 +322,28 @@ def render_markdown(payload: dict[str, Any]) -> str:
                 ref = idx.get((BASELINE, level))
                 cells = [_cell(idx.get((s, level)), key, ref) for s in stacks]
                 lines.append(f"| {level} | " + " | ".join(cells) + " |")
+        if all("front_cpu_s_per_1k_tokens" in r for r in phase_rows):
+            lines += ["", f"## CPU seconds per 1k output tokens, {phase} replica(s)", ""]
+            lines.append(
+                "Router/gateway plus engine main processes; in brackets, all of the stack's "
+                "processes (engine cores and model workers too)."
+            )
+            lines += ["", "| concurrency | " + " | ".join(heads) + " |"]
+            lines.append("|---:|" + "---:|" * len(stacks))
+            for level in levels:
+                cells = []
+                for s in stacks:
+                    r = idx.get((s, level))
+                    cells.append(
+                        "—"
+                        if r is None
+                        else f"{r['front_cpu_s_per_1k_tokens']:.2f}"
+                        f" ({r['stack_cpu_s_per_1k_tokens']:.2f})"
+                    )
+                lines.append(f"| {level} | " + " | ".join(cells) + " |")
         lines += [
             "",
-            f"Errors (timeouts) per level, {phase} replica(s): "
+            f"Errors (timeouts), all levels, {phase} replica(s): "
             + "; ".join(
                 f"{TITLES[s]} {sum(r['errors'] for r in phase_rows if r['stack'] == s)}"
                 f" ({sum(r.get('timeouts', 0) for r in phase_rows if r['stack'] == s)})"
@@ -441,8 +461,13 @@ async def measure(
         records.append(record)
         return record
 
+    front0, total0 = stack.cpu_seconds()
     summary = await run_closed_loop(send, concurrency, total)
+    front1, total1 = stack.cpu_seconds()
     summary = summarize_level(summary, records, args.max_tokens)
+    per_1k = 1000.0 / max(1, summary["output_tokens"])
+    summary["front_cpu_s_per_1k_tokens"] = round((front1 - front0) * per_1k, 4)
+    summary["stack_cpu_s_per_1k_tokens"] = round((total1 - total0) * per_1k, 4)
     summary.update(stack=stack.name, replicas=stack.replicas, load1=round(os.getloadavg()[0], 2))
     return summary
 

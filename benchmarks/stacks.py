@@ -279,6 +279,8 @@ class Backends:
     vllm_urls: list[str] = field(default_factory=list)
     engine_addrs: list[str] = field(default_factory=list)
     procs: list[Proc] = field(default_factory=list)
+    vllm_procs: list[Proc] = field(default_factory=list)
+    engine_procs: list[Proc] = field(default_factory=list)
 
 
 @dataclass
@@ -287,10 +289,42 @@ class Stack:
     replicas: int
     base_url: str
     proc: Proc | None = None  # the router/gateway; None for vLLM's server direct
+    backend_procs: list[Proc] = field(default_factory=list)  # the engines it sends to
 
     @property
     def label(self) -> str:
         return f"{self.name} x{self.replicas}"
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time used so far by (the router/gateway and each engine's main process, all of
+        the stack's processes including engine cores and model workers)."""
+        front = total = 0.0
+        mains = ([self.proc] if self.proc else []) + self.backend_procs
+        for proc in mains:
+            if not proc.alive():
+                continue
+            main, every = process_tree_cpu(proc.pid)
+            front += main
+            total += every
+        return front, total
+
+
+def process_tree_cpu(pid: int) -> tuple[float, float]:
+    """(user+system seconds of `pid`, of `pid` and all its descendants)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        main = sum(root.cpu_times()[:2])
+        total = main
+        for child in root.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        return 0.0, 0.0
+    return main, total
 
 
 async def start_backends(
@@ -308,12 +342,14 @@ async def start_backends(
             log_dir / f"vllm-server-{index}.log",
         )
         backends.vllm_urls.append(f"http://127.0.0.1:{port}")
+        backends.vllm_procs.append(proc)
         pending.append((f"http://127.0.0.1:{port}/health", proc.start()))
     for index in range(len(backends.engine_addrs), replicas):
         port, metrics = free_port(), free_port()
         cmd = scaleserve_engine_cmd(settings, port, metrics)
         proc = Proc(f"scaleserve-engine-{index}", cmd, log_dir / f"scaleserve-engine-{index}.log")
         backends.engine_addrs.append(f"127.0.0.1:{port}")
+        backends.engine_procs.append(proc)
         pending.append((f"http://127.0.0.1:{metrics}/readyz", proc.start()))
     backends.procs += [proc for _, proc in pending]
     await asyncio.gather(*(wait_ready(url, proc, 900) for url, proc in pending))
@@ -329,7 +365,8 @@ async def start_stacks(
     stacks: list[Stack] = []
     for name in names:
         if name == "vllm-server":
-            stacks.append(Stack(name, 1, vllm_urls[0]))  # direct: one server, no router
+            # direct: one server, no router
+            stacks.append(Stack(name, 1, vllm_urls[0], None, backends.vllm_procs[:1]))
             continue
         port = free_port()
         log = log_dir / f"{name}-x{replicas}.log"
@@ -342,7 +379,8 @@ async def start_stacks(
         else:
             raise ValueError(f"unknown stack {name!r}")
         proc = Proc(f"{name} x{replicas}", cmd, log).start()
-        stacks.append(Stack(name, replicas, f"http://127.0.0.1:{port}", proc))
+        behind = backends.engine_procs if name == "scaleserve" else backends.vllm_procs
+        stacks.append(Stack(name, replicas, f"http://127.0.0.1:{port}", proc, behind[:replicas]))
     waits = [wait_serving(s.base_url, s.proc, deadline_s) for s in stacks if s.proc is not None]
     results = iter(await asyncio.gather(*waits, return_exceptions=True))
     serving: list[Stack] = []

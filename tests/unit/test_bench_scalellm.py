@@ -230,3 +230,14 @@ def test_report_has_the_papers_table_shape_and_plots_render(tmp_path: Path) -> N
     scalellm.plot(payload, tmp_path / "lat.png", tmp_path / "tps.png")
     assert (tmp_path / "lat.png").stat().st_size > 1000
     assert (tmp_path / "tps.png").stat().st_size > 1000
+
+
+def test_report_adds_the_cpu_table_when_the_rows_carry_cpu_figures() -> None:
+    rows = [
+        r | {"front_cpu_s_per_1k_tokens": 0.5, "stack_cpu_s_per_1k_tokens": 1.25}
+        for r in sample_rows()
+    ]
+    text = scalellm.render_markdown({"rows": rows})
+    assert "## CPU seconds per 1k output tokens, 1 replica(s)" in text
+    assert "| 64 | 0.50 (1.25) |" in text
+    assert "CPU seconds" not in scalellm.render_markdown({"rows": sample_rows()})

@@ -51,6 +51,15 @@ class OfflineReference:
         self.process.stdin.write(json.dumps(requests).encode())
         self.process.stdin.close()
 
+    def close(self) -> None:
+        """Stop the subprocess if it still runs and release its pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._stderr.close()
+
     def results(self, timeout_s: float = 300) -> list[dict[str, Any]]:
         assert self.process.stdout is not None
         with self.process.stdout:

@@ -27,8 +27,11 @@ async def test_tiny_mixtral_streams_the_offline_greedy_output(
     ]
     reference = OfflineReference(tiny_moe_model_dir, requests, tmp_path / "offline-moe.log")
     engine = engine_launcher.start(tiny_moe_model_dir, name="moe")
-    await asyncio.to_thread(engine.wait_serving)
-    want = await asyncio.to_thread(reference.results)
+    try:
+        await asyncio.to_thread(engine.wait_serving)
+        want = await asyncio.to_thread(reference.results)
+    finally:
+        reference.close()
     try:
         async with EngineClient(engine.address) as client:
             got = await asyncio.gather(

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -538,6 +539,11 @@ async def bench(
     rows: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
     backends = Backends()
+    # stop cleanly (engines, routers, gateways) on SIGTERM, and on SIGINT in the background too
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     try:
         for replicas in sorted(args.replicas):
             new_engines = 2 * (replicas - len(backends.vllm_urls))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scaleserve.version import __version__
 from scaleserve.cli import build_parser
+from scaleserve.version import __version__
 
 pytestmark = pytest.mark.unit
 

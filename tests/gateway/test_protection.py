@@ -71,10 +71,11 @@ def test_beyond_the_concurrency_limit_gets_429_with_retry_after(guarded: Gateway
     release = threading.Event()
 
     def hold() -> None:
+        # A long answer whose reader pauses after the first event: it stays in flight.
         payload = {
             "model": MODEL,
             "prompt": "hi",
-            "max_tokens": 400,
+            "max_tokens": 1000,
             "ignore_eos": True,
             "stream": True,
         }
@@ -84,8 +85,8 @@ def test_beyond_the_concurrency_limit_gets_429_with_retry_after(guarded: Gateway
         ) as r:
             for _ in r.iter_lines():
                 first_token.set()
-                if release.is_set():
-                    break
+                release.wait(60)
+                break  # leaving closes the connection: the gateway cancels the request
 
     holder = threading.Thread(target=hold)
     holder.start()
@@ -99,7 +100,7 @@ def test_beyond_the_concurrency_limit_gets_429_with_retry_after(guarded: Gateway
     finally:
         release.set()
         holder.join(60)
-    for _ in range(50):
+    for _ in range(200):
         if guarded.stats()["in_flight"] == 0:
             break
         threading.Event().wait(0.1)

@@ -115,7 +115,7 @@ def test_killing_a_replica_mid_run(
     gw = gateway_factory([victim, engine_replica], "--routing", "round-robin")
     events = [threading.Event() for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(stream_frames, gw, 200, ev) for ev in events]
+        futures = [pool.submit(stream_frames, gw, 900, ev) for ev in events]
         for ev in events:
             assert ev.wait(60), "streams did not start"
         assert victim.engine_core_pids() or victim.running()

@@ -29,6 +29,7 @@ import platform
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from benchmarks.common import (  # noqa: E402
     format_table,
     openai_stream_by_frames,
     percentile,
-    run_closed_loop,
+    summarize,
     write_json,
 )
 from benchmarks.stacks import (  # noqa: E402
@@ -138,7 +139,7 @@ def apply_quick(args: argparse.Namespace) -> argparse.Namespace:
     given explicitly still win."""
     if not args.quick:
         return args
-    defaults = {"concurrency": QUICK_LEVELS, "replicas": [1], "max_tokens": 16}
+    defaults = {"concurrency": QUICK_LEVELS, "replicas": [1], "max_tokens": 16, "repeats": 1}
     defaults |= {"rounds": 1, "min_requests": 8, "warmup_requests": 8}
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -147,7 +148,7 @@ def apply_quick(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    defaults = {"concurrency": FULL_LEVELS, "replicas": [1, 2], "max_tokens": 64}
+    defaults = {"concurrency": FULL_LEVELS, "replicas": [1, 2], "max_tokens": 64, "repeats": 2}
     defaults |= {"rounds": 2, "min_requests": 16, "warmup_requests": 32}
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -450,27 +451,53 @@ def plot(payload: dict[str, Any], latency_png: Path, throughput_png: Path) -> No
 # --- the run ---------------------------------------------------------------------------------
 
 
+@dataclass
+class Run:
+    """One closed-loop run of one stack at one level: its records, wall time and CPU use."""
+
+    records: list[RequestRecord]
+    wall_s: float
+    front_cpu_s: float
+    stack_cpu_s: float
+    load1: float
+
+
+def pooled_row(stack: Stack, concurrency: int, runs: list[Run], max_tokens: int) -> dict[str, Any]:
+    """One table row from `runs` (the repeats at one level): percentiles over all their
+    requests, tokens/s over their summed wall time."""
+    records = [r for run in runs for r in run.records]
+    summary = summarize(records, sum(run.wall_s for run in runs))
+    summary = summarize_level(summary, records, max_tokens)
+    per_1k = 1000.0 / max(1, summary["output_tokens"])
+    summary["front_cpu_s_per_1k_tokens"] = round(sum(r.front_cpu_s for r in runs) * per_1k, 4)
+    summary["stack_cpu_s_per_1k_tokens"] = round(sum(r.stack_cpu_s for r in runs) * per_1k, 4)
+    summary["repeats"] = len(runs)
+    summary["tokens_per_s_each"] = [
+        round(sum(x.tokens for x in run.records if not x.error) / run.wall_s, 1) for run in runs
+    ]
+    load = round(sum(r.load1 for r in runs) / len(runs), 2)
+    summary.update(concurrency=concurrency, stack=stack.name, replicas=stack.replicas, load1=load)
+    return summary
+
+
 async def measure(
     stack: Stack, session: Any, concurrency: int, total: int, args: argparse.Namespace
-) -> dict[str, Any]:
+) -> Run:
     url = stack.base_url + "/v1/completions"
     records: list[RequestRecord] = []
+    counter = iter(range(total))
 
-    async def send(index: int) -> RequestRecord:
-        body = request_body(index, args.max_tokens)
-        record = await openai_stream_by_frames(session, url, body, args.request_timeout)
-        records.append(record)
-        return record
+    async def client() -> None:
+        for index in counter:
+            body = request_body(index, args.max_tokens)
+            records.append(await openai_stream_by_frames(session, url, body, args.request_timeout))
 
     front0, total0 = stack.cpu_seconds()
-    summary = await run_closed_loop(send, concurrency, total)
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
     front1, total1 = stack.cpu_seconds()
-    summary = summarize_level(summary, records, args.max_tokens)
-    per_1k = 1000.0 / max(1, summary["output_tokens"])
-    summary["front_cpu_s_per_1k_tokens"] = round((front1 - front0) * per_1k, 4)
-    summary["stack_cpu_s_per_1k_tokens"] = round((total1 - total0) * per_1k, 4)
-    summary.update(stack=stack.name, replicas=stack.replicas, load1=round(os.getloadavg()[0], 2))
-    return summary
+    return Run(records, wall, front1 - front0, total1 - total0, os.getloadavg()[0])
 
 
 async def run_phase(
@@ -495,9 +522,16 @@ async def run_phase(
             await measure(stack, sessions[label], 8, args.warmup_requests, args)
         for level_index, concurrency in enumerate(args.concurrency):
             total = requests_for(concurrency, args.rounds, args.min_requests)
-            for label in turn_order(list(by_label), level_index):
-                await asyncio.sleep(args.pause)
-                row = await measure(by_label[label], sessions[label], concurrency, total, args)
+            runs: dict[str, list[Run]] = {label: [] for label in by_label}
+            for repeat in range(args.repeats):
+                for label in turn_order(list(by_label), level_index + repeat):
+                    await asyncio.sleep(args.pause)
+                    stack = by_label[label]
+                    runs[label].append(
+                        await measure(stack, sessions[label], concurrency, total, args)
+                    )
+            for label, stack in by_label.items():
+                row = pooled_row(stack, concurrency, runs[label], args.max_tokens)
                 rows.append(row)
                 print(format_table([row], COLUMNS).splitlines()[-1], flush=True)
     finally:
@@ -612,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=parse_levels, default=None)
     parser.add_argument("--max-tokens", type=int, default=None, help="output tokens (64)")
     parser.add_argument("--rounds", type=int, default=None, help="requests per client (2)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per stack per level (2)")
     parser.add_argument("--min-requests", type=int, default=None, help="per level (16)")
     parser.add_argument("--warmup-requests", type=int, default=None, help="per stack (32)")
     parser.add_argument("--request-timeout", type=float, default=300.0, help="seconds")
@@ -664,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
             "gpu_memory_utilization": args.gpu_memory_utilization,
             "max_tokens": args.max_tokens,
             "rounds": args.rounds,
+            "repeats": args.repeats,
             "min_requests": args.min_requests,
             "concurrency": args.concurrency,
             "replicas": args.replicas,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks import scalellm, stacks
-from benchmarks.common import openai_stream_by_frames
+from benchmarks.common import RequestRecord, openai_stream_by_frames
 
 pytestmark = pytest.mark.unit
 
@@ -241,3 +241,31 @@ def test_report_adds_the_cpu_table_when_the_rows_carry_cpu_figures() -> None:
     assert "## CPU seconds per 1k output tokens, 1 replica(s)" in text
     assert "| 64 | 0.50 (1.25) |" in text
     assert "CPU seconds" not in scalellm.render_markdown({"rows": sample_rows()})
+
+
+def test_repeats_pool_requests_and_wall_time() -> None:
+    def record(tokens: int, ttft: float) -> RequestRecord:
+        r = RequestRecord(sent=0.0, first=ttft, last=ttft + 1.0, tokens=tokens, messages=tokens)
+        r.tbt = [1.0 / (tokens - 1)] * (tokens - 1)
+        return r
+
+    runs = [
+        scalellm.Run([record(10, 0.1), record(10, 0.3)], 2.0, 0.2, 1.0, 30.0),
+        scalellm.Run([record(10, 0.2), RequestRecord(error="timeout")], 3.0, 0.3, 1.5, 32.0),
+    ]
+    stack = stacks.Stack("scaleserve", 2, "http://x")
+    out = scalellm.pooled_row(stack, 4, runs, max_tokens=10)
+    assert out["requests"] == 4
+    assert out["errors"] == 1
+    assert out["timeouts"] == 1
+    assert out["output_tokens"] == 30
+    assert out["output_tokens_per_s"] == 6.0  # 30 tokens over 5 s
+    assert out["ttft_p50_ms"] == 200.0
+    assert out["front_cpu_s_per_1k_tokens"] == round(0.5 / 30 * 1000, 4)
+    assert out["tokens_per_s_each"] == [10.0, round(10 / 3, 1)]
+    assert (out["stack"], out["replicas"], out["concurrency"], out["repeats"]) == (
+        "scaleserve",
+        2,
+        4,
+        2,
+    )

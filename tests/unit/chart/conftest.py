@@ -21,6 +21,19 @@ CHART = ROOT / "charts" / "scaleserve"
 RELEASE, NAMESPACE = "scaleserve", "scaleserve-system"
 
 
+@pytest.fixture(scope="session")
+def kube_version() -> str:
+    """The Kubernetes version of the test control plane (e2e/cluster/versions.env).
+
+    `helm template` renders for it: without a cluster, a helm built from source otherwise
+    assumes an old default version and refuses the chart's kubeVersion.
+    """
+    for line in (ROOT / "e2e" / "cluster" / "versions.env").read_text().splitlines():
+        if line.startswith("K8S_VERSION="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError("K8S_VERSION missing from e2e/cluster/versions.env")
+
+
 def find_helm() -> Path | None:
     from scaleserve.dev.cluster import binaries_dir
 
@@ -52,11 +65,15 @@ def run_helm(helm: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 
 
 @pytest.fixture(scope="session")
-def render(helm: Path) -> Callable[..., list[dict[str, Any]]]:
+def render(helm: Path, kube_version: str) -> Callable[..., list[dict[str, Any]]]:
     """render(values_file=None, *set_args) -> the manifests `helm template` prints."""
 
+    cache: dict[tuple[str, ...], str] = {}
+
     def _render(*extra: str) -> list[dict[str, Any]]:
-        out = _run(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra).stdout
-        return [d for d in yaml.safe_load_all(out) if d]
+        if extra not in cache:
+            args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+            cache[extra] = _run(helm, *args, "--kube-version", kube_version, *extra).stdout
+        return [d for d in yaml.safe_load_all(cache[extra]) if d]
 
     return _render

@@ -47,15 +47,23 @@ def test_templates_match_the_golden_files(render: Render, case: str) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_helm_lint_is_clean(run_helm: RunHelm, case: str) -> None:
-    result = run_helm("lint", "--strict", str(CHART), *_args(case))
+def test_helm_lint_is_clean(run_helm: RunHelm, kube_version: str, case: str) -> None:
+    result = run_helm("lint", "--strict", "--kube-version", kube_version, str(CHART), *_args(case))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout, result.stdout
     assert "[ERROR]" not in result.stdout, result.stdout
 
 
-def test_wrong_values_are_refused_by_the_schema(run_helm: RunHelm) -> None:
-    result = run_helm("template", "x", str(CHART), "--set", "operator.scope=everywhere")
+def test_wrong_values_are_refused_by_the_schema(run_helm: RunHelm, kube_version: str) -> None:
+    result = run_helm(
+        "template",
+        "x",
+        str(CHART),
+        "--kube-version",
+        kube_version,
+        "--set",
+        "operator.scope=everywhere",
+    )
     assert result.returncode != 0
     assert "scope" in result.stderr
 

@@ -309,6 +309,8 @@ def main() -> int:
 
     import uvloop
 
+    load_before = [round(x, 1) for x in os.getloadavg()]
+    print(f"load average before: {load_before}", file=sys.stderr)
     results: list[dict[str, float | int | str]] = []
     runs: dict[tuple[str, str, int], Run] = {}
     modes = (("latency", args.rate), ("burst", 0.0), ("paced", args.saturation_rate))
@@ -397,7 +399,12 @@ def main() -> int:
     print_tables(args, table, saturation)
     out = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": [round(x, 1) for x in os.getloadavg()],
+        },
         "latency": {"rate_tokens_per_s": args.rate, "tokens": args.tokens, "rows": table},
         "saturation": {
             "tokens": args.saturation_tokens,

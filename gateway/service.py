@@ -76,19 +76,26 @@ class Gateway:
         self._seq = itertools.count()
         self._model_lock = asyncio.Lock()
         self.metrics = GatewayMetrics(self.stats)
+        self._request_counters: dict[tuple[str, int], Any] = {}
+        self._prompt_tokens = self.metrics.tokens.labels("prompt")
+        self._completion_tokens = self.metrics.tokens.labels("completion")
 
     # -- observations (once per request, never per token) ----------------------------------
 
     def observe(self, route: str, status: int, arrived: float) -> None:
-        self.metrics.requests.labels(route, str(status)).inc()
+        counter = self._request_counters.get((route, status))
+        if counter is None:
+            counter = self.metrics.requests.labels(route, str(status))
+            self._request_counters[(route, status)] = counter
+        counter.inc()
         self.metrics.duration.observe(time.perf_counter() - arrived)
 
     def observe_ttft(self, seconds: float) -> None:
         self.metrics.ttft.observe(seconds)
 
     def observe_tokens(self, prompt: int, completion: int) -> None:
-        self.metrics.tokens.labels("prompt").inc(prompt)
-        self.metrics.tokens.labels("completion").inc(completion)
+        self._prompt_tokens.inc(prompt)
+        self._completion_tokens.inc(completion)
 
     def metrics_disconnect(self) -> None:
         self.metrics.disconnects.inc()
@@ -259,7 +266,8 @@ class Gateway:
         try:
             if upstream.complete and not call.done():
                 with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
-                    await asyncio.wait_for(call.code(), STATUS_WAIT_S)
+                    async with asyncio.timeout(STATUS_WAIT_S):
+                        await call.code()
         finally:
             if not call.done():
                 call.cancel()

@@ -198,10 +198,14 @@ class Cluster:
 
     @staticmethod
     def _reap(pid: int) -> None:
-        proc = _CHILDREN.pop(pid, None)
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.1)
+        proc = _CHILDREN.get(pid)
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=10)  # it is exiting: its command line is already gone
+        except subprocess.TimeoutExpired:
+            return  # keep the handle; a later call reaps it
+        del _CHILDREN[pid]
 
     def running(self) -> dict[str, bool]:
         state = self.load_state()

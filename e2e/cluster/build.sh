@@ -11,7 +11,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck source=/dev/null
 source "$here/versions.env"
 
 export GOTOOLCHAIN=local
@@ -40,6 +40,17 @@ if [[ -f "$out/.complete" ]]; then
     echo "$out"
     exit 0
 fi
+
+check_pin() {  # check_pin <module dir> <module path> <version>: go.mod agrees with versions.env
+    if ! grep -Eq "^\s*(require )?$2 $3( |$)" "$here/tools/$1/go.mod"; then
+        log "tools/$1/go.mod does not pin $2 $3 (versions.env): update one or the other"
+        exit 1
+    fi
+}
+check_pin kubernetes k8s.io/kubernetes "$K8S_VERSION"
+check_pin kubernetes go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
+check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
 
 if ! command -v go >/dev/null 2>&1; then
     log "Go is required (1.24 or newer) to build the control plane; install it and retry"

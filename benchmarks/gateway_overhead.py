@@ -5,7 +5,9 @@ fixed rate per stream) is reached two ways at each concurrency: directly with a 
 (one long-lived channel, like the gateway's) and through `scaleserve gateway` with streaming
 HTTP clients (aiohttp, /v1/completions). The differences are what the gateway adds:
 
-- latency runs (a realistic per-stream rate): added TTFT p50/p99 and added TBT p50;
+- latency runs (a realistic per-stream rate; streams start at random offsets within one
+  request's duration and each stream's first request is a warm-up, so arrivals are spread as
+  in steady traffic): added TTFT p50/p99 and added TBT p50;
 - saturation runs, two kinds: "burst" (the engine sends one token per message, unpaced, as fast
   as the reader takes them: the message-bound worst case) and "paced" (a fast fixed rate per
   stream, --saturation-rate, with deltas coalesced when the reader falls behind, as the real
@@ -26,6 +28,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import signal
 import socket
 import subprocess
@@ -98,8 +101,12 @@ class Run:
 # -- load generators ---------------------------------------------------------------------
 
 
-async def direct_worker(stub, pb, run: Run, n: int, max_tokens: int, prompt_ids: list[int]) -> None:
-    for _ in range(n):
+async def direct_worker(
+    stub, pb, run: Run, n: int, max_tokens: int, prompt_ids: list[int], jitter_s: float
+) -> None:
+    await asyncio.sleep(random.uniform(0, jitter_s))
+    for i in range(n + 1):
+        warm = i == 0  # the first request of each stream is not measured
         request = pb.GenerateRequest(
             request_id=os.urandom(8).hex(),
             prompt_token_ids=pb.TokenIds(ids=prompt_ids),
@@ -110,7 +117,9 @@ async def direct_worker(stub, pb, run: Run, n: int, max_tokens: int, prompt_ids:
         try:
             async for msg in stub.Generate(request):
                 now = time.perf_counter()
-                if last is None:
+                if warm:
+                    pass
+                elif last is None:
                     run.ttft_ms.append((now - t0) * 1000)
                 else:
                     run.tbt_ms.append((now - last) * 1000)
@@ -122,10 +131,14 @@ async def direct_worker(stub, pb, run: Run, n: int, max_tokens: int, prompt_ids:
         run.requests += 1
 
 
-async def gateway_worker(session, url: str, run: Run, n: int, max_tokens: int, model: str) -> None:
+async def gateway_worker(
+    session, url: str, run: Run, n: int, max_tokens: int, model: str, jitter_s: float
+) -> None:
     body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "stream": True}
     body["stream_options"] = {"include_usage": True}
-    for _ in range(n):
+    await asyncio.sleep(random.uniform(0, jitter_s))
+    for i in range(n + 1):
+        warm = i == 0  # the first request of each stream is not measured
         t0 = time.perf_counter()
         last = None
         try:
@@ -143,7 +156,9 @@ async def gateway_worker(session, url: str, run: Run, n: int, max_tokens: int, m
                         continue
                     if b'"text":""' in line:
                         continue  # the finish frame
-                    if last is None:
+                    if warm:
+                        pass
+                    elif last is None:
                         run.ttft_ms.append((now - t0) * 1000)
                     else:
                         run.tbt_ms.append((now - last) * 1000)
@@ -164,6 +179,7 @@ async def measure(
     gateway_url: str,
     gateway_pid: int,
     model: str,
+    jitter_s: float,
 ) -> Run:
     import aiohttp
     import grpc
@@ -179,7 +195,9 @@ async def measure(
             start = time.perf_counter()
             await asyncio.gather(
                 *(
-                    direct_worker(stub, engine_pb2, run, per_worker, max_tokens, prompt_ids)
+                    direct_worker(
+                        stub, engine_pb2, run, per_worker, max_tokens, prompt_ids, jitter_s
+                    )
                     for _ in range(concurrency)
                 )
             )
@@ -195,7 +213,13 @@ async def measure(
         await asyncio.gather(
             *(
                 gateway_worker(
-                    session, gateway_url + "/v1/completions", run, per_worker, max_tokens, model
+                    session,
+                    gateway_url + "/v1/completions",
+                    run,
+                    per_worker,
+                    max_tokens,
+                    model,
+                    jitter_s,
                 )
                 for _ in range(concurrency)
             )
@@ -341,7 +365,7 @@ def main() -> int:
                     per_worker = max(2, -(-args.min_requests // c))
                     tokens = args.tokens
                 else:
-                    per_worker, tokens = 2, args.saturation_tokens
+                    per_worker, tokens = 1, args.saturation_tokens
                 for path in ("direct", "gateway"):
                     run = uvloop.run(
                         measure(
@@ -354,6 +378,7 @@ def main() -> int:
                             url,
                             gateway.pid,
                             "synthetic",
+                            tokens / rate if mode == "latency" else 0.0,
                         )
                     )
                     runs[(mode, path, c)] = run

@@ -132,7 +132,7 @@ def test_install_upgrade_and_uninstall_leave_the_expected_objects(
     (pod,) = _operator_pods(kube_cluster, namespace)
     assert pod["spec"]["nodeName"] in pool.nodes
     assert _ready(pod)
-    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
     assert env["SCALESERVE_OPERATOR_NAMESPACES"] == ""
     assert env["SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S"] == "10"
     sa = f"system:serviceaccount:{namespace}:scaleserve-operator"
@@ -153,7 +153,7 @@ def test_install_upgrade_and_uninstall_leave_the_expected_objects(
     def rolled() -> list[dict[str, Any]]:
         pods = [p for p in _operator_pods(kube_cluster, namespace)
                 if not p["metadata"].get("deletionTimestamp")]  # fmt: skip
-        env = [{e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
+        env = [{e["name"]: e.get("value", "") for e in p["spec"]["containers"][0]["env"]}
                for p in pods]  # fmt: skip
         done = len(pods) == 1 and env[0]["SCALESERVE_OPERATOR_NAMESPACES"] == namespace
         return pods if done and _ready(pods[0]) else []
@@ -255,9 +255,15 @@ def test_the_charts_rbac_is_enough_for_a_full_reshape(
         stats_server.set(namespace, "chat", 100.0)
         wait_status(kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=120, op=op)
         assert op.alive()
-        log = op.tail(100_000)
-        assert " 403 " not in log, log
-        assert "Forbidden" not in log, log
+        refused = [
+            line
+            for line in op.tail(100_000).splitlines()
+            if ("403" in line or "Forbidden" in line)
+            # with the cluster-wide chart the operator runs without --namespace and never lists
+            # namespaces; run here with one (not to touch other tests' endpoints), kopf tries
+            and not (scope == "cluster" and "/api/v1/namespaces ->" in line)
+        ]
+        assert refused == [], "\n".join(refused)
         reasons = kubectl(kube_cluster, "get", "events", "-n", namespace, "-o", "json").stdout
         assert "GroupDeleted" in reasons  # events were posted with the chart's identity
         # the gateway's Role (endpointslice reads) was granted by the operator: no escalation

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup demo test test-unit test-engine test-gateway test-control-plane test-e2e lint fmt proto cluster-binaries clean
+.PHONY: help setup up down demo test test-unit test-engine test-gateway test-control-plane test-e2e lint fmt proto cluster-binaries clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -11,13 +11,19 @@ help:  ## list targets
 setup:  ## create the pinned virtual environment (cached), install scaleserve, build the tiny model
 	@bash scripts/setup.sh
 
-demo: setup  ## the main job: run the local stack on the tiny model and stream one answer
+up: setup cluster-binaries  ## the main job: local cluster, operator, sample LLMEndpoint on the tiny model, one streamed answer
+	@$(PY) -m scaleserve dev up
+
+down:  ## stop everything `make up` started and remove its files
+	@$(PY) -m scaleserve dev down
+
+demo: setup  ## just an engine and a gateway on the tiny model (no cluster); stream one answer
 	@$(PY) -m scaleserve demo
 
 test: setup  ## every test layer this machine can run
 	@bash scripts/test.sh all
 
-test-unit: setup  ## pure, fast tests only (no processes)
+test-unit: setup cluster-binaries  ## pure, fast tests only (no processes)
 	@$(PYTEST) -m unit tests/unit
 
 test-engine: setup  ## engine tests on real vLLM (CPU)

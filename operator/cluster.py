@@ -119,26 +119,38 @@ def _group_key(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
     return meta.get("namespace", ""), labels.get(LABEL_ENDPOINT, ""), labels[LABEL_GROUP]
 
 
-async def node_free_gpus(kube: Kube, spec: EndpointSpec) -> list[NodeGPUs]:
+@dataclass(frozen=True)
+class NodeFree:
+    """Free GPUs per eligible node now, and once terminating pods have released theirs."""
+
+    now: list[NodeGPUs]
+    after_release: list[NodeGPUs]
+
+
+async def node_free_gpus(kube: Kube, spec: EndpointSpec) -> NodeFree:
     """Free GPUs per eligible node, counting GPUs promised to pinned groups not yet bound."""
     nodes = await kube.list("Node")
     pods = await kube.list("Pod", fields="status.phase!=Succeeded,status.phase!=Failed")
-    pinned = []
+    pinned, staying = [], []
     for sts in await kube.list("StatefulSet", labels={**MANAGED, LABEL_COMPONENT: "engine"}):
         group = parse_group(sts)
         if group is None or group.node is None:
             continue
         ns = sts["metadata"].get("namespace", "")
         endpoint = (sts["metadata"].get("labels") or {}).get(LABEL_ENDPOINT, "")
-        pinned.append(PinnedGroup(group.node, group.group.size, (ns, endpoint, group.group.name)))
-    return free_gpus(
-        nodes,
-        pods,
-        pinned,
-        resource=spec.gpu.resource_name,
-        node_selector=spec.node_selector,
-        tolerations=spec.tolerations,
-        group_key=_group_key,
+        pin = PinnedGroup(group.node, group.group.size, (ns, endpoint, group.group.name))
+        pinned.append(pin)
+        if not group.terminating:
+            staying.append(pin)
+    common: dict[str, Any] = {
+        "resource": spec.gpu.resource_name,
+        "node_selector": spec.node_selector,
+        "tolerations": spec.tolerations,
+        "group_key": _group_key,
+    }
+    return NodeFree(
+        free_gpus(nodes, pods, pinned, **common),
+        free_gpus(nodes, pods, staying, after_release=True, **common),
     )
 
 

@@ -89,10 +89,13 @@ def free_gpus(
     node_selector: Mapping[str, str],
     tolerations: Sequence[Mapping[str, Any]],
     group_key: Any = None,
+    after_release: bool = False,
 ) -> list[NodeGPUs]:
     """Free GPUs on each node engines of this endpoint may use, largest first.
 
     group_key(pod) -> (namespace, endpoint, group) | None maps a bound pod to its pinned group.
+    after_release: count GPUs of terminating pods (deletionTimestamp set) as free, i.e. what
+    will be free once they have shut down.
     """
     capacity: dict[str, int] = {}
     for node in nodes:
@@ -105,6 +108,8 @@ def free_gpus(
         node_name = pod.get("spec", {}).get("nodeName")
         phase = pod.get("status", {}).get("phase")
         if not node_name or phase in ("Succeeded", "Failed"):
+            continue
+        if after_release and pod.get("metadata", {}).get("deletionTimestamp"):
             continue
         gpus = pod_gpus(pod, resource)
         used[node_name] += gpus

@@ -5,7 +5,9 @@ the current groups into the target shapes. Each new group is created (and, when 
 become ready) before an old group is deleted, as long as there is room for it within both the
 GPUs free in the cluster and the endpoint's limit (budget + surge). Without room the plan
 deletes an old group first; when that takes the last serving group away the plan is marked
-`disruptive` and its summary says so.
+`disruptive` and its summary says so, unless GPUs still held by terminating pods
+(`releasing_gpus`) would make room: then the plan stays make-before-break and `waits_for_release`
+says its creates wait for those GPUs instead of removing the only serving group.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Plan:
     steps: tuple[Step, ...]
     disruptive: bool
     summary: str
+    waits_for_release: bool = False
 
     @property
     def done(self) -> bool:
@@ -86,6 +89,7 @@ def plan_transition(
     *,
     gpu_limit: int | None = None,
     avoid_names: Collection[str] = (),
+    releasing_gpus: int = 0,
 ) -> Plan:
     """Steps from `current` groups to the `target` shapes.
 
@@ -93,7 +97,32 @@ def plan_transition(
     gpu_limit: most GPUs the endpoint may hold at any moment (budget + surge); default, the
     larger of what it holds now and what the target needs.
     avoid_names: group names new groups must not take (e.g. of pods still terminating).
+    releasing_gpus: GPUs (counted like free_gpus) held by pods that are terminating and about
+    to be free. A plan that would stop serving is replaced by a make-before-break one that
+    waits for them, when they make room for it.
     """
+    plan = _plan(current, target, free_gpus, gpu_limit, avoid_names)
+    if not plan.disruptive or releasing_gpus <= 0:
+        return plan
+    patient = _plan(current, target, free_gpus + releasing_gpus, gpu_limit, avoid_names)
+    if patient.disruptive:
+        return plan
+    return Plan(
+        patient.steps,
+        False,
+        patient.summary
+        + f"; make-before-break once {releasing_gpus} GPUs held by terminating pods are free",
+        waits_for_release=True,
+    )
+
+
+def _plan(
+    current: Sequence[Group],
+    target: Sequence[GroupShape],
+    free_gpus: int,
+    gpu_limit: int | None,
+    avoid_names: Collection[str],
+) -> Plan:
     held = sum(g.size for g in current)
     limit = gpu_limit if gpu_limit is not None else max(held, sum(s.size for s in target))
     to_remove, to_add = _split(current, target)

@@ -172,8 +172,11 @@ async def _execute(
         if deletes and held + step.group.size > limit:
             return f"waiting for deleted engine pods to release GPUs before creating {name}"
         async with rt.placement:
-            nodes = await cluster.node_free_gpus(rt.kube, spec)
-            node = choose_node(step.group.size, nodes)
+            free = await cluster.node_free_gpus(rt.kube, spec)
+            node = choose_node(step.group.size, free.now)
+            if node is None and choose_node(step.group.size, free.after_release) is not None:
+                # make-before-break: wait for terminating pods rather than create it unpinned
+                return f"waiting for terminating pods to release GPUs before creating {name}"
             placed = PlacedGroup(step.group, node)
             manifest = desired(spec, Observed(owner, (placed,)))
             await rt.kube.apply(next(m for m in manifest if m["kind"] == "StatefulSet"))
@@ -248,10 +251,19 @@ async def _reconcile(
     waiting = ""
     if not plan.done:
         nodes = await cluster.node_free_gpus(rt.kube, spec)
-        free = placeable(max(s.size for s in shapes), nodes)
+        size = max(s.size for s in shapes)
+        free = placeable(size, nodes.now)
+        releasing = placeable(size, nodes.after_release) - free
         pods = await cluster.endpoint_pods(rt.kube, ns, name, "engine")
         in_use = {(p["metadata"].get("labels") or {}).get(LABEL_GROUP, "") for p in pods}
-        plan = plan_transition(current, shapes, free, gpu_limit=limit, avoid_names=in_use)
+        plan = plan_transition(
+            current,
+            shapes,
+            free,
+            gpu_limit=limit,
+            avoid_names=in_use,
+            releasing_gpus=max(0, releasing),
+        )
         if plan.disruptive and old.get("message") != plan.summary:
             emit("Warning", "NoSpareGPUs", plan.summary)
         waiting = await _execute(rt, spec, owner, live, plan, limit, emit)

@@ -35,11 +35,19 @@ def node(
 
 
 def pod(
-    node_name: str | None, gpus: int, group: str | None = None, phase: str = "Running"
+    node_name: str | None,
+    gpus: int,
+    group: str | None = None,
+    phase: str = "Running",
+    *,
+    terminating: bool = False,
 ) -> dict[str, Any]:
     labels = {"scaleserve.io/endpoint": "chat", "scaleserve.io/group": group} if group else {}
+    meta: dict[str, Any] = {"name": "p", "namespace": "ns", "labels": labels}
+    if terminating:
+        meta["deletionTimestamp"] = "2025-01-01T00:00:00Z"
     return {
-        "metadata": {"name": "p", "namespace": "ns", "labels": labels},
+        "metadata": meta,
         "spec": {
             "nodeName": node_name,
             "containers": [{"resources": {"limits": {GPU: str(gpus)}}}],
@@ -96,3 +104,10 @@ def test_best_fit_leaves_whole_nodes_free() -> None:
     assert take(nodes, "a", 8)[0] == NodeGPUs("a", 0)
     assert placeable(8, nodes) == 8
     assert placeable(2, nodes) == 14
+
+
+def test_gpus_of_terminating_pods_count_as_free_only_after_release() -> None:
+    pods = [pod("a", 8, terminating=True), pod("b", 2)]
+    assert compute([node("a"), node("b")], pods) == [NodeGPUs("b", 6)]
+    after = compute([node("a"), node("b")], pods, after_release=True)
+    assert after == [NodeGPUs("a", 8), NodeGPUs("b", 6)]

@@ -170,3 +170,38 @@ def test_new_groups_avoid_names_still_held_by_terminating_pods() -> None:
         avoid_names={"g0-tp8"},
     )
     assert [str(s) for s in plan.steps] == ["create g2-tp8", "delete g1-tp1"]
+
+
+def test_gpus_of_terminating_pods_are_waited_for_instead_of_stopping_serving() -> None:
+    # 8x1 -> 1x8 right after 1x8 -> 8x1: the old TP8 pod still shuts down and holds its node
+    plan = plan_transition(
+        groups(Layout(8, 1), first=1),
+        group_shapes(Layout(1, 8), 8),
+        0,
+        gpu_limit=16,
+        avoid_names={"g0-tp8"},
+        releasing_gpus=8,
+    )
+    assert [str(s) for s in plan.steps] == ["create g2-tp8", "delete g1-tp1"]
+    assert not plan.disruptive
+    assert plan.waits_for_release
+    assert "terminating pods" in plan.summary
+    assert "serving stops" not in plan.summary
+
+
+def test_releasing_gpus_that_still_leave_no_room_keep_the_disruptive_plan() -> None:
+    # the surge limit, not the cluster, forbids make-before-break: waiting would not help
+    plan = plan_transition(
+        groups(Layout(8, 1)), group_shapes(Layout(1, 8), 8), 0, gpu_limit=8, releasing_gpus=8
+    )
+    assert plan.disruptive
+    assert not plan.waits_for_release
+    assert [str(s) for s in plan.steps] == ["delete g0-tp1", "create g1-tp8"]
+
+
+def test_a_plan_that_is_not_disruptive_does_not_wait_for_releases() -> None:
+    plan = plan_transition(
+        groups(Layout(1, 8)), group_shapes(Layout(8, 1), 8), 8, gpu_limit=16, releasing_gpus=8
+    )
+    assert not plan.waits_for_release
+    assert [str(s) for s in plan.steps] == ["create g1-tp1", "delete g0-tp8"]

@@ -123,10 +123,27 @@ class Window:
 
 @dataclass(frozen=True)
 class Current:
-    """The layout in force and how long ago it was chosen (None: never, or unknown)."""
+    """The layout in force and how long the cooldown has run (None: never, or unknown).
+
+    seconds_since_change counts from the completion of the last reshape (see
+    `seconds_since_reshape`); reshaping says the groups have not reached `layout` yet.
+    """
 
     layout: Layout | None
     seconds_since_change: float | None
+    reshaping: bool = False
+
+
+def seconds_since_reshape(started: float | None, completed: float | None) -> float | None:
+    """How long the cooldown has run: since the last reshape completed.
+
+    started / completed: seconds since the target layout last changed / since a reshape last
+    completed (None: unknown). A completion older than the last start belongs to an earlier
+    reshape; then (a status written before completions were recorded) the start counts.
+    """
+    if completed is not None and (started is None or completed <= started):
+        return completed
+    return started
 
 
 @dataclass(frozen=True)
@@ -155,8 +172,9 @@ def choose_layout(policy: Autoscaling, window: Window, current: Current) -> Deci
     - No current layout: the lowest-concurrency band (highest TP).
     - A current layout that is not one of the policy's (the spec changed): the band for the
       concurrency now, without waiting for the cooldown.
-    - Otherwise hold while the window is not yet full or the cooldown has not elapsed; then move
-      up a band when concurrency reaches its threshold and back down only once it falls below
+    - Otherwise hold while the window is not yet full, a reshape is still in progress, or the
+      cooldown (counted from the completion of the last reshape) has not elapsed; then move up a
+      band when concurrency reaches its threshold and back down only once it falls below
       threshold x (1 - hysteresis).
     """
     bands = [layout_for_band(policy, i) for i in range(len(policy.tensor_parallel_candidates))]
@@ -171,6 +189,12 @@ def choose_layout(policy: Autoscaling, window: Window, current: Current) -> Deci
     wanted = _band_with_hysteresis(policy, window.mean, band)
     if wanted == band:
         return Decision(current.layout, False, f"concurrency {window.mean:.1f} within band")
+    if current.reshaping and policy.cooldown_seconds > 0:
+        return Decision(
+            current.layout,
+            False,
+            f"reshape to {current.layout} in progress; the cooldown starts when it completes",
+        )
     since = current.seconds_since_change
     if since is not None and since < policy.cooldown_seconds:
         left = policy.cooldown_seconds - since

@@ -32,7 +32,14 @@ from scaleserve.operator.builders import (
 from scaleserve.operator.concurrency import Windows, read_concurrency, stats_urls
 from scaleserve.operator.errors import InvalidSpecError, StatsUnavailableError
 from scaleserve.operator.kube import Kube
-from scaleserve.operator.layout import Current, Layout, choose_layout, describe, group_shapes
+from scaleserve.operator.layout import (
+    Current,
+    Layout,
+    choose_layout,
+    describe,
+    group_shapes,
+    seconds_since_reshape,
+)
 from scaleserve.operator.placement import choose_node, placeable, pod_gpus
 from scaleserve.operator.planner import Plan, plan_transition
 from scaleserve.operator.settings import OperatorSettings
@@ -118,12 +125,22 @@ async def _target(
     since = old.get("lastReshapeTime")
     if hold and previous is not None:
         return Target(previous, since, seen, "holding the layout while degraded")
-    decision = choose_layout(policy, window, Current(previous, _seconds_since(since, now)))
+    elapsed = seconds_since_reshape(
+        _seconds_since(since, now), _seconds_since(old.get("lastReshapeCompletedTime"), now)
+    )
+    reshaping = previous is not None and not _at_layout(live, previous, spec.gpu.per_node)
+    decision = choose_layout(policy, window, Current(previous, elapsed, reshaping))
     if decision.changed:
         if previous is not None:
             emit("Normal", "ReshapeStarted", f"{previous} -> {decision.layout}: {decision.reason}")
         return Target(decision.layout, _stamp(now), seen, decision.reason)
     return Target(decision.layout, since, seen, decision.reason)
+
+
+def _at_layout(live: list[cluster.EngineGroup], layout: Layout, per_node: int) -> bool:
+    """Whether the groups are exactly `layout`'s and all ready (its reshape is complete)."""
+    shapes = sorted(g.group.shape for g in live)
+    return shapes == sorted(group_shapes(layout, per_node)) and all(g.is_ready for g in live)
 
 
 def _held_gpus(live: list[cluster.EngineGroup], pods: list[dict[str, Any]], resource: str) -> int:
@@ -320,6 +337,11 @@ async def _reconcile(
         new["observedConcurrency"] = target.concurrency
     if target.since is not None:
         new["lastReshapeTime"] = target.since
+    completed = status.reshape_completed(
+        old.get("lastReshapeCompletedTime"), target.since, not reshaping and all_ready, _stamp(now)
+    )
+    if completed is not None:
+        new["lastReshapeCompletedTime"] = completed
     new["conditions"] = status.conditions(
         old.get("conditions") or [],
         [

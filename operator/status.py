@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -65,3 +66,22 @@ def changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         elif old.get(key) != value:
             return True
     return False
+
+
+def _time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def reshape_completed(
+    previous: str | None, started: str | None, done: bool, now: str
+) -> str | None:
+    """status.lastReshapeCompletedTime: `now` once the reshape started at `started` is done.
+
+    previous: the recorded completion; kept while the reshape is under way, and when it is
+    already at or after `started` (the completion of this reshape was recorded before).
+    """
+    if not done or started is None:
+        return previous
+    if previous is not None and _time(previous) >= _time(started):
+        return previous
+    return now

@@ -13,6 +13,7 @@ from scaleserve.operator.layout import (
     choose_layout,
     describe,
     group_shapes,
+    seconds_since_reshape,
 )
 from scaleserve.operator.spec import Autoscaling
 
@@ -92,6 +93,31 @@ def test_cooldown_holds_the_layout() -> None:
     assert decision.layout == TP8
     assert "cooldown" in decision.reason
     assert choose_layout(POLICY, window(100), Current(TP8, seconds_since_change=121)).layout == TP1
+
+
+def test_the_cooldown_counts_from_the_completion_of_the_last_reshape() -> None:
+    # started 500 s ago, completed 10 s ago: the reverse reshape waits out the cooldown
+    elapsed = seconds_since_reshape(started=500, completed=10)
+    assert elapsed == 10
+    decision = choose_layout(POLICY, window(100), Current(TP8, elapsed))
+    assert decision.layout == TP8
+    assert "cooldown" in decision.reason
+    assert choose_layout(POLICY, window(100), Current(TP8, seconds_since_reshape(500, 121))).changed
+
+
+def test_without_a_completion_after_the_last_start_the_start_counts() -> None:
+    assert seconds_since_reshape(started=30, completed=None) == 30
+    # a completion recorded before the last start belongs to an earlier reshape
+    assert seconds_since_reshape(started=30, completed=900) == 30
+    assert seconds_since_reshape(started=None, completed=None) is None
+
+
+def test_a_reshape_in_progress_is_not_reversed() -> None:
+    current = Current(TP1, seconds_since_change=10_000, reshaping=True)
+    decision = choose_layout(POLICY, window(1), current)
+    assert decision.layout == TP1
+    assert not decision.changed
+    assert "in progress" in decision.reason
 
 
 def test_a_layout_outside_the_policy_moves_at_once() -> None:

@@ -103,3 +103,18 @@ def test_stats_urls_skip_pods_that_are_not_running() -> None:
         "http://h/ns/chat/gw-1",
         "http://h/ns/chat/gw-3",
     ]
+
+
+def test_the_completion_of_a_reshape_is_recorded_once_it_is_done() -> None:
+    start, later = "2025-01-01T00:00:00Z", "2025-01-01T00:05:00Z"
+    # under way: nothing recorded yet, or an earlier reshape's completion kept
+    assert status.reshape_completed(None, start, False, later) is None
+    assert status.reshape_completed("2024-12-31T00:00:00Z", start, False, later) == (
+        "2024-12-31T00:00:00Z"
+    )
+    # done: now, and from then on that first completion stays
+    assert status.reshape_completed(None, start, True, later) == later
+    assert status.reshape_completed("2024-12-31T00:00:00Z", start, True, later) == later
+    assert status.reshape_completed(later, start, True, "2025-01-01T01:00:00Z") == later
+    # a static layout has no reshape start
+    assert status.reshape_completed(None, None, True, later) is None

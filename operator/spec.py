@@ -145,6 +145,8 @@ class GatewaySettings(_Model):
     image: str = DEFAULT_IMAGE
     api_key_secret: SecretKeyRef | None = Field(default=None, alias="apiKeySecret")
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tolerations: tuple[dict[str, Any], ...] = ()
 
 
 class EndpointSpec(_Model):

@@ -80,9 +80,12 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
                 },
             }
         ]
-    if spec.tolerations:
-        # gateways are CPU pods; they tolerate what engines tolerate so small clusters work too
-        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    # gateways are CPU pods: they are placed by their own fields, not by the engines' GPU
+    # nodeSelector and tolerations
+    if gw.node_selector:
+        pod_spec["nodeSelector"] = dict(gw.node_selector)
+    if gw.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in gw.tolerations]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

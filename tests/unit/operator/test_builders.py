@@ -54,6 +54,8 @@ CASES: dict[str, tuple[dict[str, Any], list[PlacedGroup]]] = {
                 "routing": "prefix-affinity",
                 "apiKeySecret": {"name": "chat-keys"},
                 "resources": {"requests": {"cpu": "2"}},
+                "nodeSelector": {"node-role.example.com/cpu": "true"},
+                "tolerations": [{"key": "dedicated", "value": "cpu", "effect": "NoSchedule"}],
             },
         },
         [
@@ -188,6 +190,22 @@ def test_gateway_watches_endpointslices_with_its_own_role() -> None:
     assert args[args.index("--routing") + 1] == "prefix-affinity"
     assert args[args.index("--api-key-file") + 1] == "/etc/scaleserve/api-key/api-key"
     assert deployment["spec"]["replicas"] == 2
+
+
+def test_gateways_are_placed_by_their_own_fields_not_the_engines_gpu_ones() -> None:
+    pod = _by_kind(_render("autoscaling-mixed"), "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"node-role.example.com/cpu": "true"}
+    assert pod["tolerations"] == [{"key": "dedicated", "value": "cpu", "effect": "NoSchedule"}]
+    # unset: no placement constraints, even though the engines have a GPU selector and toleration
+    raw, placed = CASES["autoscaling-mixed"]
+    gateway = {k: v for k, v in raw["gateway"].items() if k not in ("nodeSelector", "tolerations")}
+    manifests = desired(parse_spec({**raw, "gateway": gateway}), Observed(OWNER, placed))
+    pod = _by_kind(manifests, "Deployment")[0]["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod
+    assert "tolerations" not in pod
+    engine = _by_kind(manifests, "StatefulSet")[0]["spec"]["template"]["spec"]
+    assert engine["nodeSelector"] == {"gpu.nvidia.com/class": "H100"}
+    assert engine["tolerations"]
 
 
 def test_apply_order_puts_workloads_last() -> None:

@@ -38,7 +38,15 @@ class EngineGroup:
         return not self.terminating and self.ready >= self.replicas > 0
 
 
-def parse_group(sts: Mapping[str, Any]) -> EngineGroup | None:
+def _owned_by_other(meta: Mapping[str, Any], owner_uid: str | None) -> bool:
+    refs = meta.get("ownerReferences") or []
+    return owner_uid is not None and bool(refs) and all(r.get("uid") != owner_uid for r in refs)
+
+
+def parse_group(sts: Mapping[str, Any], owner_uid: str | None = None) -> EngineGroup | None:
+    """An engine StatefulSet as a group. With `owner_uid`, a StatefulSet owned by another
+    object (a deleted endpoint of the same name, awaiting garbage collection) counts as
+    terminating: it is not one of this endpoint's groups."""
     meta = sts.get("metadata", {})
     labels = meta.get("labels") or {}
     try:
@@ -58,15 +66,17 @@ def parse_group(sts: Mapping[str, Any]) -> EngineGroup | None:
         (meta.get("annotations") or {}).get(ANNOTATION_NODE),
         replicas,
         ready,
-        bool(meta.get("deletionTimestamp")),
+        bool(meta.get("deletionTimestamp")) or _owned_by_other(meta, owner_uid),
     )
 
 
-async def engine_groups(kube: Kube, namespace: str, endpoint: str) -> list[EngineGroup]:
+async def engine_groups(
+    kube: Kube, namespace: str, endpoint: str, owner_uid: str | None = None
+) -> list[EngineGroup]:
     items = await kube.list(
         "StatefulSet", namespace, labels={LABEL_ENDPOINT: endpoint, LABEL_COMPONENT: "engine"}
     )
-    groups = [parse_group(s) for s in items]
+    groups = [parse_group(s, owner_uid) for s in items]
     return sorted((g for g in groups if g is not None), key=lambda g: g.group.name)
 
 

@@ -57,20 +57,29 @@ async def read_concurrency(session: aiohttp.ClientSession, urls: Sequence[str]) 
     return sum(values) * len(urls) / len(values)
 
 
+Key = tuple[str, str, str]  # namespace, name, uid
+
+
+def endpoint_key(meta: Mapping[str, Any]) -> Key:
+    """What in-memory state of an endpoint is keyed by: its UID as well as its name, so an
+    endpoint recreated under the name of a deleted one starts afresh."""
+    return meta["namespace"], meta["name"], meta.get("uid", "")
+
+
 class Windows:
     """Per-endpoint concurrency samples; kept in memory (after a restart the window refills)."""
 
     def __init__(self) -> None:
-        self._samples: dict[tuple[str, str], deque[tuple[float, float]]] = {}
-        self._since: dict[tuple[str, str], float] = {}
+        self._samples: dict[Key, deque[tuple[float, float]]] = {}
+        self._since: dict[Key, float] = {}
 
-    def add(self, key: tuple[str, str], now: float, value: float, window_s: float) -> None:
+    def add(self, key: Key, now: float, value: float, window_s: float) -> None:
         samples = self._samples.setdefault(key, deque())
         self._since.setdefault(key, now)
         samples.append((now, value))
         self._trim(samples, now, window_s)
 
-    def get(self, key: tuple[str, str], now: float, window_s: float) -> Window:
+    def get(self, key: Key, now: float, window_s: float) -> Window:
         samples = self._samples.get(key)
         if not samples:
             return Window(None, 0.0, 0)
@@ -80,7 +89,7 @@ class Windows:
         mean = sum(v for _, v in samples) / len(samples)
         return Window(mean, now - self._since[key], len(samples))
 
-    def reset(self, key: tuple[str, str]) -> None:
+    def reset(self, key: Key) -> None:
         self._samples.pop(key, None)
         self._since.pop(key, None)
 

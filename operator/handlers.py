@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from scaleserve.operator.concurrency import Windows
+from scaleserve.operator.concurrency import Windows, endpoint_key
 from scaleserve.operator.errors import ClusterError, InvalidSpecError
 from scaleserve.operator.kube import Kube
 from scaleserve.operator.reconcile import Emit, Runtime, reconcile
@@ -99,9 +99,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         # children go with the owner (ownerReferences); only in-memory state is dropped here
         runtime: Runtime | None = memo.get("runtime")
         if runtime is not None:
-            key = (body["metadata"]["namespace"], body["metadata"]["name"])
-            runtime.windows.reset(key)
-            runtime.locks.pop(key, None)
+            meta = body["metadata"]
+            runtime.windows.reset(endpoint_key(meta))
+            runtime.locks.pop((meta["namespace"], meta["name"]), None)
 
     return registry
 

@@ -148,13 +148,33 @@ class Kube:
             raise
         return True
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self.request(
-            "PATCH",
-            path("LLMEndpoint", namespace, name) + "/status",
-            body={"status": status},
-            content_type="application/merge-patch+json",
-        )
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        uid: str | None = None,
+        has_status: bool = True,
+    ) -> None:
+        """Set the given status fields (others are kept).
+
+        With `uid`, only of that object: a JSON patch whose first operation tests the UID, so a
+        late write for a deleted endpoint fails (422) instead of landing on a new endpoint of
+        the same name (a UID in a merge patch of /status would be silently reset).
+        """
+        url = path("LLMEndpoint", namespace, name) + "/status"
+        if not uid:
+            await self.request(
+                "PATCH", url, body={"status": status}, content_type="application/merge-patch+json"
+            )
+            return
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+        if has_status:
+            ops += [{"op": "add", "path": f"/status/{k}", "value": v} for k, v in status.items()]
+        else:
+            ops.append({"op": "add", "path": "/status", "value": status})
+        await self.request("PATCH", url, body=ops, content_type="application/json-patch+json")
 
 
 def _reason(data: bytes) -> str:

@@ -29,7 +29,7 @@ from scaleserve.operator.builders import (
     gateway_url,
     group_statefulset_name,
 )
-from scaleserve.operator.concurrency import Windows, read_concurrency, stats_urls
+from scaleserve.operator.concurrency import Windows, endpoint_key, read_concurrency, stats_urls
 from scaleserve.operator.errors import InvalidSpecError, StatsUnavailableError
 from scaleserve.operator.kube import Kube
 from scaleserve.operator.layout import (
@@ -114,8 +114,8 @@ async def _target(
         return Target(Layout(spec.layout.replicas, spec.layout.tensor_parallel), None, None)
     policy = spec.autoscaling
     assert policy is not None
-    key = (meta["namespace"], meta["name"])
-    value = await _sample(rt, *key)
+    key = endpoint_key(meta)
+    value = await _sample(rt, meta["namespace"], meta["name"])
     mono = rt.clock()
     if value is not None:
         rt.windows.add(key, mono, value, policy.window_seconds)
@@ -241,9 +241,11 @@ async def _reconcile(
     try:
         spec = parse_spec(body.get("spec"))
     except SpecError as exc:
-        await _write_status(rt, ns, name, old, _invalid_status(old, str(exc), now, generation))
+        await _write_status(
+            rt, ns, name, meta["uid"], old, _invalid_status(old, str(exc), now, generation)
+        )
         raise InvalidSpecError(str(exc)) from None
-    groups = await cluster.engine_groups(rt.kube, ns, name)
+    groups = await cluster.engine_groups(rt.kube, ns, name, owner.uid)
     live = [g for g in groups if not g.terminating]
     if full_apply or generation != old.get("observedGeneration"):
         placed = [PlacedGroup(g.group, g.node) for g in live]
@@ -273,6 +275,7 @@ async def _reconcile(
         releasing = placeable(size, nodes.after_release) - free
         pods = await cluster.endpoint_pods(rt.kube, ns, name, "engine")
         in_use = {(p["metadata"].get("labels") or {}).get(LABEL_GROUP, "") for p in pods}
+        in_use |= {g.group.name for g in groups if g.terminating}
         plan = plan_transition(
             current,
             shapes,
@@ -285,7 +288,7 @@ async def _reconcile(
             emit("Warning", "NoSpareGPUs", plan.summary)
         waiting = await _execute(rt, spec, owner, live, plan, limit, emit)
 
-    groups = await cluster.engine_groups(rt.kube, ns, name) if not plan.done else groups
+    groups = await cluster.engine_groups(rt.kube, ns, name, owner.uid) if not plan.done else groups
     live = [g for g in groups if not g.terminating]
     ready_replicas = sum(min(g.ready, g.replicas) for g in live)
     gateways = await cluster.gateway_ready(rt.kube, ns, gateway_name(name))
@@ -367,7 +370,7 @@ async def _reconcile(
         _stamp(now),
         generation,
     )
-    await _write_status(rt, ns, name, old, new)
+    await _write_status(rt, ns, name, meta["uid"], old, new)
     return new
 
 
@@ -388,7 +391,9 @@ def _invalid_status(
 
 
 async def _write_status(
-    rt: Runtime, ns: str, name: str, old: Mapping[str, Any], new: dict[str, Any]
+    rt: Runtime, ns: str, name: str, uid: str, old: Mapping[str, Any], new: dict[str, Any]
 ) -> None:
     if status.changed(old, new):
-        await rt.kube.patch_status(ns, name, new)
+        # the UID is a precondition: a late pass over a deleted endpoint never writes its state
+        # into a new endpoint of the same name
+        await rt.kube.patch_status(ns, name, new, uid=uid, has_status=bool(old))

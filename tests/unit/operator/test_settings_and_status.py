@@ -79,7 +79,7 @@ def test_phase_names_what_is_happening() -> None:
 
 def test_the_window_averages_recent_samples_and_tracks_its_span() -> None:
     windows = Windows()
-    key = ("ns", "chat")
+    key = ("ns", "chat", "uid-1")
     for t, v in [(0, 10), (1, 20), (2, 30), (12, 40)]:
         windows.add(key, t, v, window_s=10)
     window = windows.get(key, 12, window_s=10)

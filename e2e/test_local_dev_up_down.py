@@ -1,4 +1,5 @@
-"""`scaleserve dev up` serves the sample endpoint; `dev down` leaves no process, port or file."""
+"""`scaleserve dev up` serves the sample endpoint; `dev down` leaves no process, port, network
+namespace, interface, route or file."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -34,18 +36,23 @@ def test_dev_up_streams_an_answer_and_dev_down_leaves_nothing_behind() -> None:
     try:
         up = _cli("up", "--name", name, timeout_s=900)
         assert up.returncode == 0, f"dev up failed:\n{up.stdout}\n{up.stderr}"
-        assert "==> gateway URL: http://198.18." in up.stdout, up.stdout
         assert "==> streamed" in up.stdout, up.stdout
         print(up.stdout)
 
         state = json.loads((stack.dir / "state.json").read_text())
+        net = podnet.PodNetwork.from_dict(state["podnet"])
         cluster_state = json.loads((Cluster(name).dir / "state.json").read_text())
         marked = processes.marked_pids(state["marker"])
         assert len(marked) >= 4, "runner, operator, engine(s) and gateway should be running"
         gateway_host = state["gateway_url"].split("//")[1].split(":")[0]
-        ports = [("127.0.0.1", p) for p in cluster_state["ports"].values()]
-        ports.append((gateway_host, 8000))
-        assert (gateway_host, 8000) in processes.listening()
+        # the pods' addresses are the namespace's own; the API server is on the veth's host end
+        assert ip_address(gateway_host) in ip_network(net.block), state["gateway_url"]
+        assert ip_address(gateway_host) in ip_network(podnet.POD_SUPERNET)
+        assert cluster_state["server"].startswith(f"https://{net.host_address}:")
+        assert (gateway_host, 8000) in podnet.listening(net.netns)
+        assert (gateway_host, 8000) not in processes.listening()
+        assert podnet.routes_to(net.block), "the host routes the pod block via the veth"
+        ports = list(cluster_state["ports"].values())
     except BaseException:
         stack.down()
         raise
@@ -54,8 +61,10 @@ def test_dev_up_streams_an_answer_and_dev_down_leaves_nothing_behind() -> None:
     assert down.returncode == 0, f"dev down failed:\n{down.stdout}\n{down.stderr}"
     assert processes.marked_pids(state["marker"]) == []
     assert not any(processes.alive(p) for p in [*cluster_state["pids"].values(), *marked])
-    busy = [f"{h}:{p}" for h, p in ports if (h, p) in processes.listening()]
+    busy = [f"{h}:{p}" for h, p in processes.listening() if p in ports]
     assert busy == [], f"ports still taken: {busy}"
-    assert not set(state["subnets"]) & podnet.local_routes()
+    assert net.netns not in podnet.namespaces()
+    assert subprocess.run(["ip", "link", "show", net.host_if], capture_output=True).returncode
+    assert podnet.routes_to(net.block) == []
     assert not stack.dir.exists()
     assert not Path(cluster_state["dir"]).exists()

@@ -21,6 +21,7 @@ class LocalStack:
 
 
 def needs_root() -> None:
-    """Skip unless root: the local stack adds a local route for its pod network."""
+    """Skip unless root: the local stack creates a network namespace and a veth pair for its
+    pod network."""
     if os.geteuid() != 0:
-        pytest.skip("the local stack adds a local route for its pod network (root only)")
+        pytest.skip("the local stack creates a network namespace for its pods (root only)")

@@ -81,9 +81,9 @@ def clusters_root() -> Path:
     return cache_dir() / "clusters"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -255,8 +255,18 @@ class Cluster:
             time.sleep(0.2)
 
     # ------------------------------------------------------------------- up
-    def up(self, nodes: int = 2, gpus_per_node: int = 8, timeout_s: float = 120.0) -> ClusterState:
-        """Start the control plane (or return the running one) with `nodes` fake GPU nodes."""
+    def up(
+        self,
+        nodes: int = 2,
+        gpus_per_node: int = 8,
+        timeout_s: float = 120.0,
+        *,
+        address: str = "127.0.0.1",
+    ) -> ClusterState:
+        """Start the control plane (or return the running one) with `nodes` fake GPU nodes.
+
+        `address`: where kube-apiserver listens and the kubeconfig points (loopback, or a local
+        stack's end of its pod network's veth, so that pods in that namespace reach it too)."""
         state = self.load_state()
         if state is not None:
             alive = self.running()
@@ -267,7 +277,7 @@ class Cluster:
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            state = self._start(bin_dir, timeout_s)
+            state = self._start(bin_dir, timeout_s, address)
             api = self.api(state)
             self.create_nodes(range(nodes), gpus=gpus_per_node, api=api)
             self.wait_nodes_ready(nodes, timeout_s, state)
@@ -288,10 +298,11 @@ class Cluster:
         self._save_state(state)
         return state
 
-    def _start(self, bin_dir: Path, timeout_s: float) -> ClusterState:
-        pki = make_pki(self.pki.dir)
-        ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kwok")}
-        server = f"https://127.0.0.1:{ports['apiserver']}"
+    def _start(self, bin_dir: Path, timeout_s: float, address: str) -> ClusterState:
+        pki = make_pki(self.pki.dir, [address])
+        ports = {name: free_port() for name in ("etcd", "etcd-peer", "kwok")}
+        ports["apiserver"] = free_port(address)
+        server = f"https://{address}:{ports['apiserver']}"
         state = ClusterState(
             name=self.name,
             dir=str(self.dir),
@@ -314,7 +325,7 @@ class Cluster:
         ])  # fmt: skip
         self._spawn(state, "kube-apiserver", [
             bin_dir / "kube-apiserver", "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+            "--bind-address", address, "--advertise-address", address,
             "--secure-port", str(ports["apiserver"]),
             "--tls-cert-file", pki.server_crt, "--tls-private-key-file", pki.server_key,
             "--client-ca-file", pki.ca_crt,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,12 +99,21 @@ def _ec_key_args() -> list[str]:
     return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc"]
 
 
-def make_pki(directory: Path) -> Pki:
-    """Write a CA, a serving certificate, an admin client certificate and the SA key pair."""
+def server_sans(addresses: Sequence[str] = ()) -> list[str]:
+    """The serving certificate's names: SERVER_SANS and the further IP `addresses` the API
+    server listens on (a local stack's: the host end of its pod network's veth)."""
+    sans = list(SERVER_SANS)
+    sans += [f"IP:{a}" for a in addresses if f"IP:{a}" not in sans]
+    return sans
+
+
+def make_pki(directory: Path, addresses: Sequence[str] = ()) -> Pki:
+    """Write a CA, a serving certificate (for SERVER_SANS and `addresses`), an admin client
+    certificate and the SA key pair."""
     pki = Pki(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "openssl.cnf"
-    config.write_text(_OPENSSL_CONFIG.format(sans=", ".join(SERVER_SANS)))
+    config.write_text(_OPENSSL_CONFIG.format(sans=", ".join(server_sans(addresses))))
     days = "3650"
     _openssl(
         "req", "-x509", *_ec_key_args(), "-config", config, "-extensions", "ca",

@@ -31,7 +31,12 @@ import aiohttp
 
 from scaleserve.dev.podnet import AddressPool, GpuPool
 from scaleserve.dev.processes import signal_group
-from scaleserve.dev.translate import TranslationError, container_port, container_process
+from scaleserve.dev.translate import (
+    ProcessSpec,
+    TranslationError,
+    container_port,
+    container_process,
+)
 
 log = logging.getLogger("scaleserve.dev.runner")
 
@@ -69,6 +74,7 @@ class RunnerContext:
     pods_dir: Path
     tmp_dir: Path  # short: unix socket paths under TMPDIR must stay below 108 bytes
     base_env: Mapping[str, str]
+    wrap: tuple[str, ...] = ()  # runs a command inside the pod network's namespace
 
 
 @dataclass
@@ -211,6 +217,7 @@ class PodWorker:
                     kubeconfig=self.ctx.kubeconfig,
                     cpu_bind=self.node.gpus.cores(self.gpus) if self.gpus else None,
                     base_env=self.ctx.base_env,
+                    wrap=self.ctx.wrap,
                 )
             except TranslationError as exc:
                 self.container.state = {
@@ -221,24 +228,24 @@ class PodWorker:
                 break
             (self.dir / "hf").mkdir(exist_ok=True)
             self.tmp.mkdir(parents=True, exist_ok=True)
-            ran_s, code, reason = await self._run_once(spec.argv, spec.env, spec_container)
+            ran_s, code, reason = await self._run_once(spec, spec_container)
             if code is None:  # stopped for deletion
                 break
             await self._back_off(ran_s, code, reason)
         await self._finish()
 
     async def _run_once(
-        self, argv: tuple[str, ...], env: Mapping[str, str], container: Mapping[str, Any]
+        self, spec: ProcessSpec, container: Mapping[str, Any]
     ) -> tuple[float, int | None, str]:
         """Run the process once: (seconds it ran, exit code or None if stopped for deletion,
         why it ended)."""
         with open(self.dir / "container.log", "ab") as out:  # noqa: ASYNC230 (local, instant)
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                env=dict(env), cwd=self.dir, start_new_session=True,
+                *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                env=dict(spec.env), cwd=self.dir, start_new_session=True,
             )  # fmt: skip
         started, started_at = time.monotonic(), now_stamp()
-        log.info("%s: started %s as pid %d on %s", self.key, argv[3], proc.pid, self.ip)
+        log.info("%s: started %s as pid %d on %s", self.key, spec.kind, proc.pid, self.ip)
         c = self.container
         c.container_id = f"local://{self.uid}-{c.restart_count}-{proc.pid}"
         c.state, c.started, c.ready = {"running": {"startedAt": started_at}}, False, False

@@ -147,11 +147,16 @@ def port_free(host: str, port: int) -> bool:
 
 
 def listening() -> set[tuple[str, int]]:
-    """IPv4 (address, port) pairs with a listening TCP socket on this machine."""
+    """IPv4 (address, port) pairs with a listening TCP socket in this network namespace."""
+    return parse_proc_net_tcp(Path("/proc/net/tcp").read_text())
+
+
+def parse_proc_net_tcp(text: str) -> set[tuple[str, int]]:
+    """The listening (address, port) pairs of a /proc/net/tcp table."""
     found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+    for line in text.splitlines()[1:]:
         fields = line.split()
-        if fields[3] != "0A":  # LISTEN
+        if len(fields) < 4 or fields[3] != "0A":  # LISTEN
             continue
         hex_ip, hex_port = fields[1].split(":")
         address = socket.inet_ntoa(int(hex_ip, 16).to_bytes(4, "little"))

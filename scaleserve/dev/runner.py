@@ -6,7 +6,8 @@ watches the pods bound to them and runs each one with a `PodWorker` (pods.py). O
 stops every process (SIGTERM, then SIGKILL after a few seconds) and exits.
 
 Run by `scaleserve dev up` as ``python -m scaleserve.dev.runner CONFIG.json``; the config names
-the kubeconfig, the nodes (name, GPUs, pod subnet) and the folders to use.
+the kubeconfig, the nodes (name, GPUs, pod subnet), the pod network's namespace (pods' processes
+run inside it; the runner stays on the host and probes them over the veth) and the folders.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class RunnerConfig:
     nodes: tuple[NodeConfig, ...]
     env: dict[str, str] = field(default_factory=dict)
     cpus: int = 0  # 0: os.cpu_count()
+    netns: str = ""  # the pod network's namespace, where pods' processes run ("": the host's)
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -160,6 +162,7 @@ class Runner:
                 pods_dir=Path(self.config.pods_dir),
                 tmp_dir=Path(self.config.tmp_dir),
                 base_env={**os.environ, **self.config.env},
+                wrap=("ip", "netns", "exec", self.config.netns) if self.config.netns else (),
             )
             for node in self.config.nodes:
                 await self._register(core, node)

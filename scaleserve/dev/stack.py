@@ -1,12 +1,15 @@
 """`scaleserve dev up` / `dev down`: the whole system on this machine, GPUs played by CPU cores.
 
-`up` starts the local control plane (cluster.py, without kwok nodes), installs the CRD, gives
-the local nodes a pod network (podnet.py), starts the local runner (the kubelet of those nodes,
-runner.py) and the operator as background processes, and optionally applies the sample
+`up` creates the stack's pod network (podnet.py: a network namespace joined to the host by a
+veth pair), starts the local control plane (cluster.py, without kwok nodes; kube-apiserver
+listens on the host end of the veth, where the pods reach it too), installs the CRD, starts the
+local runner (the kubelet of the local nodes, runner.py; pods' processes run inside the
+namespace) and the operator as background processes, and optionally applies the sample
 LLMEndpoint (e2e/local/llmendpoint.yaml), waits for it with visible progress and streams one
 answer through its gateway. Everything lives in ``$SCALESERVE_CACHE/stacks/<name>/`` and
 ``$SCALESERVE_CACHE/clusters/<name>/``; `down` stops every process of the stack (found by the
-marker in their environment, processes.py), removes the routes and both folders.
+marker in their environment, processes.py), removes the namespace, the veth and its route,
+and both folders.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class StackState:
     marker: str
     kubeconfig: str = ""
     subnets: list[str] = field(default_factory=list)
+    podnet: dict[str, Any] = field(default_factory=dict)  # podnet.PodNetwork
     pids: dict[str, int] = field(default_factory=dict)
     nodes: list[str] = field(default_factory=list)
     gateway_url: str = ""
@@ -132,9 +136,18 @@ class Stack:
         timeout_s: float,
         progress: Progress,
     ) -> None:
+        net = podnet.create(self.name, nodes)
+        state.podnet, state.subnets = net.to_dict(), net.subnets
+        self._save(state)
+        progress(
+            f"==> pod network: namespace {net.netns}, veth {net.host_if} ({net.host_address}), "
+            f"pods in {net.block}"
+        )
         progress(f"==> control plane {self.name!r} (etcd, kube-apiserver, controllers, scheduler)")
         try:
-            cluster = self.cluster.up(nodes=0, timeout_s=min(timeout_s, 180.0))
+            cluster = self.cluster.up(
+                nodes=0, timeout_s=min(timeout_s, 180.0), address=net.host_address
+            )
         except ClusterError as exc:
             raise StackError(str(exc)) from exc
         state.kubeconfig = cluster.kubeconfig
@@ -142,8 +155,6 @@ class Stack:
         progress(f"    up in {cluster.ready_s:.1f}s at {cluster.server}")
         self._install_crd(timeout_s)
         progress("==> CRD llmendpoints.scaleserve.io installed")
-        state.subnets = podnet.add_subnets(nodes)
-        self._save(state)
         names = [f"local-{i}" for i in range(nodes)]
         state.nodes = names
         config = RunnerConfig(
@@ -152,6 +163,7 @@ class Stack:
             pods_dir=str(self.dir / "pods"),
             tmp_dir=str(self.tmp_dir),
             nodes=tuple(NodeConfig(n, gpus, s) for n, s in zip(names, state.subnets, strict=True)),
+            netns=net.netns,
         )
         config.dump(self.dir / "runner.json")
         env = {**os.environ, processes.MARKER_ENV: state.marker, "KUBECONFIG": state.kubeconfig}
@@ -253,10 +265,16 @@ class Stack:
 
     # ------------------------------------------------------------------ down
     def down(self, progress: Progress | None = None) -> bool:
-        """Stop every process of the stack, remove its routes and folders. True if it existed."""
+        """Stop every process of the stack, then its control plane, its pod network (namespace,
+        veth, route) and its folders. True if it existed."""
         say = progress or (lambda _line: None)
         state = self.load()
-        existed = state is not None or self.dir.exists() or self.cluster.dir.exists()
+        existed = (
+            state is not None
+            or self.dir.exists()
+            or self.cluster.dir.exists()
+            or podnet.exists(self.name)
+        )
         if state is not None:
             for name, grace in (("runner", 30.0), ("operator", 10.0)):
                 pid = state.pids.get(name)
@@ -268,8 +286,8 @@ class Stack:
                 say(f"==> stopped {len(leftovers)} leftover process(es)")
         say(f"==> stopping control plane {self.name!r}")
         self.cluster.down()
-        if state is not None:
-            podnet.remove_subnets(state.subnets)
+        say(f"==> removing pod network {podnet.netns_name(self.name)}")
+        podnet.remove(self.name)
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         return existed

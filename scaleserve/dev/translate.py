@@ -3,14 +3,18 @@
 Only the two scaleserve images' containers run locally: command ``["scaleserve", "engine"]``
 or ``["scaleserve", "gateway"]``. Their args are kept as the operator wrote them except
 ``--host``, which becomes the pod's own address (the container would listen on 0.0.0.0 inside
-its network namespace; here every pod shares the machine's). Environment:
+its own network namespace; here the pods of a stack share one, podnet.py, and each binds its
+own address). The process runs inside the stack's network namespace (``wrap``: ``ip netns exec
+<ns>``). Environment:
 
 - the container's literal ``env`` values (``valueFrom`` is not supported);
 - ``HF_HOME`` in the pod's folder, ``TMPDIR`` in a short per-pod folder (both emptyDirs);
   ``HOME`` stays, so vLLM's compile cache is shared between pods like an image's layers;
 - engines: ``VLLM_CPU_OMP_THREADS_BIND`` from the GPUs the runner assigned (one core per
-  tensor-parallel worker), ``HF_HUB_OFFLINE=1``, a small ``VLLM_CPU_KVCACHE_SPACE``;
-- gateways: ``KUBECONFIG`` standing in for the pod's service account token.
+  tensor-parallel worker), ``HF_HUB_OFFLINE=1``, a small ``VLLM_CPU_KVCACHE_SPACE``,
+  ``VLLM_HOST_IP`` = the pod's address (what vLLM finds in a pod's own network namespace);
+- gateways: ``KUBECONFIG`` standing in for the pod's service account token (it points at the
+  API server's address on the host end of the pod network's veth).
 
 Pure: no processes, no cluster.
 """
@@ -89,6 +93,7 @@ def container_process(
     kubeconfig: str,
     cpu_bind: str | None,
     base_env: Mapping[str, str],
+    wrap: Sequence[str] = (),
 ) -> ProcessSpec:
     kind = component(container)
     args = with_host([str(a) for a in container.get("args") or []], pod_ip)
@@ -101,11 +106,12 @@ def container_process(
     if kind == "engine":
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", ENGINE_KVCACHE_GIB)
+        env.setdefault("VLLM_HOST_IP", pod_ip)
         if cpu_bind:
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind
     else:
         env["KUBECONFIG"] = kubeconfig
-    return ProcessSpec(kind, (python, "-m", "scaleserve", kind, *args), env)
+    return ProcessSpec(kind, (*wrap, python, "-m", "scaleserve", kind, *args), env)
 
 
 def container_port(container: Mapping[str, Any], port: int | str) -> int:

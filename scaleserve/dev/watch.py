@@ -39,7 +39,7 @@ def endpoint_pods(client: Any, namespace: str, name: str, component: str = "") -
 
 
 def pod_line(pod: Any) -> str:
-    """e.g. ``tiny-g0-tp2-0 Running ready 198.18.0.2 restarts 0``."""
+    """e.g. ``tiny-g0-tp2-0 Running ready 10.251.1.2 restarts 0``."""
     st = pod.status
     ready = any(c.type == "Ready" and c.status == "True" for c in st.conditions or [])
     restarts = sum(c.restart_count for c in st.container_statuses or [])

@@ -422,7 +422,7 @@ def plot(payload: dict[str, Any], latency_png: Path, throughput_png: Path) -> No
 
     nproc = payload.get("machine", {}).get("nproc")
     title = f"tiny model, {nproc} CPU cores, {payload.get('date', '')[:10]}"
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
     for ax, (key, heading) in zip(
         axes, (("ttft_p50_ms", "TTFT p50 (ms)"), ("tbt_p50_ms", "TBT p50 (ms)")), strict=True
     ):
@@ -432,9 +432,10 @@ def plot(payload: dict[str, Any], latency_png: Path, throughput_png: Path) -> No
         ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.set_ylabel(heading)
         ax.set_title(heading + " vs concurrency")
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle("Latency, " + title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(latency_png, dpi=110)
     plt.close(fig)
 

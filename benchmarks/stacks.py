@@ -76,8 +76,7 @@ def vllm_server_cmd(settings: EngineSettings, port: int, python: str = sys.execu
         "127.0.0.1",
         "--port",
         str(port),
-        "--disable-uvicorn-access-log",
-        "--disable-log-stats",
+        "--disable-uvicorn-access-log",  # scaleserve's gateway logs no access lines either
         *settings.common_args(),
     ]
 

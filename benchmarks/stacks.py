@@ -357,7 +357,7 @@ async def start_backends(
         )
         backends.vllm_urls.append(f"http://127.0.0.1:{port}")
         backends.vllm_procs.append(proc)
-        pending.append((f"http://127.0.0.1:{port}/health", proc.start()))
+        pending.append((f"http://127.0.0.1:{port}/health", proc))
     for index in range(len(backends.engine_addrs), replicas):
         port, metrics = free_port(), free_port()
         cmd = scaleserve_engine_cmd(settings, port, metrics)
@@ -365,10 +365,20 @@ async def start_backends(
         proc = Proc(f"scaleserve-engine-{index}", cmd, log, replica_env(index, spread))
         backends.engine_addrs.append(f"127.0.0.1:{port}")
         backends.engine_procs.append(proc)
-        pending.append((f"http://127.0.0.1:{metrics}/readyz", proc.start()))
+        pending.append((f"http://127.0.0.1:{metrics}/readyz", proc))
     backends.procs += [proc for _, proc in pending]
-    await asyncio.gather(*(wait_ready(url, proc, 900) for url, proc in pending))
+    if start_one_by_one(settings):
+        for url, proc in pending:
+            await wait_ready(url, proc.start(), 900)
+        return backends
+    await asyncio.gather(*(wait_ready(url, proc.start(), 900) for url, proc in pending))
     return backends
+
+
+def start_one_by_one(settings: EngineSettings) -> bool:
+    """Engines sharing a GPU start one at a time: vLLM sizes its KV cache from the memory it
+    sees free while profiling, which another engine loading at the same time would skew."""
+    return settings.gpu_memory_utilization is not None
 
 
 async def start_stacks(

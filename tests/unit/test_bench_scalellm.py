@@ -276,3 +276,10 @@ def test_replicas_get_their_own_core_when_spread() -> None:
     assert stacks.replica_env(1, True, cpus=2) == {"VLLM_CPU_OMP_THREADS_BIND": "1"}
     assert stacks.replica_env(2, True, cpus=2) == {"VLLM_CPU_OMP_THREADS_BIND": "0"}
     assert stacks.replica_env(1, False) == {}
+
+
+def test_engines_sharing_a_gpu_start_one_at_a_time() -> None:
+    assert stacks.start_one_by_one(stacks.EngineSettings(model="/m", gpu_memory_utilization=0.4))
+    assert not stacks.start_one_by_one(stacks.EngineSettings(model="/m"))
+    cmd = stacks.vllm_server_cmd(stacks.EngineSettings(model="/m", gpu_memory_utilization=0.4), 1)
+    assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.4"

@@ -96,7 +96,6 @@ def test_beyond_the_concurrency_limit_gets_429_with_retry_after(guarded: Gateway
         assert rejected.status_code == 429
         assert rejected.headers["retry-after"] == "2"
         assert rejected.json()["error"]["type"] == "rate_limit_error"
-        assert guarded.stats()["in_flight"] == 1
     finally:
         release.set()
         holder.join(60)

@@ -94,6 +94,7 @@ def test_engine_process_runs_in_the_pod_network_with_its_cores_and_address() -> 
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
     assert env["VLLM_HOST_IP"] == "10.251.1.2"
     assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["VLLM_USE_AOT_COMPILE"] == "0"
     assert "KUBECONFIG" not in env
 
 

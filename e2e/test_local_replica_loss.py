@@ -20,6 +20,7 @@ import pytest
 from e2e.local.endpoints import (
     apply_endpoint,
     container_pid,
+    engine_metric,
     engine_requests_total,
     pod_ready,
 )
@@ -32,6 +33,9 @@ pytestmark = pytest.mark.e2e
 log = logging.getLogger("e2e")
 
 CLIENTS = 16
+# long enough that a stream spends most of its time receiving tokens, not waiting for the first
+MAX_TOKENS = 192
+RUNNING = "vllm:num_requests_running"
 START_TIMEOUT_S = 600.0
 COMEBACK_TIMEOUT_S = 300.0
 
@@ -58,9 +62,17 @@ async def test_killed_engine_fails_only_its_streams_cleanly_and_comes_back(
         victim = engines[0]
         victim_ip, victim_pid = victim.status.pod_ip, container_pid(victim)
 
-        async with Load(ep.gateway_url(), max_tokens=48) as load:
+        async with Load(ep.gateway_url(), max_tokens=MAX_TOKENS) as load:
             await load.set_clients(CLIENTS)
             await asyncio.sleep(8)
+            # kill while the victim is generating for several streams (a kill between two
+            # batches would only exercise the retry before output)
+            await wait_until(
+                lambda: engine_metric(victim_ip, RUNNING) >= 3,
+                "streams running on the victim",
+                60.0,
+                interval_s=0.05,
+            )
             killed = time.monotonic()
             os.kill(victim_pid, signal.SIGKILL)
             await asyncio.sleep(10)

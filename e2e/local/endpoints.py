@@ -99,3 +99,14 @@ def engine_requests_total(pod_ip: str, port: int = 9090) -> float:
         if line.startswith("scaleserve_engine_requests_total{"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def engine_metric(pod_ip: str, name: str, port: int = 9090) -> float:
+    """The sum of one metric's samples in an engine process's /metrics (0 if absent)."""
+    with urllib.request.urlopen(f"http://{pod_ip}:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((f"{name}{{", f"{name} ")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

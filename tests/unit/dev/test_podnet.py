@@ -23,10 +23,10 @@ from scaleserve.dev.podnet import (
 pytestmark = pytest.mark.unit
 
 
-def test_pod_addresses_are_private_and_neither_loopback_nor_benchmarking() -> None:
+def test_pod_addresses_are_private_and_not_loopback() -> None:
     assert POD_SUPERNET.is_private
     assert not POD_SUPERNET.is_loopback
-    assert not POD_SUPERNET.overlaps(ipaddress.IPv4Network("198.18.0.0/15"))
+    assert POD_SUPERNET.subnet_of(ipaddress.IPv4Network("10.0.0.0/8"))  # RFC 1918
 
 
 def test_block_layout_link_then_one_24_per_node() -> None:

@@ -113,12 +113,14 @@ def test_killing_a_replica_mid_run(
 ) -> None:
     victim = engine_launcher.launch(tiny_model_dir, name="victim")
     gw = gateway_factory([victim, engine_replica], "--routing", "round-robin")
+    for i in range(2):  # one short request on each, so no first-request warm-up skews timing
+        complete(gw, f"warm up {i}")
     events = [threading.Event() for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(stream_frames, gw, 900, ev) for ev in events]
+        futures = [pool.submit(stream_frames, gw, 1000, ev) for ev in events]
         for ev in events:
             assert ev.wait(60), "streams did not start"
-        assert victim.engine_core_pids() or victim.running()
+        on_victim = {r["address"]: r["in_flight"] for r in gw.stats()["replicas"]}[victim.address]
         os.killpg(victim.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         results = [f.result(timeout=120) for f in futures]
@@ -135,8 +137,9 @@ def test_killing_a_replica_mid_run(
         else:
             completed += 1
             assert last["choices"][0]["finish_reason"] == "length"
-    assert cut == 2, results
-    assert completed == 2
+    assert on_victim >= 1
+    assert cut == on_victim, results
+    assert completed == 4 - on_victim
     assert time.monotonic() - killed_at < 60
     # New requests all go to the survivor (retried there if the dead one was still listed).
     for i in range(6):

@@ -29,10 +29,13 @@ HYSTERESIS = 0.5  # back to TP2 below 4: 64 closed-loop clients must never look 
 RAMP = (1, 2, 4, 8, 16, 32, 64)
 STEP_S = 3.0
 START_TIMEOUT_S = 600.0
-RESHAPE_TIMEOUT_S = 480.0
+# from the end of the ramp; it covers the operator's window and cooldown, the load crossing
+# the threshold as the gateway measures it (closed-loop clients share the CPU with the
+# engines) and the new group's start-up, which takes minutes when the machine is busy
+RESHAPE_TIMEOUT_S = 900.0
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3000)
 @pytest.mark.asyncio
 async def test_reshape_under_load_both_ways_loses_no_request(
     local_stack: LocalStack, record_property: pytest.RecordProperty

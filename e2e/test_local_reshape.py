@@ -21,7 +21,10 @@ from e2e.local.layout import wait_gateway_serves, wait_status, wait_until
 from e2e.local.load import Load
 from scaleserve.dev.watch import wait_endpoint_ready
 
-pytestmark = pytest.mark.e2e
+# `long`: on 2 cores the way back to 1 x TP2 can take over 10 minutes (the new TP2 engine's
+# workers share their cores with the serving engines), so `make test` (CI) leaves this scenario
+# to `make test-e2e`.
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 log = logging.getLogger("e2e")
 
 THRESHOLD = 8.0

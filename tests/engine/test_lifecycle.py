@@ -123,7 +123,7 @@ async def test_sigterm_drains_in_flight_requests_then_exits(
 ) -> None:
     engine = disposable_engines[0]
     prompt = encode(tiny_model_dir, "Kubernetes runs containers")
-    n_tokens = 120
+    n_tokens = 900  # long enough that the drain outlasts the Health polls below
     async with EngineClient(engine.address) as client:
         calls = [
             client.stream(

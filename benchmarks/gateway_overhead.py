@@ -75,6 +75,20 @@ class Run:
     tbt_ms: list[float] = field(default_factory=list)
     gateway_cpu_s: float = 0.0
 
+    def record_event(
+        self, t0: float, last: float | None, warm: bool, now: float | None = None
+    ) -> float:
+        """Count one stream event at `now`; its gap goes to TTFT or TBT unless warming up."""
+        now = time.perf_counter() if now is None else now
+        if warm:
+            pass
+        elif last is None:
+            self.ttft_ms.append((now - t0) * 1000)
+        else:
+            self.tbt_ms.append((now - last) * 1000)
+        self.events += 1
+        return now
+
     def summary(self) -> dict[str, float | int | str]:
         return {
             "path": self.path,
@@ -116,15 +130,7 @@ async def direct_worker(
         last = None
         try:
             async for msg in stub.Generate(request):
-                now = time.perf_counter()
-                if warm:
-                    pass
-                elif last is None:
-                    run.ttft_ms.append((now - t0) * 1000)
-                else:
-                    run.tbt_ms.append((now - last) * 1000)
-                last = now
-                run.events += 1
+                last = run.record_event(t0, last, warm)
                 run.tokens += len(msg.token_ids)
         except Exception:
             run.errors += 1
@@ -156,14 +162,7 @@ async def gateway_worker(
                         continue
                     if b'"text":""' in line:
                         continue  # the finish frame
-                    if warm:
-                        pass
-                    elif last is None:
-                        run.ttft_ms.append((now - t0) * 1000)
-                    else:
-                        run.tbt_ms.append((now - last) * 1000)
-                    last = now
-                    run.events += 1
+                    last = run.record_event(t0, last, warm, now)
         except Exception:
             run.errors += 1
         run.requests += 1

@@ -33,16 +33,18 @@ else
 fi
 ln -sfn "$venv" .venv
 
-# The project itself, editable. Skipped when this checkout is already the one installed.
+# The project itself, editable, installed by the cached interpreter's own path so that its
+# console scripts do not depend on this checkout's .venv link. Skipped when this checkout is
+# already the one installed (asked from / so that the checkout itself is not on sys.path).
 here=$(pwd -P)
-installed=$(.venv/bin/python -c 'import scaleserve.version as v, os; print(os.path.dirname(os.path.dirname(os.path.realpath(v.__file__))))' 2>/dev/null || true)
-if [ "$installed" != "$here" ] || [ pyproject.toml -nt .venv/.scaleserve-installed ]; then
+installed=$(cd / && "$venv/bin/python" -c 'import scaleserve.version as v, os; print(os.path.dirname(os.path.dirname(os.path.realpath(v.__file__))))' 2>/dev/null || true)
+if [ "$installed" != "$here" ] || [ pyproject.toml -nt "$venv/.scaleserve-installed" ]; then
   step "installing scaleserve (editable) from $here"
-  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
-  touch .venv/.scaleserve-installed
+  "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+  touch "$venv/.scaleserve-installed"
 fi
 
 step "tiny test model"
-.venv/bin/scaleserve tiny-model --cached
+.venv/bin/python -m scaleserve tiny-model --cached
 echo
 echo "set-up done: .venv -> $venv"

@@ -123,7 +123,9 @@ async def test_sigterm_drains_in_flight_requests_then_exits(
 ) -> None:
     engine = disposable_engines[0]
     prompt = encode(tiny_model_dir, "Kubernetes runs containers")
-    n_tokens = 900  # long enough that the drain outlasts the Health polls below
+    n_tokens = 64
+    cores = engine.engine_core_pids()
+    assert cores, "no EngineCore child process found"
     async with EngineClient(engine.address) as client:
         calls = [
             client.stream(
@@ -134,19 +136,28 @@ async def test_sigterm_drains_in_flight_requests_then_exits(
             for i in range(6)
         ]
         firsts = [await call.read() for call in calls]
-        os.kill(engine.pid, signal.SIGTERM)
-        for _ in range(100):
-            if (await client.health()).status == DRAINING:
-                break
-            await asyncio.sleep(0.02)
-        assert (await client.health()).status == DRAINING
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await client.generate(prompt, max_tokens=2)
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert await asyncio.to_thread(http_get, engine.metrics_url + "/readyz") == (
-            503,
-            "draining\n",
-        )
+        # Pause the engine core so that the requests stay in flight however fast the machine:
+        # the drain cannot end before the checks below.
+        for pid in cores:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            os.kill(engine.pid, signal.SIGTERM)
+            for _ in range(100):
+                if (await client.health()).status == DRAINING:
+                    break
+                await asyncio.sleep(0.02)
+            assert (await client.health()).status == DRAINING
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.generate(prompt, max_tokens=2)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert await asyncio.to_thread(http_get, engine.metrics_url + "/readyz") == (
+                503,
+                "draining\n",
+            )
+            assert engine.process.poll() is None, "the engine exited with requests in flight"
+        finally:
+            for pid in cores:
+                os.kill(pid, signal.SIGCONT)
         rests = [await read_rest(call) for call in calls]
     for first, rest in zip(firsts, rests, strict=True):
         assert len(first.token_ids) + sum(len(m.token_ids) for m in rest) == n_tokens

@@ -174,16 +174,21 @@ def test_client_disconnect_aborts_the_engine_request(
             seen += line.startswith("data: ")
             if seen >= 3:
                 break  # leave mid-stream: closing the client drops the connection
-    deadline = time.monotonic() + 20
-    aborted = aborted_before
-    while time.monotonic() < deadline:
+    # The engine counts the abort before the gateway's own bookkeeping settles: wait for both.
+    def settled() -> tuple[int, int, float]:
         aborted = sum(engine_stats(e.address).aborted_total for e in engine_replicas)
-        if aborted > aborted_before:
-            break
-        time.sleep(0.2)
+        engine_in_flight = sum(engine_stats(e.address).in_flight_requests for e in engine_replicas)
+        return aborted, engine_in_flight, gateway.stats()["in_flight"]
+
+    deadline = time.monotonic() + 20
+    state = settled()
+    while time.monotonic() < deadline and state != (aborted_before + 1, 0, 0):
+        time.sleep(0.1)
+        state = settled()
+    aborted, engine_in_flight, gateway_in_flight = state
     assert aborted == aborted_before + 1, gateway.log_tail()
-    assert sum(engine_stats(e.address).in_flight_requests for e in engine_replicas) == 0
-    assert gateway.stats()["in_flight"] == 0
+    assert engine_in_flight == 0
+    assert gateway_in_flight == 0
 
 
 def wait_replica(gw: GatewayProcess, address: str, serving: bool, timeout_s: float = 20) -> None:

@@ -125,7 +125,7 @@ class ReplicaPool:
             replica.terminating = ep.terminating
             replica.listed = True
             table[ep.address] = replica
-        for address, replica in current.items():
+        for address, replica in list(current.items()):  # _close removes from `current`
             if address not in table:
                 replica.listed = False
                 if replica.in_flight == 0:

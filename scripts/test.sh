@@ -25,7 +25,7 @@ for layer in "${layers[@]}"; do
   t=$SECONDS
   printf '\n==> tests: %s\n' "$layer"
   # `long` scenarios run with `make test-e2e` only (see the marker's description in pyproject).
-  .venv/bin/python -m pytest -m "$layer and not long" "${paths[@]}"
+  .venv/bin/python -m pytest --tb=short -rfE -m "$layer and not long" "${paths[@]}"
   rc=$?
   # 5: no tests collected in this layer yet; that is not a failure of the others.
   if [ $rc -ne 0 ] && [ $rc -ne 5 ]; then status=1; fi

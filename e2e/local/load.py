@@ -112,7 +112,8 @@ class Load:
                         finish = choice.finish_reason or finish
         except (openai.APIStatusError, openai.APIConnectionError) as exc:
             kind = "truncated" if chunks else "failed"
-            return Outcome(kind, started, time.monotonic(), chunks, f"{type(exc).__name__}: {exc}")
+            detail = f"{type(exc).__name__}: {exc} (cause: {exc.__cause__!r})"
+            return Outcome(kind, started, time.monotonic(), chunks, detail)
         except openai.APIError as exc:  # the SSE error event
             return Outcome("error_event", started, time.monotonic(), chunks, str(exc))
         except Exception as exc:

@@ -55,6 +55,18 @@ async def test_departed_replica_finishes_its_requests_then_closes() -> None:
 
 
 @pytest.mark.asyncio
+async def test_idle_replicas_that_leave_are_closed_at_once() -> None:
+    pool = ReplicaPool()
+    pool.set_endpoints([Endpoint(f"127.0.0.1:{port}") for port in (1, 2, 3)])
+    for r in pool.replicas:
+        make_ready(r)
+    pool.set_endpoints([Endpoint("127.0.0.1:2")])  # two idle replicas leave in one update
+    assert [r.address for r in pool.replicas] == ["127.0.0.1:2"]
+    assert [r.key for r in pool.snapshot().replicas] == ["127.0.0.1:2"]
+    await pool.close()
+
+
+@pytest.mark.asyncio
 async def test_failed_replica_is_taken_out_until_probed_back() -> None:
     pool = ReplicaPool()
     pool.set_endpoints([Endpoint("127.0.0.1:1")])

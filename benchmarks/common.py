@@ -70,6 +70,18 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+# `summarize`'s figures in the order the benchmarks' progress tables print them
+FIGURE_COLUMNS = [
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "tbt_p50_ms",
+    "tbt_p99_ms",
+    "output_tokens_per_s",
+    "tokens_per_message",
+    "errors",
+]
+
+
 def summarize(records: Sequence[RequestRecord], wall_s: float) -> dict[str, Any]:
     ok = [r for r in records if not r.error]
     ttfts = [r.ttft for r in ok if r.ttft is not None]

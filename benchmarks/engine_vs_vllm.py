@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -25,37 +24,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import (  # noqa: E402
+    FIGURE_COLUMNS,
     engine_grpc_stream,
     format_table,
     openai_completion_stream,
     run_closed_loop,
     write_json,
 )
+from benchmarks.stacks import ENGINE_ENV, free_port  # noqa: E402
 
-ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1"}
-COLUMNS = [
-    "concurrency",
-    "target",
-    "ttft_p50_ms",
-    "ttft_p99_ms",
-    "tbt_p50_ms",
-    "tbt_p99_ms",
-    "output_tokens_per_s",
-    "tokens_per_message",
-    "errors",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+COLUMNS = ["concurrency", "target", *FIGURE_COLUMNS]
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            cmd, cwd=REPO, env={**os.environ, **ENV}, stdout=out, stderr=subprocess.STDOUT
+            cmd, cwd=REPO, env={**os.environ, **ENGINE_ENV}, stdout=out, stderr=subprocess.STDOUT
         )
 
 

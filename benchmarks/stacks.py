@@ -105,10 +105,11 @@ def scaleserve_engine_cmd(
     ]
 
 
-def vllm_router_cmd(port: int, worker_urls: list[str], bin_dir: str | None = None) -> list[str]:
-    exe = str(Path(bin_dir or Path(sys.executable).parent) / "vllm-router")
+def router_cmd(launcher: list[str], port: int, worker_urls: list[str], log_level: str) -> list[str]:
+    """A Rust router (vllm-router and sglang-router take the same flags) round-robin in front
+    of `worker_urls`, its Prometheus exporter on a port of its own."""
     return [
-        exe,
+        *launcher,
         "--host",
         "127.0.0.1",
         "--port",
@@ -118,30 +119,20 @@ def vllm_router_cmd(port: int, worker_urls: list[str], bin_dir: str | None = Non
         "--policy",
         "round_robin",
         "--log-level",
-        "warning",
+        log_level,
         "--prometheus-port",
         str(free_port()),
     ]
+
+
+def vllm_router_cmd(port: int, worker_urls: list[str], bin_dir: str | None = None) -> list[str]:
+    exe = str(Path(bin_dir or Path(sys.executable).parent) / "vllm-router")
+    return router_cmd([exe], port, worker_urls, "warning")
 
 
 def sglang_router_cmd(port: int, worker_urls: list[str], python: str = sys.executable) -> list[str]:
-    return [
-        python,
-        "-m",
-        "sglang_router.launch_router",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--worker-urls",
-        *worker_urls,
-        "--policy",
-        "round_robin",
-        "--log-level",
-        "warn",
-        "--prometheus-port",
-        str(free_port()),
-    ]
+    launcher = [python, "-m", "sglang_router.launch_router"]
+    return router_cmd(launcher, port, worker_urls, "warn")
 
 
 def scaleserve_gateway_cmd(
@@ -385,9 +376,11 @@ async def start_stacks(
     names: list[str], replicas: int, backends: Backends, log_dir: Path, deadline_s: float = 180
 ) -> tuple[list[Stack], dict[str, str]]:
     """Routers and gateways in front of the first `replicas` backends, each serving a real
-    request before it counts. Returns the stacks that serve and, by label, why others do not."""
+    request before it counts. Returns the stacks that serve and, by label, why others do not
+    (a router that is not installed is one of those, not the end of the run)."""
     vllm_urls = backends.vllm_urls[:replicas]
     stacks: list[Stack] = []
+    failed: dict[str, str] = {}
     for name in names:
         if name == "vllm-server":
             # direct: one server, no router
@@ -403,13 +396,17 @@ async def start_stacks(
             cmd = scaleserve_gateway_cmd(port, backends.engine_addrs[:replicas])
         else:
             raise ValueError(f"unknown stack {name!r}")
-        proc = Proc(f"{name} x{replicas}", cmd, log).start()
+        label = f"{name} x{replicas}"
+        try:
+            proc = Proc(label, cmd, log).start()
+        except OSError as exc:  # e.g. the router's executable is missing
+            failed[label] = f"cannot start {cmd[0]}: {exc}"
+            continue
         behind = backends.engine_procs if name == "scaleserve" else backends.vllm_procs
         stacks.append(Stack(name, replicas, f"http://127.0.0.1:{port}", proc, behind[:replicas]))
     waits = [wait_serving(s.base_url, s.proc, deadline_s) for s in stacks if s.proc is not None]
     results = iter(await asyncio.gather(*waits, return_exceptions=True))
     serving: list[Stack] = []
-    failed: dict[str, str] = {}
     for stack in stacks:
         result = None if stack.proc is None else next(results)
         if isinstance(result, BaseException):

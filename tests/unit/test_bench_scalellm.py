@@ -1,36 +1,20 @@
-"""The ScaleLLM benchmark's pure parts: options, the --quick plan, turn order, command lines,
-stream timing from SSE frames, ratios, targets and the report. No process is started."""
+"""The ScaleLLM benchmark's driver and load: options, the --quick plan, turn order, requests,
+pooled rows, command lines, stream timing from SSE frames, and --render-only. No process is
+started. The report and plots: test_bench_scalellm_report.py."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks import scalellm, stacks
+from benchmarks import scalellm, scalellm_load, scalellm_report, stacks
 from benchmarks.common import RequestRecord, openai_stream_by_frames
 
 pytestmark = pytest.mark.unit
-
-
-def row(
-    stack: str, concurrency: int, ttft: float, tbt: float, tps: float, **extra: Any
-) -> dict[str, Any]:
-    base = {
-        "stack": stack,
-        "replicas": 1,
-        "concurrency": concurrency,
-        "ttft_p50_ms": ttft,
-        "ttft_p99_ms": ttft * 2,
-        "tbt_p50_ms": tbt,
-        "tbt_p99_ms": tbt * 2,
-        "output_tokens_per_s": tps,
-        "errors": 0,
-        "timeouts": 0,
-    }
-    return base | extra
 
 
 def test_quick_mode_is_a_small_plan_and_explicit_flags_still_win() -> None:
@@ -40,7 +24,9 @@ def test_quick_mode_is_a_small_plan_and_explicit_flags_still_win() -> None:
     assert args.concurrency == scalellm.QUICK_LEVELS
     assert args.replicas == [1]
     assert args.max_tokens == 16
-    total = sum(scalellm.requests_for(c, args.rounds, args.min_requests) for c in args.concurrency)
+    total = sum(
+        scalellm_load.requests_for(c, args.rounds, args.min_requests) for c in args.concurrency
+    )
     assert total <= 100
 
     argv = ["--quick", "--concurrency", "2,4", "--max-tokens", "8"]
@@ -70,18 +56,27 @@ def test_unknown_stack_is_rejected() -> None:
 
 def test_turn_order_rotates_so_each_stack_goes_first_in_turn() -> None:
     labels = ["a", "b", "c", "d"]
-    firsts = [scalellm.turn_order(labels, i)[0] for i in range(4)]
+    firsts = [scalellm_load.turn_order(labels, i)[0] for i in range(4)]
     assert firsts == labels
-    assert sorted(scalellm.turn_order(labels, 5)) == labels
+    assert scalellm_load.turn_order(labels, 5) == ["b", "c", "d", "a"]
+    assert scalellm_load.turn_order([], 3) == []
+
+
+def test_requests_per_level_are_rounds_per_client_with_a_floor() -> None:
+    assert scalellm_load.requests_for(1, rounds=2, min_requests=16) == 16
+    assert scalellm_load.requests_for(64, rounds=2, min_requests=16) == 128
 
 
 def test_requests_differ_in_prompt_and_ask_for_a_fixed_length_stream() -> None:
-    a, b = scalellm.request_body(0, 32), scalellm.request_body(1, 32)
+    a, b = scalellm_load.request_body(0, 32), scalellm_load.request_body(1, 32)
     assert a["prompt"] != b["prompt"]
     assert a["stream"] is True
     assert a["ignore_eos"] is True
     assert a["max_tokens"] == 32
     assert a["stream_options"] == {"include_usage": True}
+    assert a["model"] == stacks.SERVED_NAME
+    # numbered prompts: no two of a level's requests are the same text
+    assert len({scalellm_load.request_body(i, 8)["prompt"] for i in range(256)}) == 256
 
 
 def test_every_engine_gets_the_same_settings() -> None:
@@ -180,69 +175,6 @@ async def test_stream_error_frame_counts_as_an_error(monkeypatch: pytest.MonkeyP
     assert "boom" in record.error
 
 
-def sample_rows() -> list[dict[str, Any]]:
-    rows = []
-    for level in (1, 64, 128):
-        rows.append(row("vllm-server", level, 100.0, 10.0, 1000.0))
-        rows.append(row("vllm-router", level, 120.0, 11.0, 900.0))
-        rows.append(row("sglang-router", level, 110.0, 10.5, 950.0))
-        rows.append(row("scaleserve", level, 40.0, 4.0, 2000.0))
-    return rows
-
-
-def test_ratios_are_against_vllms_server_at_the_same_level() -> None:
-    out = scalellm.ratios(sample_rows())
-    ours64 = next(r for r in out if r["stack"] == "scaleserve" and r["concurrency"] == 64)
-    assert ours64["ttft_p50_ratio"] == 0.4
-    assert ours64["tbt_p50_ratio"] == 0.4
-    assert ours64["tokens_per_s_ratio"] == 2.0
-    assert all(r["stack"] != "vllm-server" for r in out)
-
-
-def test_targets_met_and_missed() -> None:
-    targets = scalellm.evaluate_targets(sample_rows())
-    assert targets
-    assert all(t["met"] for t in targets)
-    rows = sample_rows()
-    rows[-1] = row("scaleserve", 128, 130.0, 4.0, 2000.0, errors=2)
-    missed = {t["target"] for t in scalellm.evaluate_targets(rows) if not t["met"]}
-    assert "128 streams: scaleserve ahead of vllm-router on all three" in missed
-    assert "scaleserve: zero errors at every level" in missed
-
-
-def test_report_has_the_papers_table_shape_and_plots_render(tmp_path: Path) -> None:
-    rows = sample_rows()
-    payload: dict[str, Any] = {
-        "date": "2026-11-21T20:00:00",
-        "command": ".venv/bin/python benchmarks/scalellm.py --quick",
-        "machine": {"nproc": 2, "cpu_model": "cpu", "memory_gib": 24},
-        "rows": rows,
-        "targets": scalellm.evaluate_targets(rows),
-    }
-    text = scalellm.render_markdown(payload)
-    assert (
-        "| concurrency | vLLM server x1 | vllm-router x1 | sglang-router x1 | scaleserve x1 |"
-        in text
-    )
-    assert "| 64 | 100 (1.00x)" not in text  # the baseline carries no ratio to itself
-    assert "40 (0.40x)" in text
-    assert "## Targets" in text
-    scalellm.plot(payload, tmp_path / "lat.png", tmp_path / "tps.png")
-    assert (tmp_path / "lat.png").stat().st_size > 1000
-    assert (tmp_path / "tps.png").stat().st_size > 1000
-
-
-def test_report_adds_the_cpu_table_when_the_rows_carry_cpu_figures() -> None:
-    rows = [
-        r | {"front_cpu_s_per_1k_tokens": 0.5, "stack_cpu_s_per_1k_tokens": 1.25}
-        for r in sample_rows()
-    ]
-    text = scalellm.render_markdown({"rows": rows})
-    assert "## CPU seconds per 1k output tokens, 1 replica(s)" in text
-    assert "| 64 | 0.50 (1.25) |" in text
-    assert "CPU seconds" not in scalellm.render_markdown({"rows": sample_rows()})
-
-
 def test_repeats_pool_requests_and_wall_time() -> None:
     def record(tokens: int, ttft: float) -> RequestRecord:
         r = RequestRecord(sent=0.0, first=ttft, last=ttft + 1.0, tokens=tokens, messages=tokens)
@@ -250,11 +182,11 @@ def test_repeats_pool_requests_and_wall_time() -> None:
         return r
 
     runs = [
-        scalellm.Run([record(10, 0.1), record(10, 0.3)], 2.0, 0.2, 1.0, 30.0),
-        scalellm.Run([record(10, 0.2), RequestRecord(error="timeout")], 3.0, 0.3, 1.5, 32.0),
+        scalellm_load.Run([record(10, 0.1), record(10, 0.3)], 2.0, 0.2, 1.0, 30.0),
+        scalellm_load.Run([record(10, 0.2), RequestRecord(error="timeout")], 3.0, 0.3, 1.5, 32.0),
     ]
     stack = stacks.Stack("scaleserve", 2, "http://x")
-    out = scalellm.pooled_row(stack, 4, runs, max_tokens=10)
+    out = scalellm_load.pooled_row(stack, 4, runs, max_tokens=10)
     assert out["requests"] == 4
     assert out["errors"] == 1
     assert out["timeouts"] == 1
@@ -283,3 +215,61 @@ def test_engines_sharing_a_gpu_start_one_at_a_time() -> None:
     assert not stacks.start_one_by_one(stacks.EngineSettings(model="/m"))
     cmd = stacks.vllm_server_cmd(stacks.EngineSettings(model="/m", gpu_memory_utilization=0.4), 1)
     assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.4"
+
+
+def test_rows_count_requests_that_end_short_and_keep_error_samples() -> None:
+    full = RequestRecord(sent=0.0, first=0.1, last=0.2, tokens=8, messages=8)
+    full.frame_gaps = [0.01, 0.03]
+    short = RequestRecord(sent=0.0, first=0.1, last=0.2, tokens=3, messages=3)
+    failed = RequestRecord(error="HTTP 500: boom")
+    out = scalellm_load.summarize_level({}, [full, short, failed], max_tokens=8)
+    assert out["short"] == 1
+    assert out["timeouts"] == 0
+    assert out["error_samples"] == ["HTTP 500: boom"]
+    assert out["frame_gap_p99_ms"] > out["frame_gap_p50_ms"] >= 10.0
+
+
+def test_payload_records_the_command_and_its_ratios_and_targets() -> None:
+    argv = ["--quick", "--stacks", "vllm-server,scaleserve"]
+    args = scalellm.fill_defaults(scalellm.apply_quick(scalellm.build_parser().parse_args(argv)))
+    rows = [
+        {"stack": s, "replicas": 1, "phase": 1, "concurrency": 64, "errors": 0}
+        | {"ttft_p50_ms": t, "tbt_p50_ms": t / 10, "output_tokens_per_s": 1000 / t}
+        for s, t in (("vllm-server", 100.0), ("scaleserve", 40.0))
+    ]
+    payload = scalellm.build_payload(args, argv, 0.0, (1.0, 2.0, 3.0), rows, {"x": "why"})
+    assert payload["command"] == (
+        ".venv/bin/python benchmarks/scalellm.py --quick --stacks vllm-server,scaleserve"
+    )
+    assert payload["settings"]["concurrency"] == scalellm.QUICK_LEVELS
+    assert payload["not_serving"] == {"x": "why"}
+    assert payload["ratios"] == scalellm_report.ratios(rows)
+    assert [t["met"] for t in payload["targets"]] == [True, True, True, True]
+
+
+def test_render_only_rewrites_the_report_from_the_json(tmp_path: Path) -> None:
+    rows = [
+        {"stack": s, "replicas": 1, "concurrency": c, "errors": 0, "timeouts": 0}
+        | {"ttft_p50_ms": 10.0 * c, "tbt_p50_ms": 2.0, "output_tokens_per_s": 100.0 * c}
+        for s in ("vllm-server", "scaleserve")
+        for c in (1, 8)
+    ]
+    payload = {"date": "2026-11-21T20:00:00", "machine": {"nproc": 2}, "rows": rows}
+    (tmp_path / "scalellm.json").write_text(json.dumps(payload))
+    assert scalellm.main(["--render-only", "--out-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "scalellm.md").read_text() == scalellm_report.render_markdown(payload)
+    for name in scalellm.OUTPUTS:
+        assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.asyncio
+async def test_a_router_that_cannot_start_is_recorded_not_fatal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "no-such-router")
+    monkeypatch.setattr(stacks, "vllm_router_cmd", lambda port, urls: [missing, "--port", "1"])
+    backends = stacks.Backends(vllm_urls=["http://127.0.0.1:1"])
+    serving, failed = await stacks.start_stacks(["vllm-router"], 1, backends, tmp_path)
+    assert serving == []
+    assert list(failed) == ["vllm-router x1"]
+    assert missing in failed["vllm-router x1"]

@@ -42,8 +42,15 @@ async def wait_gateway_serves(
 ) -> float:
     """When the gateway has `replicas` serving replicas of `tensor_parallel` (the new layout)."""
 
+    last = [""]
+
     def check() -> bool:
-        serving = serving_replicas(ep.gateway_stats())
+        stats = ep.gateway_stats()
+        serving = serving_replicas(stats)
+        seen = f"serving {serving}, in flight (avg) {round(stats['in_flight_avg'])}"
+        if seen != last[0]:  # progress: log what changed
+            log.info("%s gateway: %s", ep.name, seen)
+            last[0] = seen
         return sum(1 for _, tp in serving if tp == tensor_parallel) >= replicas
 
     return await wait_until(check, f"{replicas} x TP{tensor_parallel} serving", timeout_s)

@@ -174,6 +174,7 @@ def test_client_disconnect_aborts_the_engine_request(
             seen += line.startswith("data: ")
             if seen >= 3:
                 break  # leave mid-stream: closing the client drops the connection
+
     # The engine counts the abort before the gateway's own bookkeeping settles: wait for both.
     def settled() -> tuple[int, int, float]:
         aborted = sum(engine_stats(e.address).aborted_total for e in engine_replicas)

@@ -83,7 +83,7 @@ def test_engine_process_runs_in_the_pod_network_with_its_cores_and_address() -> 
     assert spec.kind == "engine"
     assert spec.argv[: len(WRAP)] == WRAP
     assert spec.argv[len(WRAP) :] == (
-        "/py", "-m", "scaleserve", "engine",
+        "nice", "-n", "10", "/py", "-m", "scaleserve", "engine",
         "--model", "/m", "--host", "10.251.1.2", "--port", "50051",
     )  # fmt: skip
     env = spec.env

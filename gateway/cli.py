@@ -33,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=int(settings.keep_alive),
         lifespan="on",
     )
     return 0

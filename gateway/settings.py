@@ -33,6 +33,9 @@ class GatewaySettings:
     max_body_bytes: request bodies above this get 413.
     stats_window: seconds over which /stats averages in-flight requests.
     health_interval: seconds between health probes of each replica.
+    keep_alive: seconds an idle client connection stays open. Longer than the usual client
+        pool expiry (httpx: 5 s) so that the client closes first: a server closing at the same
+        moment as a client reuses the connection fails that request.
     """
 
     host: str = "0.0.0.0"
@@ -53,6 +56,7 @@ class GatewaySettings:
     health_interval: float = 1.0
     health_timeout: float = 2.0
     retry_after: int = 1
+    keep_alive: float = 75.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -69,7 +73,7 @@ class GatewaySettings:
                 raise SettingsError(f"{name} must be >= 0")
         if self.max_body_bytes < 1024:
             raise SettingsError("max_body_bytes must be >= 1024")
-        for name in ("stats_window", "health_interval", "health_timeout"):
+        for name in ("stats_window", "health_interval", "health_timeout", "keep_alive"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0")
         if self.retry_after < 1:
@@ -157,6 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a("--health-timeout", type=float, help=f"replica probe timeout, s (default {d.health_timeout})")
     a("--retry-after", type=int, help=f"Retry-After seconds on 429 (default {d.retry_after})")
+    a("--keep-alive", type=float, help=f"idle connection timeout, s (default {d.keep_alive})")
     a("--log-level", help=f"log level (default {d.log_level})")
 
 

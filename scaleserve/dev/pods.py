@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from scaleserve.dev.podnet import AddressPool, GpuPool
-from scaleserve.dev.processes import signal_group
+from scaleserve.dev.processes import lower_priority, signal_group
 from scaleserve.dev.translate import (
     ProcessSpec,
     TranslationError,
@@ -244,6 +244,7 @@ class PodWorker:
                 *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
                 env=dict(spec.env), cwd=self.dir, start_new_session=True,
             )  # fmt: skip
+        lower_priority(proc.pid, spec.nice)
         started, started_at = time.monotonic(), now_stamp()
         log.info("%s: started %s as pid %d on %s", self.key, spec.kind, proc.pid, self.ip)
         c = self.container

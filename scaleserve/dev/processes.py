@@ -84,6 +84,19 @@ def marked_pids(marker: str) -> list[int]:
     return sorted(found)
 
 
+def lower_priority(pid: int, nice: int) -> None:
+    """Run a freshly started process (and the children it will start) at `nice`.
+
+    Where the kernel groups processes by session for scheduling (autogroup), a nice value only
+    ranks processes within their own session, so the session's own nice is set as well."""
+    if nice == 0:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError, OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
+
+
 def signal_group(pid: int, sig: signal.Signals) -> None:
     """Send `sig` to the process group led by `pid` (our processes lead their own group)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

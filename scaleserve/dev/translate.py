@@ -17,7 +17,8 @@ own address). The process runs inside the stack's network namespace (``wrap``: `
   CPU build (``'function' object has no attribute 'finalize_loading'``), so with them every
   engine start paid for a failed load, then compiled and saved again; without them it traces
   once and starts in about half the time;
-- engines run under ``nice -n 10``: vLLM's CPU workers spin on their shared-memory queue
+- engines run at nice 10 (``ProcessSpec.nice``, applied by the runner: processes.py
+  ``lower_priority``): vLLM's CPU workers spin on their shared-memory queue
   between steps (a second after each read), so at equal priority two tensor-parallel workers
   take both cores of a small machine and the gateway, the operator and the clients wait for
   the scheduler (seen: /stats answering in 0.3 s, 64 closed-loop clients showing as 2 in
@@ -50,6 +51,7 @@ class ProcessSpec:
     kind: str  # engine | gateway
     argv: tuple[str, ...]
     env: Mapping[str, str]
+    nice: int = 0  # CPU priority of the process and of its session (see the module docstring)
 
 
 def component(container: Mapping[str, Any]) -> str:
@@ -114,9 +116,9 @@ def container_process(
         TMPDIR=str(tmp),
         PYTHONUNBUFFERED="1",
     )
-    command: tuple[str, ...] = (python, "-m", "scaleserve", kind, *args)
+    nice = 0
     if kind == "engine":
-        command = ("nice", "-n", str(ENGINE_NICE), *command)
+        nice = ENGINE_NICE
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", ENGINE_KVCACHE_GIB)
         env.setdefault("VLLM_HOST_IP", pod_ip)
@@ -125,7 +127,7 @@ def container_process(
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind
     else:
         env["KUBECONFIG"] = kubeconfig
-    return ProcessSpec(kind, (*wrap, *command), env)
+    return ProcessSpec(kind, (*wrap, python, "-m", "scaleserve", kind, *args), env, nice)
 
 
 def container_port(container: Mapping[str, Any], port: int | str) -> int:

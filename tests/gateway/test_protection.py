@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -104,3 +106,15 @@ def test_beyond_the_concurrency_limit_gets_429_with_retry_after(guarded: Gateway
             break
         threading.Event().wait(0.1)
     assert post(guarded, KEY).status_code == 200
+
+
+def test_idle_connection_outlives_the_client_pool_expiry(guarded: GatewayProcess) -> None:
+    """A client pool keeps an idle connection for 5 s (httpx's default) and may reuse it just
+    before; the gateway must not be the one closing it then (the request would fail)."""
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as sock:
+        request = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
+        sock.sendall(request)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(6.5)
+        sock.sendall(request)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")

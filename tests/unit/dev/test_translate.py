@@ -83,7 +83,7 @@ def test_engine_process_runs_in_the_pod_network_with_its_cores_and_address() -> 
     assert spec.kind == "engine"
     assert spec.argv[: len(WRAP)] == WRAP
     assert spec.argv[len(WRAP) :] == (
-        "nice", "-n", "10", "/py", "-m", "scaleserve", "engine",
+        "/py", "-m", "scaleserve", "engine",
         "--model", "/m", "--host", "10.251.1.2", "--port", "50051",
     )  # fmt: skip
     env = spec.env
@@ -96,6 +96,7 @@ def test_engine_process_runs_in_the_pod_network_with_its_cores_and_address() -> 
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["VLLM_USE_AOT_COMPILE"] == "0"
     assert "KUBECONFIG" not in env
+    assert spec.nice == 10  # below the gateway and the control plane
 
 
 def test_engine_env_from_the_container_is_not_overridden() -> None:
@@ -119,6 +120,7 @@ def test_gateway_gets_the_kubeconfig_and_no_engine_settings() -> None:
         "10.251.1.2",
     )
     assert spec.env["KUBECONFIG"] == "/k/kubeconfig"
+    assert spec.nice == 0
     assert "VLLM_HOST_IP" not in spec.env
     assert "VLLM_CPU_OMP_THREADS_BIND" not in spec.env
 

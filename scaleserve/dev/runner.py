@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from scaleserve.dev.cluster import cache_dir
 from scaleserve.dev.podnet import AddressPool, GpuPool, node_address
 from scaleserve.dev.pods import LocalNode, PodWorker, RunnerContext, now_stamp
 
@@ -161,7 +162,14 @@ class Runner:
                 kubeconfig=self.config.kubeconfig,
                 pods_dir=Path(self.config.pods_dir),
                 tmp_dir=Path(self.config.tmp_dir),
-                base_env={**os.environ, **self.config.env},
+                # Inductor's kernels compile to a cache under TMPDIR, which is per pod: shared
+                # instead, as an image's layers would be, a restarted or reshaped engine loads
+                # them rather than compiling C++ again (minutes on a busy 2-core machine).
+                base_env={
+                    "TORCHINDUCTOR_CACHE_DIR": str(cache_dir() / "torchinductor"),
+                    **os.environ,
+                    **self.config.env,
+                },
                 wrap=("ip", "netns", "exec", self.config.netns) if self.config.netns else (),
             )
             for node in self.config.nodes:

@@ -35,6 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "operator_scale.json"
 CRD = ROOT / "crds" / "llmendpoints.yaml"
 NAMESPACE = "bench"
 EP_PATH = f"/apis/scaleserve.io/v1alpha1/namespaces/{NAMESPACE}/llmendpoints"
+POLL_S = 3.0  # each poll lists every endpoint: load on the API server under test
 CHILDREN = [
     "/api/v1/namespaces/{ns}/serviceaccounts/{name}-gateway",
     "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}-gateway",
@@ -78,21 +79,32 @@ def _rss_bytes(pid: int) -> int:
 
 
 def _ready_count(api: KubeApi) -> int:
-    items = api.get_json(EP_PATH)["items"]
+    """Endpoints with phase Ready; -1 when the API server, busy with the benchmark's own load,
+    did not answer in time (the poll goes on)."""
+    try:
+        items = api.get_json(EP_PATH)["items"]
+    except (TimeoutError, OSError):
+        return -1
     return sum(1 for i in items if (i.get("status") or {}).get("phase") == "Ready")
 
 
 def run(
-    endpoints: int, samples: int, interval: float, parallelism: int, timeout_s: float
+    endpoints: int,
+    samples: int,
+    interval: float,
+    parallelism: int,
+    timeout_s: float,
+    log: Path,
 ) -> dict[str, Any]:
     cluster = Cluster("bench-operator")
     cluster.down()
+    load_start = os.getloadavg()
     nodes = max(2, (endpoints + samples) // 8 + 2)
     state = cluster.up(nodes=nodes, timeout_s=300)
     operator: subprocess.Popen[bytes] | None = None
-    log = RESULTS.with_suffix(".operator.log.tmp")
     try:
         api = cluster.api(state)
+        api.timeout_s = 60.0  # listing 1,000 endpoints on a busy 2-core machine is slow
         env = {**os.environ, "KUBECONFIG": state.kubeconfig}
         subprocess.run(["kubectl", "apply", "--server-side", "-f", str(CRD)], env=env, check=True)
         subprocess.run(
@@ -128,7 +140,7 @@ def run(
         while _ready_count(api) < endpoints + samples:
             if time.monotonic() - t > timeout_s:
                 raise TimeoutError(f"{endpoints} endpoints Ready")
-            time.sleep(2)
+            time.sleep(POLL_S)
         converge_s = time.monotonic() - t
 
         time.sleep(max(5.0, 2 * interval))  # settle
@@ -136,6 +148,7 @@ def run(
         time.sleep(60)
         cpu = (_cpu_seconds(operator.pid) - cpu0) / (time.monotonic() - w0)
         rss = _rss_bytes(operator.pid)
+        load_end = os.getloadavg()
     finally:
         if operator is not None:
             operator.terminate()
@@ -156,6 +169,11 @@ def run(
         "steady_state_cpu_cores": round(cpu, 3),
         "steady_state_rss_mib": round(rss / (1 << 20), 1),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        # other work on the machine slows every figure above; compare runs at similar load
+        "load_average_1_5_15m": {
+            "start": [round(x, 2) for x in load_start],
+            "end": [round(x, 2) for x in load_end],
+        },
     }
 
 
@@ -174,6 +192,7 @@ def main() -> int:
         args.reconcile_interval,
         args.parallelism,
         args.timeout,
+        args.output.with_suffix(".operator.log.tmp"),
     )
     print(json.dumps(result, indent=2))
     args.output.parent.mkdir(parents=True, exist_ok=True)

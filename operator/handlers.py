@@ -9,11 +9,15 @@ from typing import Any
 import aiohttp
 import kopf
 
+from scaleserve.operator import informer
+from scaleserve.operator.cluster import ClusterView
 from scaleserve.operator.concurrency import Windows, endpoint_key
 from scaleserve.operator.errors import ClusterError, InvalidSpecError
 from scaleserve.operator.kube import Kube
-from scaleserve.operator.reconcile import Emit, Runtime, reconcile
+from scaleserve.operator.reconcile import reconcile
+from scaleserve.operator.runtime import Emit, Runtime
 from scaleserve.operator.settings import OperatorSettings
+from scaleserve.operator.triggers import EventPoster, Post, Requeue
 
 GROUP, VERSION, PLURAL = "scaleserve.io", "v1alpha1", "llmendpoints"
 RETRY_DELAY_S = 5.0
@@ -22,7 +26,7 @@ RETRY_DELAY_S = 5.0
 log = logging.getLogger("scaleserve.operator")
 
 
-def _emitter(body: kopf.Body) -> Emit:
+def _emitter(body: kopf.Body | dict[str, Any], post: Post | None = None) -> Emit:
     where = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
 
     def emit(kind: str, reason: str, message: str) -> None:
@@ -33,16 +37,25 @@ def _emitter(body: kopf.Body) -> Emit:
             reason,
             message,
         )
-        kopf.event(body, type=kind, reason=reason, message=message)
+        if post is None and isinstance(body, kopf.Body):
+            kopf.event(body, type=kind, reason=reason, message=message)
+        elif post is not None:
+            post(body, kind, reason, message)  # outside kopf's handlers
 
     return emit
 
 
 async def _reconcile(
-    runtime: Runtime, body: kopf.Body, logger: Any, *, full_apply: bool, retry: bool
+    runtime: Runtime,
+    body: kopf.Body | dict[str, Any],
+    logger: Any,
+    *,
+    full_apply: bool,
+    retry: bool,
+    post: Post | None = None,
 ) -> None:
     try:
-        await reconcile(runtime, body, _emitter(body), full_apply=full_apply)
+        await reconcile(runtime, body, _emitter(body, post), full_apply=full_apply)
     except InvalidSpecError as exc:
         if retry:
             raise kopf.PermanentError(str(exc)) from exc
@@ -67,10 +80,25 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     async def startup(memo: kopf.Memo, **_: Any) -> None:
         kube = await Kube.connect(config.field_manager)
         timeout = aiohttp.ClientTimeout(total=config.stats_timeout_s)
-        memo["runtime"] = Runtime(config, kube, aiohttp.ClientSession(timeout=timeout), Windows())
+        runtime = Runtime(config, kube, aiohttp.ClientSession(timeout=timeout), Windows())
+        events = EventPoster(kube)
+
+        async def promptly(body: dict[str, Any]) -> None:
+            await _reconcile(runtime, body, log, full_apply=False, retry=False, post=events.post)
+
+        requeue = Requeue(kube, promptly)
+        # reconciles read watched caches; a child's readiness change reconciles its endpoint
+        runtime.view = ClusterView(kube, config.namespaces, requeue.add)
+        tasks = await informer.start(runtime.view.informers)
+        tasks.append(asyncio.create_task(requeue.run(), name="requeue"))
+        memo["runtime"], memo["events"], memo["tasks"] = runtime, events, tasks
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        await informer.stop(memo.get("tasks") or [])
+        events: EventPoster | None = memo.get("events")
+        if events is not None:
+            await events.close()
         runtime: Runtime | None = memo.get("runtime")
         if runtime is not None:
             await runtime.http.close()
@@ -87,6 +115,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         VERSION,
         PLURAL,
         interval=config.reconcile_interval_s,
+        # create/resume have just reconciled: the first tick can wait a whole interval
+        initial_delay=config.reconcile_interval_s,
         id="reconcile",
         sharp=False,
         registry=registry,
@@ -102,6 +132,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             meta = body["metadata"]
             runtime.windows.reset(endpoint_key(meta))
             runtime.locks.pop((meta["namespace"], meta["name"]), None)
+            runtime.written.pop((meta["namespace"], meta["name"]), None)
 
     return registry
 

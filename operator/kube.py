@@ -6,7 +6,10 @@ the operator manages spelled out, so no discovery round-trips are needed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
@@ -32,6 +35,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "LLMEndpoint": ("/apis/scaleserve.io/v1alpha1", "llmendpoints"),
 }
 CLUSTER_SCOPED = {"Node"}
+MAX_IN_FLIGHT = 32  # concurrent requests (watches not counted)
 
 
 def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
@@ -48,9 +52,14 @@ def path(kind: str, namespace: str | None = None, name: str | None = None) -> st
 class Kube:
     """One ApiClient for the operator's lifetime; use `async with Kube.connect() as kube`."""
 
-    def __init__(self, api: client.ApiClient, field_manager: str) -> None:
+    def __init__(
+        self, api: client.ApiClient, field_manager: str, max_in_flight: int = MAX_IN_FLIGHT
+    ) -> None:
         self._api = api
         self.field_manager = field_manager
+        # requests beyond this wait here, not in the connection pool, where the wait would
+        # count against their timeout: a burst of reconciles queues instead of timing out
+        self._slots = asyncio.Semaphore(max_in_flight)
 
     @classmethod
     async def connect(cls, field_manager: str) -> Kube:
@@ -81,24 +90,53 @@ class Kube:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         try:
-            resp = await self._api.call_api(
-                url,
-                method,
-                {},
-                query or [],
-                {"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=30,
-            )
-            data = await resp.read()
+            async with self._slots:
+                resp = await self._api.call_api(
+                    url,
+                    method,
+                    {},
+                    query or [],
+                    {"Accept": "application/json", "Content-Type": content_type},
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _return_http_data_only=True,
+                    _request_timeout=30,
+                )
+                data = await resp.read()
         except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ClusterError(f"{method} {url}: {exc}") from None
         if not 200 <= resp.status <= 299:
             raise ClusterError(f"{method} {url}: {resp.status} {_reason(data)}", status=resp.status)
         return dict(json.loads(data)) if data else {}
+
+    @asynccontextmanager
+    async def stream(
+        self, url: str, query: list[tuple[str, str]], timeout_s: float = 330
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A watch: the response's lines (one JSON event each) as they arrive."""
+        try:
+            resp = await self._api.call_api(
+                url,
+                "GET",
+                {},
+                query,
+                {"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=timeout_s,
+            )
+        except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ClusterError(f"watch {url}: {exc}") from None
+        try:
+            if not 200 <= resp.status <= 299:
+                data = await resp.read()
+                reason = f"watch {url}: {resp.status} {_reason(data)}"
+                raise ClusterError(reason, status=resp.status)
+            yield _lines(resp)
+        finally:
+            resp.release()
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply with the operator's field manager (conflicts forced)."""
@@ -175,6 +213,19 @@ class Kube:
         else:
             ops.append({"op": "add", "path": "/status", "value": status})
         await self.request("PATCH", url, body=ops, content_type="application/json-patch+json")
+
+
+async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    # split by hand: readline() refuses lines over aiohttp's buffer limit (large objects)
+    buffer = b""
+    async for chunk in resp.content.iter_any():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
 
 
 def _reason(data: bytes) -> str:

@@ -116,10 +116,38 @@ def free_gpus(
         key = group_key(pod) if group_key is not None else None
         if key is not None:
             bound_by_group[key] += gpus
-    for group in pinned:
-        used[group.node] += max(0, group.gpus - bound_by_group.get(group.key, 0))
+    for node_name, gpus in unbound_pinned(pinned, bound_by_group).items():
+        used[node_name] += gpus
     free = [NodeGPUs(name, cap - used[name]) for name, cap in capacity.items()]
     return sorted((n for n in free if n.free > 0), key=lambda n: (-n.free, n.name))
+
+
+def unbound_pinned(
+    pinned: Sequence[PinnedGroup], bound_by_group: Mapping[tuple[str, str, str], int]
+) -> dict[str, int]:
+    """GPUs per node promised to pinned groups whose pods are not bound there yet."""
+    out: dict[str, int] = defaultdict(int)
+    for group in pinned:
+        missing = max(0, group.gpus - bound_by_group.get(group.key, 0))
+        if missing:
+            out[group.node] += missing
+    return dict(out)
+
+
+def bound_gpus(
+    pods: Sequence[Mapping[str, Any]], resource: str, group_key: Any
+) -> dict[tuple[str, str, str], int]:
+    """GPUs of bound, unfinished pods per group key (group_key(pod) -> key | None)."""
+    out: dict[tuple[str, str, str], int] = defaultdict(int)
+    for pod in pods:
+        if not pod.get("spec", {}).get("nodeName"):
+            continue
+        if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        key = group_key(pod)
+        if key is not None:
+            out[key] += pod_gpus(pod, resource)
+    return dict(out)
 
 
 def choose_node(size: int, nodes: Sequence[NodeGPUs]) -> str | None:

@@ -10,13 +10,10 @@ transition that deletes, only one new group is in flight at a time.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-import aiohttp
 
 from scaleserve.operator import cluster, status
 from scaleserve.operator.builders import (
@@ -27,11 +24,10 @@ from scaleserve.operator.builders import (
     desired,
     gateway_name,
     gateway_url,
-    group_statefulset_name,
 )
-from scaleserve.operator.concurrency import Windows, endpoint_key, read_concurrency, stats_urls
+from scaleserve.operator.concurrency import endpoint_key, read_concurrency, stats_urls
 from scaleserve.operator.errors import InvalidSpecError, StatsUnavailableError
-from scaleserve.operator.kube import Kube
+from scaleserve.operator.executor import execute
 from scaleserve.operator.layout import (
     Current,
     Layout,
@@ -40,30 +36,12 @@ from scaleserve.operator.layout import (
     group_shapes,
     seconds_since_reshape,
 )
-from scaleserve.operator.placement import choose_node, placeable, pod_gpus
-from scaleserve.operator.planner import Plan, plan_transition
-from scaleserve.operator.settings import OperatorSettings
+from scaleserve.operator.placement import placeable
+from scaleserve.operator.planner import plan_transition
+from scaleserve.operator.runtime import Emit, Runtime
 from scaleserve.operator.spec import EndpointSpec, SpecError, parse_spec
 
-Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
-
-
-@dataclass
-class Runtime:
-    """What handlers share: settings, API and HTTP clients, concurrency windows, locks."""
-
-    settings: OperatorSettings
-    kube: Kube
-    http: aiohttp.ClientSession
-    windows: Windows = field(default_factory=Windows)
-    clock: Callable[[], float] = time.monotonic
-    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    # choosing a node and applying the pinned group happen under one lock, so two endpoints
-    # reconciled at once are never promised the same free GPUs
-    placement: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def lock(self, key: tuple[str, str]) -> asyncio.Lock:
-        return self.locks.setdefault(key, asyncio.Lock())
+__all__ = ["Emit", "Runtime", "reconcile"]
 
 
 @dataclass
@@ -92,7 +70,7 @@ def _inferred(groups: list[cluster.EngineGroup]) -> Layout | None:
 
 
 async def _sample(rt: Runtime, ns: str, name: str) -> float | None:
-    pods = await cluster.endpoint_pods(rt.kube, ns, name, "gateway")
+    pods = rt.cluster.endpoint_pods(ns, name, "gateway")
     urls = stats_urls(rt.settings.stats_url, ns, name, pods)
     try:
         return await read_concurrency(rt.http, urls)
@@ -143,77 +121,13 @@ def _at_layout(live: list[cluster.EngineGroup], layout: Layout, per_node: int) -
     return shapes == sorted(group_shapes(layout, per_node)) and all(g.is_ready for g in live)
 
 
-def _held_gpus(live: list[cluster.EngineGroup], pods: list[dict[str, Any]], resource: str) -> int:
-    """GPUs the endpoint holds: its groups, plus pods of deleted groups still terminating."""
-    names = {g.group.name for g in live}
-    orphans = sum(
-        pod_gpus(p, resource)
-        for p in pods
-        if (p["metadata"].get("labels") or {}).get(LABEL_GROUP) not in names
-        and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
-    )
-    return sum(g.group.size for g in live) + orphans
+WORKLOADS = ("StatefulSet", "Deployment")
 
 
-async def _execute(
-    rt: Runtime,
-    spec: EndpointSpec,
-    owner: Owner,
-    live: list[cluster.EngineGroup],
-    plan: Plan,
-    limit: int,
-    emit: Emit,
-) -> str:
-    """Run the plan's steps that are safe now; returns what is being waited for."""
-    not_ready = {g.group.name for g in live if not g.is_ready}
-    deletes = any(s.action == "delete" for s in plan.steps)
-    ready_names = sorted({g.group.name for g in live} - not_ready)
-    live = list(live)
-    for step in plan.steps:
-        name = step.group.name
-        if step.action == "delete":
-            if not_ready - {name}:
-                return f"waiting for {', '.join(sorted(not_ready - {name}))} to become ready"
-            sts = group_statefulset_name(owner.name, step.group)
-            await rt.kube.delete("StatefulSet", owner.namespace, sts)
-            others = [n for n in ready_names if n != name]
-            why = f"{', '.join(others)} serving" if others else "no spare GPUs"
-            emit("Normal", "GroupDeleted", f"deleted engine group {name} ({why})")
-            not_ready.discard(name)
-            live = [g for g in live if g.group.name != name]
-            continue
-        if not_ready and deletes:
-            return f"waiting for {', '.join(sorted(not_ready))} to become ready"
-        pods = await cluster.endpoint_pods(rt.kube, owner.namespace, owner.name, "engine")
-        held = _held_gpus(live, pods, spec.gpu.resource_name)
-        if deletes and held + step.group.size > limit:
-            return f"waiting for deleted engine pods to release GPUs before creating {name}"
-        async with rt.placement:
-            free = await cluster.node_free_gpus(rt.kube, spec)
-            node = choose_node(step.group.size, free.now)
-            if node is None and choose_node(step.group.size, free.after_release) is not None:
-                # make-before-break: wait for terminating pods rather than create it unpinned
-                return f"waiting for terminating pods to release GPUs before creating {name}"
-            placed = PlacedGroup(step.group, node)
-            manifest = desired(spec, Observed(owner, (placed,)))
-            await rt.kube.apply(next(m for m in manifest if m["kind"] == "StatefulSet"))
-        if node is None:
-            emit(
-                "Warning",
-                "NoGPUs",
-                f"no node has {step.group.size} free GPUs for group {name}; it stays Pending",
-            )
-        where = f"on node {node}" if node else "unpinned"
-        emit(
-            "Normal",
-            "GroupCreated",
-            f"created engine group {name}: {step.group.replicas}x TP{step.group.tensor_parallel} "
-            f"{where}",
-        )
-        not_ready.add(name)
-        if deletes:
-            return f"waiting for {name} to become ready"
-    return ""
+async def _apply(rt: Runtime, manifests: list[dict[str, Any]]) -> None:
+    """Apply children concurrently (one round trip, not one per child)."""
+    for applied in await asyncio.gather(*(rt.kube.apply(m) for m in manifests)):
+        rt.cluster.assume(applied)
 
 
 async def reconcile(
@@ -223,6 +137,9 @@ async def reconcile(
     meta, old = body["metadata"], dict(body.get("status") or {})
     ns, name = meta["namespace"], meta["name"]
     async with rt.lock((ns, name)):
+        uid, last = rt.written.get((ns, name), ("", {}))
+        if uid == meta["uid"]:
+            old.update(last)
         return await _reconcile(rt, body, meta, old, emit, full_apply=full_apply)
 
 
@@ -245,16 +162,20 @@ async def _reconcile(
             rt, ns, name, meta["uid"], old, _invalid_status(old, str(exc), now, generation)
         )
         raise InvalidSpecError(str(exc)) from None
-    groups = await cluster.engine_groups(rt.kube, ns, name, owner.uid)
+    groups = rt.cluster.engine_groups(ns, name, owner.uid)
     live = [g for g in groups if not g.terminating]
+    rollout: list[dict[str, Any]] = []  # the workloads, applied below
     if full_apply or generation != old.get("observedGeneration"):
         placed = [PlacedGroup(g.group, g.node) for g in live]
-        for manifest in desired(spec, Observed(owner, placed)):
-            await rt.kube.apply(manifest)
+        manifests = desired(spec, Observed(owner, placed))
+        # first what the workloads refer to (ServiceAccount, RBAC, Services, ...), so no pod
+        # is created before its ServiceAccount
+        await _apply(rt, [m for m in manifests if m["kind"] not in WORKLOADS])
+        rollout = [m for m in manifests if m["kind"] in WORKLOADS]
 
     pending: list[cluster.PendingPod] = []
     if any(not g.is_ready for g in live):
-        pods = await cluster.endpoint_pods(rt.kube, ns, name, "engine")
+        pods = rt.cluster.endpoint_pods(ns, name, "engine")
         pending = cluster.pending_pods(pods, now)
     stuck = [p for p in pending if p.seconds >= rt.settings.pending_grace_s]
 
@@ -269,11 +190,11 @@ async def _reconcile(
     plan = plan_transition(current, shapes, 1 << 30, gpu_limit=limit)
     waiting = ""
     if not plan.done:
-        nodes = await cluster.node_free_gpus(rt.kube, spec)
+        nodes = rt.cluster.node_free_gpus(spec)
         size = max(s.size for s in shapes)
         free = placeable(size, nodes.now)
         releasing = placeable(size, nodes.after_release) - free
-        pods = await cluster.endpoint_pods(rt.kube, ns, name, "engine")
+        pods = rt.cluster.endpoint_pods(ns, name, "engine")
         in_use = {(p["metadata"].get("labels") or {}).get(LABEL_GROUP, "") for p in pods}
         in_use |= {g.group.name for g in groups if g.terminating}
         plan = plan_transition(
@@ -286,12 +207,21 @@ async def _reconcile(
         )
         if plan.disruptive and old.get("message") != plan.summary:
             emit("Warning", "NoSpareGPUs", plan.summary)
-        waiting = await _execute(rt, spec, owner, live, plan, limit, emit)
+        if any(s.action == "delete" for s in plan.steps):
+            # applied after a delete, a group's StatefulSet would be created again
+            await _apply(rt, rollout)
+            waiting = await execute(rt, spec, owner, live, plan, limit, emit)
+        else:  # new groups are placed while the others roll out
+            waiting, _ = await asyncio.gather(
+                execute(rt, spec, owner, live, plan, limit, emit), _apply(rt, rollout)
+            )
+    else:
+        await _apply(rt, rollout)
 
-    groups = await cluster.engine_groups(rt.kube, ns, name, owner.uid) if not plan.done else groups
+    groups = rt.cluster.engine_groups(ns, name, owner.uid) if not plan.done else groups
     live = [g for g in groups if not g.terminating]
     ready_replicas = sum(min(g.ready, g.replicas) for g in live)
-    gateways = await cluster.gateway_ready(rt.kube, ns, gateway_name(name))
+    gateways = rt.cluster.gateway_ready(ns, gateway_name(name))
     serving = ready_replicas > 0 and gateways > 0
     all_ready = bool(live) and all(g.is_ready for g in live)
     reshaping = not plan.done
@@ -397,3 +327,4 @@ async def _write_status(
         # the UID is a precondition: a late pass over a deleted endpoint never writes its state
         # into a new endpoint of the same name
         await rt.kube.patch_status(ns, name, new, uid=uid, has_status=bool(old))
+        rt.written[(ns, name)] = (uid, {**old, **new})

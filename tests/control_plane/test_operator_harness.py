@@ -134,6 +134,7 @@ class OperatorProcess:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    reconcile_interval_s: float = RECONCILE_INTERVAL_S
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
@@ -145,7 +146,7 @@ class OperatorProcess:
                 [
                     sys.executable, "-m", "scaleserve", "operator",
                     "--namespace", self.namespace,
-                    "--reconcile-interval", str(RECONCILE_INTERVAL_S),
+                    "--reconcile-interval", str(self.reconcile_interval_s),
                     "--pending-grace", str(PENDING_GRACE_S),
                     "--stats-url", self.stats_url,
                     "--stats-timeout", "1",

@@ -252,3 +252,37 @@ def test_pending_engines_mark_the_endpoint_degraded_without_thrashing(
         kube_api, namespace, "big", lambda s: s.get("phase") == "Ready", "recovered", op=operator
     )
     assert status["currentLayout"] == "1x8"
+
+
+def test_readiness_of_the_children_is_noticed_without_waiting_for_the_timer(
+    kube_api: Any,
+    kube_cluster: KubeCluster,
+    namespace: str,
+    gpu_pool: Any,
+    stats_server: Any,
+    tmp_path: Any,
+) -> None:
+    # a timer far slower than the test: only the watch of the engine StatefulSets and the
+    # gateway Deployment can make the endpoint Ready in time
+    slow = OperatorProcess(
+        kube_cluster, namespace, stats_server.url_template, tmp_path / "operator.log"
+    )
+    slow.reconcile_interval_s = 3600.0
+    slow.start()
+    try:
+        pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+        spec = on_pool(pool, {"model": MODEL, "layout": {"replicas": 2, "tensorParallel": 4}})
+        create_endpoint(kube_api, namespace, "prompt", spec)
+        status = wait_status(
+            kube_api,
+            namespace,
+            "prompt",
+            lambda s: s.get("phase") == "Ready",
+            "phase Ready",
+            timeout_s=60,
+            op=slow,
+        )
+        assert status["readyReplicas"] == 2
+        assert status["currentLayout"] == "2x4"
+    finally:
+        slow.stop()

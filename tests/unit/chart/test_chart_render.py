@@ -99,22 +99,30 @@ def _children() -> list[dict[str, Any]]:
 
 # (group, resource, verb) the operator's own code uses beyond applying children
 OPERATOR_CALLS = [
+    ("scaleserve.io", "llmendpoints", "get"),
     ("scaleserve.io", "llmendpoints", "list"),
     ("scaleserve.io", "llmendpoints", "watch"),
     ("scaleserve.io", "llmendpoints", "patch"),
     ("scaleserve.io", "llmendpoints/status", "patch"),
     ("", "events", "create"),
     ("", "pods", "list"),
+    ("", "pods", "watch"),
     ("apps", "statefulsets", "list"),
+    ("apps", "statefulsets", "watch"),
     ("apps", "statefulsets", "delete"),
     ("apps", "deployments", "get"),
+    ("apps", "deployments", "list"),
+    ("apps", "deployments", "watch"),
 ]
 CLUSTER_READS = [
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ("", "nodes", "list"),
+    ("", "nodes", "watch"),
     ("", "pods", "list"),
+    ("", "pods", "watch"),
     ("apps", "statefulsets", "list"),
+    ("apps", "statefulsets", "watch"),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import http.client
 import threading
 import time
 
@@ -111,10 +111,18 @@ def test_beyond_the_concurrency_limit_gets_429_with_retry_after(guarded: Gateway
 def test_idle_connection_outlives_the_client_pool_expiry(guarded: GatewayProcess) -> None:
     """A client pool keeps an idle connection for 5 s (httpx's default) and may reuse it just
     before; the gateway must not be the one closing it then (the request would fail)."""
-    with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as sock:
-        request = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
-        sock.sendall(request)
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    conn = http.client.HTTPConnection("127.0.0.1", guarded.port, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 200
+        sock = conn.sock
         time.sleep(6.5)
-        sock.sendall(request)
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        conn.request("GET", "/healthz")  # on the same socket; a closed one raises here
+        second = conn.getresponse()
+        second.read()
+        assert second.status == 200
+        assert conn.sock is sock
+    finally:
+        conn.close()

@@ -15,6 +15,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,20 @@ PROMPTS = (
     "List three colours.",
     "Tell me about Kubernetes operators.",
 )
+
+
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The lines of an event stream. SSE ends lines at CR, LF or CRLF only: text line splitting
+    (str.splitlines, httpx's iter_lines) also breaks at U+2028, U+0085 and the like, which a
+    JSON string may hold unescaped (random-weight models do emit them)."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        for line in lines:
+            yield line
+    if pending:
+        yield pending
 
 
 @dataclass
@@ -107,8 +122,8 @@ class Load:
                 temperature=0.8,
                 stream=True,
             ) as response:
-                async for line in response.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
+                async for line in sse_lines(response.iter_bytes()):
+                    if not line.startswith(b"data: ") or line == b"data: [DONE]":
                         continue
                     event = json.loads(line[6:])
                     if "error" in event:  # the gateway's SSE error event: a clean, reported end

@@ -58,6 +58,7 @@ class Replica:
         "info",
         "last_error",
         "listed",
+        "outputs",
         "requests_total",
         "serving",
         "stub",
@@ -71,6 +72,7 @@ class Replica:
         self.stub = engine_pb2_grpc.EngineStub(self.channel)  # type: ignore[no-untyped-call]
         self.in_flight = 0
         self.requests_total = 0
+        self.outputs = 0  # stream messages received from it: proof of life under load
         self.weight = 0  # tensor-parallel degree; 0 until ModelInfo arrives
         self.info: engine_pb2.ModelInfoResponse | None = None
         self.healthy = False  # reachable at the last probe (or call)
@@ -182,6 +184,7 @@ class ReplicaPool:
     # -- health ----------------------------------------------------------------------------
 
     async def probe(self, replica: Replica) -> None:
+        outputs = replica.outputs
         try:
             health = await replica.stub.Health(
                 engine_pb2.HealthRequest(), timeout=self._health_timeout
@@ -198,6 +201,12 @@ class ReplicaPool:
                     except Exception:  # a bad tokenizer must not stop the health loop
                         log.exception("replica %s: cannot use its ModelInfo", replica.address)
         except grpc.aio.AioRpcError as exc:
+            busy = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and replica.outputs != outputs
+            if busy and replica.healthy:
+                # Streams from it kept arriving while the probe waited: an engine whose
+                # frontend is saturated by its own output answers late, it is not gone.
+                log.debug("replica %s answered its probe late while streaming", replica.address)
+                return
             if replica.healthy:
                 log.warning("replica %s probe failed: %s", replica.address, exc.code().name)
             replica.healthy = False

@@ -130,7 +130,7 @@ class GenerationResponse:
         )
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         self.started = True
-        call = up.call
+        call, replica = up.call, up.replica
         msg = up.first
         head = enc.role() if self.req.kind == "chat" else b""
         try:
@@ -145,6 +145,7 @@ class GenerationResponse:
                     )
                     head = b""
                 msg = await call.read()
+                replica.outputs += 1
                 if msg is EOF:
                     raise UpstreamError(EOF_ERROR)
             up.complete = True
@@ -168,7 +169,7 @@ class GenerationResponse:
 
     async def _collect(self, up: Upstream, send: Any) -> None:
         parts: list[str] = []
-        call = up.call
+        call, replica = up.call, up.replica
         msg = up.first
         try:
             while True:
@@ -177,6 +178,7 @@ class GenerationResponse:
                 if msg.finish_reason:
                     break
                 msg = await call.read()
+                replica.outputs += 1
                 if msg is EOF:
                     raise UpstreamError(EOF_ERROR)
         except grpc.aio.AioRpcError as exc:

@@ -68,7 +68,9 @@ def test_large_bodies_get_413(guarded: GatewayProcess) -> None:
     assert response.json()["error"]["code"] == "request_too_large"
 
 
-def test_beyond_the_concurrency_limit_gets_429_with_retry_after(guarded: GatewayProcess) -> None:
+def test_beyond_the_concurrency_limit_gets_429_with_retry_after(
+    guarded: GatewayProcess, engine_replica: EngineProcess
+) -> None:
     first_token = threading.Event()
     release = threading.Event()
 
@@ -94,7 +96,9 @@ def test_beyond_the_concurrency_limit_gets_429_with_retry_after(guarded: Gateway
     holder.start()
     try:
         assert first_token.wait(60)
-        rejected = post(guarded, KEY)
+        # paused, the engine cannot finish the held answer before the second request arrives
+        with engine_replica.core_paused():
+            rejected = post(guarded, KEY)
         assert rejected.status_code == 429
         assert rejected.headers["retry-after"] == "2"
         assert rejected.json()["error"]["type"] == "rate_limit_error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -163,29 +164,32 @@ def test_client_disconnect_aborts_the_engine_request(
         "ignore_eos": True,
         "stream": True,
     }
-    with (
-        httpx.Client(timeout=60) as client,
-        client.stream("POST", gateway.base_url + "/completions", json=payload) as response,
-    ):
-        assert response.status_code == 200, response.read()
-        lines = response.iter_lines()
-        seen = 0
-        for line in lines:
-            seen += line.startswith("data: ")
-            if seen >= 3:
-                break  # leave mid-stream: closing the client drops the connection
 
-    # The engine counts the abort before the gateway's own bookkeeping settles: wait for both.
     def settled() -> tuple[int, int, float]:
         aborted = sum(engine_stats(e.address).aborted_total for e in engine_replicas)
         engine_in_flight = sum(engine_stats(e.address).in_flight_requests for e in engine_replicas)
         return aborted, engine_in_flight, gateway.stats()["in_flight"]
 
-    deadline = time.monotonic() + 20
-    state = settled()
-    while time.monotonic() < deadline and state != (aborted_before + 1, 0, 0):
-        time.sleep(0.1)
+    with contextlib.ExitStack() as paused:
+        with (
+            httpx.Client(timeout=60) as client,
+            client.stream("POST", gateway.base_url + "/completions", json=payload) as response,
+        ):
+            assert response.status_code == 200, response.read()
+            seen = 0
+            for line in response.iter_lines():
+                seen += line.startswith("data: ")
+                if seen >= 3:
+                    # engines paused until the abort is seen: the stream cannot finish first
+                    for engine in engine_replicas:
+                        paused.enter_context(engine.core_paused())
+                    break  # leave mid-stream: closing the client drops the connection
+        # The engine counts the abort before the gateway's bookkeeping settles: wait for both.
+        deadline = time.monotonic() + 20
         state = settled()
+        while time.monotonic() < deadline and state != (aborted_before + 1, 0, 0):
+            time.sleep(0.1)
+            state = settled()
     aborted, engine_in_flight, gateway_in_flight = state
     assert aborted == aborted_before + 1, gateway.log_tail()
     assert engine_in_flight == 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
 import pytest
 
 from scaleserve.engine.proto import engine_pb2
@@ -77,4 +80,39 @@ async def test_failed_replica_is_taken_out_until_probed_back() -> None:
     pool.report_failure(a, "UNAVAILABLE")
     assert not pool.any_eligible()
     assert a.last_error == "UNAVAILABLE"
+    await pool.close()
+
+
+class SlowHealth:
+    """A stub whose Health times out; meanwhile `during` runs (e.g. stream output arriving)."""
+
+    def __init__(self, during: object = None) -> None:
+        self.during = during
+
+    async def Health(self, request: object, **call: object) -> None:  # noqa: N802
+        await asyncio.sleep(0)
+        if callable(self.during):
+            self.during()
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata()
+        )
+
+
+@pytest.mark.asyncio
+async def test_a_late_probe_keeps_a_replica_that_is_still_streaming() -> None:
+    pool = ReplicaPool()
+    pool.set_endpoints([Endpoint("127.0.0.1:1"), Endpoint("127.0.0.1:2")])
+    streaming, silent = pool.replicas
+    for r in (streaming, silent):
+        make_ready(r)
+
+    def output_arrives() -> None:
+        streaming.outputs += 1
+
+    streaming.stub = SlowHealth(output_arrives)
+    silent.stub = SlowHealth()
+    await pool.probe_all()
+    assert streaming.healthy  # its streams kept delivering while the probe waited
+    assert not silent.healthy  # no sign of life: taken out
+    assert [r.key for r in pool.snapshot().replicas] == ["127.0.0.1:1"]
     await pool.close()

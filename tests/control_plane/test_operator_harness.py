@@ -244,19 +244,47 @@ def wait_status(
     timeout_s: float = 60.0,
     op: OperatorProcess | None = None,
 ) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-
-    def probe() -> dict[str, Any] | None:
-        nonlocal last
-        last = get_endpoint(kube_api, namespace, name).get("status") or {}
-        return last if check(last) else None
+    """The first status that passes `check`, seen through a watch: every status the operator
+    writes is looked at, so a state that lasts less than a poll interval is not missed."""
+    from kubernetes import watch
+    from kubernetes.client.rest import ApiException
 
     deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] = {}
+    resource_version = ""
     while time.monotonic() < deadline:
-        found = probe()
-        if found is not None:
-            return found
-        time.sleep(0.25)
+        if not resource_version:  # (re)list: the current object, then its changes
+            current = get_endpoint(kube_api, namespace, name)
+            last = current.get("status") or {}
+            if check(last):
+                return last
+            resource_version = current["metadata"]["resourceVersion"]
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(
+                custom(kube_api).list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                field_selector=f"metadata.name={name}",
+                resource_version=resource_version,
+                timeout_seconds=max(1, int(deadline - time.monotonic())),
+            ):
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    resource_version = ""
+                    break
+                resource_version = obj["metadata"]["resourceVersion"]
+                last = obj.get("status") or {}
+                if check(last):
+                    return last
+        except ApiException as exc:
+            if exc.status != 410:  # 410 Gone: the version is too old, relist
+                raise
+            resource_version = ""
+        finally:
+            stream.stop()
     extra = f"\noperator log:\n{op.tail()}" if op is not None else ""
     pytest.fail(f"timed out waiting for {what}; status: {json.dumps(last, indent=1)}{extra}")
 

@@ -115,6 +115,10 @@ def gateway_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
                     ",".join(addresses),
                     "--health-interval",
                     "0.25",
+                    # a shared 2-core machine can delay a probe's answer by seconds: only the
+                    # tests about unresponsive replicas set a short timeout (args come later)
+                    "--health-timeout",
+                    "10",
                     *args,
                 ],
                 cwd=REPO_ROOT,

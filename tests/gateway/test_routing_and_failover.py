@@ -60,9 +60,19 @@ def test_least_in_flight_spreads_concurrent_requests(
     gw = gateway_factory(engine_replicas, "--routing", "least-in-flight")
     before = requests_by_engine(engine_replicas)
     with ThreadPoolExecutor(8) as pool:
-        # long enough that all eight overlap, on a quiet machine too: each arrival sees the
-        # others in flight
-        list(pool.map(lambda i: complete(gw, f"Count {i}", 900, ignore_eos=True), range(8)))
+        # the engines held until all eight are placed: each arrival sees the others in flight,
+        # however fast the machine
+        with contextlib.ExitStack() as paused:
+            for engine in engine_replicas:
+                paused.enter_context(engine.core_paused())
+            futures = [
+                pool.submit(complete, gw, f"Count {i}", 900, ignore_eos=True) for i in range(8)
+            ]
+            deadline = time.monotonic() + 60
+            while gw.stats()["in_flight"] < 8 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        for future in futures:
+            future.result(timeout=120)
     spread = delta(before, requests_by_engine(engine_replicas))
     assert sum(spread) == 8
     assert min(spread) >= 3, spread
@@ -118,11 +128,21 @@ def test_killing_a_replica_mid_run(
     for i in range(2):  # one short request on each, so no first-request warm-up skews timing
         complete(gw, f"warm up {i}")
     events = [threading.Event() for _ in range(4)]
+
+    def in_flight() -> dict[str, int]:
+        return {r["address"]: r["in_flight"] for r in gw.stats()["replicas"]}
+
     with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(stream_frames, gw, 1000, ev) for ev in events]
+        # Both engines held until all four streams are placed (two each), then released
+        # together: every stream is mid-answer when the victim is paused and killed, however
+        # fast the machine (a 1,000-token answer takes about a second on a quiet one).
+        with victim.core_paused(), engine_replica.core_paused():
+            futures = [pool.submit(stream_frames, gw, 1000, ev) for ev in events]
+            deadline = time.monotonic() + 60
+            while sum(in_flight().values()) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
         for ev in events:
             assert ev.wait(60), "streams did not start"
-        # paused, the victim cannot finish its streams before it is killed, however fast
         with victim.core_paused():
             stats = gw.stats()["replicas"]
             on_victim = {r["address"]: r["in_flight"] for r in stats}[victim.address]
@@ -142,7 +162,7 @@ def test_killing_a_replica_mid_run(
         else:
             completed += 1
             assert last["choices"][0]["finish_reason"] == "length"
-    assert on_victim >= 1, stats
+    assert on_victim >= 1, (victim.address, stats, [len(r) for r in results])
     assert cut == on_victim, results
     assert completed == 4 - on_victim
     assert time.monotonic() - killed_at < 60

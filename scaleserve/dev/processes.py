@@ -93,7 +93,7 @@ def lower_priority(pid: int, nice: int) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.setpriority(os.PRIO_PROCESS, pid, nice)
-    with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError, OSError):
+    with contextlib.suppress(OSError):  # no autogroup in this kernel, or the process is gone
         Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
 
 

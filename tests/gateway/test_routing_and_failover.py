@@ -40,6 +40,13 @@ def complete(gw: GatewayProcess, prompt: str, max_tokens: int = 4, **extra: obje
     return response.json()
 
 
+def wait_in_flight(gw: GatewayProcess, n: int, timeout_s: float = 60) -> None:
+    """Until the gateway holds `n` requests (placed on replicas, answered or not)."""
+    deadline = time.monotonic() + timeout_s
+    while gw.stats()["in_flight"] < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def delta(before: list[int], after: list[int]) -> list[int]:
     return [a - b for a, b in zip(after, before, strict=True)]
 
@@ -68,9 +75,7 @@ def test_least_in_flight_spreads_concurrent_requests(
             futures = [
                 pool.submit(complete, gw, f"Count {i}", 900, ignore_eos=True) for i in range(8)
             ]
-            deadline = time.monotonic() + 60
-            while gw.stats()["in_flight"] < 8 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_in_flight(gw, 8)
         for future in futures:
             future.result(timeout=120)
     spread = delta(before, requests_by_engine(engine_replicas))
@@ -129,23 +134,17 @@ def test_killing_a_replica_mid_run(
         complete(gw, f"warm up {i}")
     events = [threading.Event() for _ in range(4)]
 
-    def in_flight() -> dict[str, int]:
-        return {r["address"]: r["in_flight"] for r in gw.stats()["replicas"]}
-
     with ThreadPoolExecutor(4) as pool:
         # Both engines held until all four streams are placed (two each), then released
-        # together: every stream is mid-answer when the victim is paused and killed, however
-        # fast the machine (a 1,000-token answer takes about a second on a quiet one).
+        # together, so that the streams start side by side.
         with victim.core_paused(), engine_replica.core_paused():
             futures = [pool.submit(stream_frames, gw, 1000, ev) for ev in events]
-            deadline = time.monotonic() + 60
-            while sum(in_flight().values()) < 4 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_in_flight(gw, 4)
         for ev in events:
             assert ev.wait(60), "streams did not start"
         with victim.core_paused():
-            stats = gw.stats()["replicas"]
-            on_victim = {r["address"]: r["in_flight"] for r in stats}[victim.address]
+            replicas = gw.stats()["replicas"]
+            on_victim = {r["address"]: r["in_flight"] for r in replicas}[victim.address]
             os.killpg(victim.pid, signal.SIGKILL)
             killed_at = time.monotonic()
         results = [f.result(timeout=120) for f in futures]

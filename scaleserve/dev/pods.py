@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,7 +245,6 @@ class PodWorker:
                 *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
                 env=dict(spec.env), cwd=self.dir, start_new_session=True,
             )  # fmt: skip
-        lower_priority(proc.pid, spec.nice)
         started, started_at = time.monotonic(), now_stamp()
         log.info("%s: started %s as pid %d on %s", self.key, spec.kind, proc.pid, self.ip)
         c = self.container
@@ -252,7 +252,9 @@ class PodWorker:
         c.state, c.started, c.ready = {"running": {"startedAt": started_at}}, False, False
         self.phase = "Running"
         await self.publish()
-        probes = asyncio.create_task(self._probe(container), name=f"probe {self.key}")
+        # Lowered once Ready (processes.lower_priority says why not at once).
+        on_ready = functools.partial(lower_priority, proc.pid, spec.nice)
+        probes = asyncio.create_task(self._probe(container, on_ready), name=f"probe {self.key}")
         exited = asyncio.create_task(proc.wait(), name=f"wait {self.key}")
         deleted = asyncio.create_task(self._until_terminating(), name=f"delete {self.key}")
         try:
@@ -321,13 +323,15 @@ class PodWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._until_terminating(), delay)
 
-    async def _probe(self, container: Mapping[str, Any]) -> str:
-        """Run the probes until liveness or startup fails; returns the reason."""
+    async def _probe(self, container: Mapping[str, Any], on_ready: Callable[[], None]) -> str:
+        """Run the probes until liveness or startup fails; returns the reason. `on_ready` is
+        called the first time the container turns Ready."""
         startup = _Probe.of(container, "startupProbe")
         readiness = _Probe.of(container, "readinessProbe")
         liveness = _Probe.of(container, "livenessProbe")
         c = self.container
         failing = {"startup": 0, "readiness": 0, "liveness": 0}
+        was_ready = False
         while True:
             if not c.started:
                 if startup is None or await self._check(startup):
@@ -344,6 +348,9 @@ class PodWorker:
                     failing["readiness"] += 1
                     if not c.ready or failing["readiness"] >= readiness.window_ticks:
                         ready = False
+                if ready and not was_ready:
+                    was_ready = True
+                    on_ready()
                 if ready != c.ready:
                     c.ready = ready
                     log.info("%s: %s", self.key, "ready" if ready else "not ready")

@@ -17,7 +17,7 @@ own address). The process runs inside the stack's network namespace (``wrap``: `
   CPU build (``'function' object has no attribute 'finalize_loading'``), so with them every
   engine start paid for a failed load, then compiled and saved again; without them it traces
   once and starts in about half the time;
-- engines run at nice 10 (``ProcessSpec.nice``, applied by the runner: processes.py
+- engines run at nice 10 once Ready (``ProcessSpec.nice``, applied by the runner: processes.py
   ``lower_priority``): vLLM's CPU workers spin on their shared-memory queue
   between steps (a second after each read), so at equal priority two tensor-parallel workers
   take both cores of a small machine and the gateway, the operator and the clients wait for

@@ -27,6 +27,7 @@ from e2e.local.endpoints import (
 from e2e.local.host import LocalStack
 from e2e.local.layout import wait_until
 from e2e.local.load import Load
+from scaleserve.dev.translate import ENGINE_NICE
 from scaleserve.dev.watch import wait_endpoint_ready
 
 pytestmark = pytest.mark.e2e
@@ -62,6 +63,8 @@ async def test_killed_engine_fails_only_its_streams_cleanly_and_comes_back(
         assert all(pod_ready(p) for p in engines)
         victim = engines[0]
         victim_ip, victim_pid = victim.status.pod_ip, container_pid(victim)
+        # engines yield the CPU to the gateway and the clients once Ready (not while starting)
+        assert os.getpriority(os.PRIO_PROCESS, victim_pid) == ENGINE_NICE
 
         async with Load(ep.gateway_url(), max_tokens=MAX_TOKENS) as load:
             await load.set_clients(CLIENTS)
@@ -91,6 +94,7 @@ async def test_killed_engine_fails_only_its_streams_cleanly_and_comes_back(
             )
             pod = next(p for p in ep.pods("engine") if p.metadata.name == victim.metadata.name)
             assert pod.status.pod_ip == victim_ip
+            assert os.getpriority(os.PRIO_PROCESS, container_pid(pod)) == ENGINE_NICE
             terminated = pod.status.container_statuses[0].last_state.terminated
             assert terminated.exit_code == 137, terminated
 

@@ -83,15 +83,19 @@ class Replica:
         self.last_error = ""
 
     @property
-    def eligible(self) -> bool:
+    def usable(self) -> bool:
+        """Able to take new work: reachable, its engine SERVING, discovery says serving."""
         return (
             self.healthy
             and self.engine_status == SERVING
             and self.serving
-            and not self.terminating
             and self.listed
             and self.weight > 0
         )
+
+    @property
+    def eligible(self) -> bool:
+        return self.usable and not self.terminating
 
     def state(self) -> ReplicaState:
         return ReplicaState(self.address, self.weight, self.in_flight)
@@ -139,7 +143,13 @@ class ReplicaPool:
         self._wake.set()
 
     def _refresh(self) -> None:
-        self._eligible = tuple(r for r in self._replicas.values() if r.eligible)
+        # Like kube-proxy's terminating endpoints: when no other replica can take new work, a
+        # terminating one that still serves (a pod in its preStop, while its replacement is
+        # being probed) does, rather than every request failing.
+        replicas = self._replicas.values()
+        self._eligible = tuple(r for r in replicas if r.eligible) or tuple(
+            r for r in replicas if r.usable
+        )
 
     def _close(self, replica: Replica) -> None:
         self._replicas.pop(replica.address, None)

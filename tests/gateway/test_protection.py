@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import http.client
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -71,44 +71,19 @@ def test_large_bodies_get_413(guarded: GatewayProcess) -> None:
 def test_beyond_the_concurrency_limit_gets_429_with_retry_after(
     guarded: GatewayProcess, engine_replica: EngineProcess
 ) -> None:
-    first_token = threading.Event()
-    release = threading.Event()
-
-    def hold() -> None:
-        # A long answer whose reader pauses after the first event: it stays in flight.
-        payload = {
-            "model": MODEL,
-            "prompt": "hi",
-            "max_tokens": 1000,
-            "ignore_eos": True,
-            "stream": True,
-        }
-        headers = {"authorization": f"Bearer {KEY}"}
-        with httpx.stream(
-            "POST", guarded.base_url + "/completions", json=payload, headers=headers, timeout=60
-        ) as r:
-            for _ in r.iter_lines():
-                first_token.set()
-                release.wait(60)
-                break  # leaving closes the connection: the gateway cancels the request
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert first_token.wait(60)
-        # paused, the engine cannot finish the held answer before the second request arrives
-        with engine_replica.core_paused():
-            rejected = post(guarded, KEY)
-        assert rejected.status_code == 429
-        assert rejected.headers["retry-after"] == "2"
-        assert rejected.json()["error"]["type"] == "rate_limit_error"
-    finally:
-        release.set()
-        holder.join(60)
-    for _ in range(200):
-        if guarded.stats()["in_flight"] == 0:
-            break
-        threading.Event().wait(0.1)
+    # The engine core paused first: the held request stays in flight (no token made) however
+    # fast the machine, until the second request has been answered.
+    with ThreadPoolExecutor(1) as pool, engine_replica.core_paused():
+        held = pool.submit(post, guarded, KEY, max_tokens=16)
+        deadline = time.monotonic() + 30
+        while guarded.stats()["in_flight"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert guarded.stats()["in_flight"] == 1
+        rejected = post(guarded, KEY)
+    assert rejected.status_code == 429
+    assert rejected.headers["retry-after"] == "2"
+    assert rejected.json()["error"]["type"] == "rate_limit_error"
+    assert held.result(timeout=60).status_code == 200  # the held request lost nothing
     assert post(guarded, KEY).status_code == 200
 
 

@@ -40,6 +40,29 @@ async def test_snapshot_holds_only_replicas_that_take_new_work() -> None:
 
 
 @pytest.mark.asyncio
+async def test_terminating_replicas_serve_only_when_nothing_else_can() -> None:
+    """A pod in its preStop while its replacement is still being probed: rather than failing
+    every request, the terminating replica that still serves takes them (as kube-proxy)."""
+    pool = ReplicaPool()
+    pool.set_endpoints([Endpoint("127.0.0.1:1"), Endpoint("127.0.0.1:2")])
+    old, new = pool.replicas
+    make_ready(old)
+    pool.set_endpoints([Endpoint("127.0.0.1:1", terminating=True), Endpoint("127.0.0.1:2")])
+    assert [r.key for r in pool.snapshot().replicas] == ["127.0.0.1:1"]  # new: not probed yet
+    make_ready(new)
+    pool.set_endpoints([Endpoint("127.0.0.1:1", terminating=True), Endpoint("127.0.0.1:2")])
+    assert [r.key for r in pool.snapshot().replicas] == ["127.0.0.1:2"]
+    # one that stopped serving (its readiness failed) or whose engine drains takes nothing
+    pool.set_endpoints([Endpoint("127.0.0.1:1", serving=False, terminating=True)])
+    assert pool.snapshot().replicas == ()
+    pool.set_endpoints([Endpoint("127.0.0.1:1", terminating=True)])
+    old.engine_status = engine_pb2.HealthResponse.DRAINING
+    pool.set_endpoints([Endpoint("127.0.0.1:1", terminating=True)])
+    assert pool.snapshot().replicas == ()
+    await pool.close()
+
+
+@pytest.mark.asyncio
 async def test_departed_replica_finishes_its_requests_then_closes() -> None:
     pool = ReplicaPool()
     pool.set_endpoints([Endpoint("127.0.0.1:1"), Endpoint("127.0.0.1:2")])

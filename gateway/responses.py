@@ -19,7 +19,6 @@ import orjson
 
 from scaleserve.gateway import sse
 from scaleserve.gateway.errors import GatewayError, UpstreamError, from_rpc_error
-from scaleserve.gateway.pool import EOF
 from scaleserve.gateway.protocol import GenerationRequest
 from scaleserve.gateway.service import Gateway, Upstream
 
@@ -31,7 +30,6 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 JSON_HEADERS = [(b"content-type", b"application/json")]
-EOF_ERROR = "the engine ended the stream before finishing"
 
 
 def error_response_messages(err: GatewayError) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -130,7 +128,6 @@ class GenerationResponse:
         )
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         self.started = True
-        call, replica = up.call, up.replica
         msg = up.first
         head = enc.role() if self.req.kind == "chat" else b""
         try:
@@ -144,10 +141,7 @@ class GenerationResponse:
                         }
                     )
                     head = b""
-                msg = await call.read()
-                replica.outputs += 1
-                if msg is EOF:
-                    raise UpstreamError(EOF_ERROR)
+                msg = await up.next()
             up.complete = True
             if msg.finish_reason == "abort":
                 raise UpstreamError("the engine aborted the request")
@@ -169,7 +163,6 @@ class GenerationResponse:
 
     async def _collect(self, up: Upstream, send: Any) -> None:
         parts: list[str] = []
-        call, replica = up.call, up.replica
         msg = up.first
         try:
             while True:
@@ -177,10 +170,7 @@ class GenerationResponse:
                     parts.append(msg.text)
                 if msg.finish_reason:
                     break
-                msg = await call.read()
-                replica.outputs += 1
-                if msg is EOF:
-                    raise UpstreamError(EOF_ERROR)
+                msg = await up.next()
         except grpc.aio.AioRpcError as exc:
             self.gateway.upstream_failed(up, exc)
             raise from_rpc_error(exc) from None

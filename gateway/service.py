@@ -58,6 +58,14 @@ class Upstream:
     first_at: float
     complete: bool = False  # the last message (finish_reason) has arrived
 
+    async def next(self) -> engine_pb2.GenerateResponse:
+        """The call's next message; the stream ending before its last message is an error."""
+        msg = await self.call.read()
+        self.replica.outputs += 1  # proof of life for the replica's probe
+        if msg is EOF:
+            raise UpstreamError("the engine ended the stream before finishing")
+        return msg  # type: ignore[no-any-return]
+
 
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:

@@ -325,13 +325,12 @@ class PodWorker:
 
     async def _probe(self, container: Mapping[str, Any], on_ready: Callable[[], None]) -> str:
         """Run the probes until liveness or startup fails; returns the reason. `on_ready` is
-        called the first time the container turns Ready."""
+        called each time the container turns Ready."""
         startup = _Probe.of(container, "startupProbe")
         readiness = _Probe.of(container, "readinessProbe")
         liveness = _Probe.of(container, "livenessProbe")
         c = self.container
         failing = {"startup": 0, "readiness": 0, "liveness": 0}
-        was_ready = False
         while True:
             if not c.started:
                 if startup is None or await self._check(startup):
@@ -348,10 +347,9 @@ class PodWorker:
                     failing["readiness"] += 1
                     if not c.ready or failing["readiness"] >= readiness.window_ticks:
                         ready = False
-                if ready and not was_ready:
-                    was_ready = True
-                    on_ready()
                 if ready != c.ready:
+                    if ready:
+                        on_ready()
                     c.ready = ready
                     log.info("%s: %s", self.key, "ready" if ready else "not ready")
                     await self.publish()

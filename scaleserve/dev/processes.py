@@ -85,7 +85,8 @@ def marked_pids(marker: str) -> list[int]:
 
 
 def lower_priority(pid: int, nice: int) -> None:
-    """Run a process, the children it has started and those it will start, at `nice`.
+    """Run a process, the children it has started and those it will start, at `nice`
+    (idempotent: the same values again change nothing).
 
     Where the kernel groups processes by session for scheduling (autogroup), a nice value only
     ranks processes within their own session, so the session's own nice is set as well. The

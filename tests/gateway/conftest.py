@@ -61,6 +61,12 @@ class GatewayProcess:
     def stats(self) -> dict:
         return httpx.get(self.url + "/stats", timeout=5).json()
 
+    def wait_in_flight(self, n: int, timeout_s: float = 60) -> None:
+        """Until the gateway holds `n` requests (placed on replicas, answered or not)."""
+        deadline = time.monotonic() + timeout_s
+        while self.stats()["in_flight"] < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S, replicas: int = 1) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -75,9 +75,7 @@ def test_beyond_the_concurrency_limit_gets_429_with_retry_after(
     # fast the machine, until the second request has been answered.
     with ThreadPoolExecutor(1) as pool, engine_replica.core_paused():
         held = pool.submit(post, guarded, KEY, max_tokens=16)
-        deadline = time.monotonic() + 30
-        while guarded.stats()["in_flight"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        guarded.wait_in_flight(1, timeout_s=30)
         assert guarded.stats()["in_flight"] == 1
         rejected = post(guarded, KEY)
     assert rejected.status_code == 429

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.engines import EngineLauncher, EngineProcess
+from tests.fixtures.engines import EngineLauncher, EngineProcess, cores_paused
 from tests.gateway.conftest import MODEL, GatewayFactory, GatewayProcess, engine_stats
 
 pytestmark = pytest.mark.gateway
@@ -40,13 +39,6 @@ def complete(gw: GatewayProcess, prompt: str, max_tokens: int = 4, **extra: obje
     return response.json()
 
 
-def wait_in_flight(gw: GatewayProcess, n: int, timeout_s: float = 60) -> None:
-    """Until the gateway holds `n` requests (placed on replicas, answered or not)."""
-    deadline = time.monotonic() + timeout_s
-    while gw.stats()["in_flight"] < n and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def delta(before: list[int], after: list[int]) -> list[int]:
     return [a - b for a, b in zip(after, before, strict=True)]
 
@@ -69,13 +61,11 @@ def test_least_in_flight_spreads_concurrent_requests(
     with ThreadPoolExecutor(8) as pool:
         # the engines held until all eight are placed: each arrival sees the others in flight,
         # however fast the machine
-        with contextlib.ExitStack() as paused:
-            for engine in engine_replicas:
-                paused.enter_context(engine.core_paused())
+        with cores_paused(engine_replicas):
             futures = [
                 pool.submit(complete, gw, f"Count {i}", 900, ignore_eos=True) for i in range(8)
             ]
-            wait_in_flight(gw, 8)
+            gw.wait_in_flight(8)
         for future in futures:
             future.result(timeout=120)
     spread = delta(before, requests_by_engine(engine_replicas))
@@ -146,18 +136,18 @@ def test_killing_a_replica_mid_run(
 
     with ThreadPoolExecutor(4) as pool:
         # Both engines held until all four streams are placed (two each); then the survivor
-        # runs its two; then the victim is let go only until its own two have sent a frame, so
-        # they are cut mid-answer however fast the machine.
+        # runs its two; then the victim runs in short slices only until its own two have sent
+        # a frame, so they are cut mid-answer however fast the machine.
         with victim.core_paused():
             with engine_replica.core_paused():
                 futures = [pool.submit(stream_frames, gw, 1000, ev) for ev in events]
-                wait_in_flight(gw, 4)
+                gw.wait_in_flight(4)
                 placed = {r["address"]: r["in_flight"] for r in gw.stats()["replicas"]}
             on_victim = placed[victim.address]
             assert on_victim >= 1, placed
             assert wait_started(events, 4 - on_victim), "the survivor's streams did not start"
-        assert wait_started(events, 4), "the victim's streams did not start"
-        with victim.core_paused():
+            started = victim.step_core_until(lambda: all(ev.is_set() for ev in events))
+            assert started, "the victim's streams did not start"
             os.killpg(victim.pid, signal.SIGKILL)
             killed_at = time.monotonic()
         results = [f.result(timeout=120) for f in futures]
@@ -208,9 +198,7 @@ def test_client_disconnect_aborts_the_engine_request(
     # the machine, until the client gives up on it. A client that leaves once tokens flow
     # cannot be timed here: a fast engine finishes 1,000 tokens before the client has read the
     # first frame. The gateway cancels both the same way (its disconnect watcher).
-    with contextlib.ExitStack() as paused:
-        for engine in engine_replicas:
-            paused.enter_context(engine.core_paused())
+    with cores_paused(engine_replicas):
         with (
             httpx.Client(timeout=httpx.Timeout(60, read=5)) as client,
             pytest.raises(httpx.ReadTimeout),

@@ -1,4 +1,7 @@
-"""Abort and client cancellation free the vLLM request at once (Stats shows it gone)."""
+"""Abort and client cancellation free the vLLM request at once (Stats shows it gone).
+
+Each test pauses the engine core and steps it until its streams have a first message, so the
+requests are still mid-answer when aborted however fast the machine."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 
 from scaleserve.engine.client import EngineClient, generate_request, read_rest
 from tests.engine.reference import encode
-from tests.fixtures.engines import EngineProcess
+from tests.fixtures.engines import EngineProcess, first_messages
 
 pytestmark = pytest.mark.engine
 
@@ -36,12 +39,13 @@ async def test_abort_ends_the_stream_and_frees_the_request(
 ) -> None:
     prompt = encode(tiny_model_dir, "The quick brown fox")
     async with EngineClient(engine_replica.address) as client:
-        call = client.stream(generate_request(prompt, "to-abort", **LONG))
-        first = await call.read()
-        assert first.token_ids
-        before = await client.stats()
-        assert before.in_flight_requests >= 1
-        assert await client.abort("to-abort") is True
+        with engine_replica.core_paused():
+            call = client.stream(generate_request(prompt, "to-abort", **LONG))
+            (first,) = await first_messages(engine_replica, [call])
+            assert first.token_ids
+            before = await client.stats()
+            assert before.in_flight_requests >= 1
+            assert await client.abort("to-abort") is True
         rest = await read_rest(call)
         assert rest[-1].finish_reason == "abort"
         tokens = len(first.token_ids) + sum(len(m.token_ids) for m in rest)
@@ -64,11 +68,14 @@ async def test_client_cancel_aborts_the_request_at_once(
     prompt = encode(tiny_model_dir, "Hello, how are you today?")
     async with EngineClient(engine_replica.address) as client:
         before = await client.stats()
-        calls = [client.stream(generate_request(prompt, f"cancel-{i}", **LONG)) for i in range(4)]
-        for call in calls:
-            assert (await call.read()).token_ids
-        for call in calls:
-            call.cancel()
+        with engine_replica.core_paused():
+            calls = [
+                client.stream(generate_request(prompt, f"cancel-{i}", **LONG)) for i in range(4)
+            ]
+            for first in await first_messages(engine_replica, calls):
+                assert first.token_ids
+            for call in calls:
+                call.cancel()
         for call in calls:
             with pytest.raises(asyncio.CancelledError):
                 await call.read()
@@ -86,10 +93,11 @@ async def test_duplicate_request_id_is_refused(
 ) -> None:
     prompt = encode(tiny_model_dir, "The gateway streams tokens")
     async with EngineClient(engine_replica.address) as client:
-        call = client.stream(generate_request(prompt, "same-id", **LONG))
-        await call.read()
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await client.generate(prompt, request_id="same-id", max_tokens=2)
+        with engine_replica.core_paused():
+            call = client.stream(generate_request(prompt, "same-id", **LONG))
+            await first_messages(engine_replica, [call])
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.generate(prompt, request_id="same-id", max_tokens=2)
         assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert "request_id" in (info.value.details() or "")
         call.cancel()

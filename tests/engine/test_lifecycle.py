@@ -20,7 +20,7 @@ import pytest
 from scaleserve.engine.client import EngineClient, generate_request, read_rest
 from scaleserve.engine.proto import engine_pb2
 from tests.engine.reference import encode
-from tests.fixtures.engines import EngineLauncher, EngineProcess
+from tests.fixtures.engines import EngineLauncher, EngineProcess, first_messages
 
 pytestmark = pytest.mark.engine
 
@@ -173,12 +173,13 @@ async def test_dead_engine_core_gives_unavailable_not_a_hang(
     cores = engine.engine_core_pids()
     assert cores, "no EngineCore child process found"
     async with EngineClient(engine.address) as client:
-        call = client.stream(
-            generate_request(prompt, "doomed", max_tokens=900, temperature=0.0, ignore_eos=True)
-        )
-        await call.read()
-        for pid in cores:
-            os.kill(pid, signal.SIGKILL)
+        with engine.core_paused():  # the request is mid-answer when its core dies
+            call = client.stream(
+                generate_request(prompt, "doomed", max_tokens=900, temperature=0.0, ignore_eos=True)
+            )
+            await first_messages(engine, [call])
+            for pid in cores:
+                os.kill(pid, signal.SIGKILL)
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await asyncio.wait_for(read_rest(call), 20)

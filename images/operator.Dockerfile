@@ -33,9 +33,10 @@ COPY --from=venv /opt/scaleserve /opt/scaleserve
 ENV PATH=/opt/scaleserve/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    SCALESERVE_OPERATOR_LIVENESS_PORT=8080
-# kopf's /healthz, the port the chart probes (operator.healthPort)
-EXPOSE 8080
+    SCALESERVE_OPERATOR_LIVENESS_PORT=8080 \
+    SCALESERVE_OPERATOR_METRICS_PORT=9090
+# kopf's /healthz, the port the chart probes (operator.healthPort); Prometheus /metrics
+EXPOSE 8080 9090
 USER 65532:65532
 HEALTHCHECK --interval=20s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['SCALESERVE_OPERATOR_LIVENESS_PORT'], timeout=4)"]

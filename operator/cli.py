@@ -40,6 +40,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--field-manager")
     parser.add_argument("--liveness-port", type=int, help="serve kopf's /healthz on this port")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(run=_run)
 
@@ -61,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
             pending_grace_s=args.pending_grace_s,
             field_manager=args.field_manager,
             liveness_port=args.liveness_port,
+            metrics_port=args.metrics_port,
         )
     except SettingsError as exc:
         print(f"scaleserve operator: {exc}")

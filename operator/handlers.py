@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ from scaleserve.operator.cluster import ClusterView
 from scaleserve.operator.concurrency import Windows, endpoint_key
 from scaleserve.operator.errors import ClusterError, InvalidSpecError
 from scaleserve.operator.kube import Kube
+from scaleserve.operator.metrics import OperatorMetrics, serve
 from scaleserve.operator.reconcile import reconcile
 from scaleserve.operator.runtime import Emit, Runtime
 from scaleserve.operator.settings import OperatorSettings
@@ -26,10 +28,13 @@ RETRY_DELAY_S = 5.0
 log = logging.getLogger("scaleserve.operator")
 
 
-def _emitter(body: kopf.Body | dict[str, Any], post: Post | None = None) -> Emit:
+def _emitter(
+    body: kopf.Body | dict[str, Any], metrics: OperatorMetrics, post: Post | None = None
+) -> Emit:
     where = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
 
     def emit(kind: str, reason: str, message: str) -> None:
+        metrics.events.labels(kind, reason).inc()
         log.log(
             logging.WARNING if kind == "Warning" else logging.INFO,
             "%s %s: %s",
@@ -54,9 +59,14 @@ async def _reconcile(
     retry: bool,
     post: Post | None = None,
 ) -> None:
+    metrics = runtime.metrics
+    started = time.perf_counter()
+    outcome = "error"
     try:
-        await reconcile(runtime, body, _emitter(body, post), full_apply=full_apply)
+        await reconcile(runtime, body, _emitter(body, metrics, post), full_apply=full_apply)
+        outcome = "ok"
     except InvalidSpecError as exc:
+        outcome = "invalid"
         if retry:
             raise kopf.PermanentError(str(exc)) from exc
         log.debug("%s: invalid spec: %s", body["metadata"]["name"], exc)
@@ -64,6 +74,9 @@ async def _reconcile(
         if retry:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from exc
         logger.warning("reconcile failed, retrying on the next tick: %s", exc)
+    finally:
+        metrics.reconciles.labels(outcome).inc()
+        metrics.reconcile_duration.observe(time.perf_counter() - started)
 
 
 def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
@@ -92,10 +105,15 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         tasks = await informer.start(runtime.view.informers)
         tasks.append(asyncio.create_task(requeue.run(), name="requeue"))
         memo["runtime"], memo["events"], memo["tasks"] = runtime, events, tasks
+        if config.metrics_port:
+            memo["metrics_server"] = await serve(runtime.metrics.registry, config.metrics_port)
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await informer.stop(memo.get("tasks") or [])
+        metrics_server = memo.get("metrics_server")
+        if metrics_server is not None:
+            await metrics_server.cleanup()
         events: EventPoster | None = memo.get("events")
         if events is not None:
             await events.close()
@@ -131,6 +149,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         if runtime is not None:
             meta = body["metadata"]
             runtime.windows.reset(endpoint_key(meta))
+            runtime.metrics.forget(meta["namespace"], meta["name"])
             runtime.locks.pop((meta["namespace"], meta["name"]), None)
             runtime.written.pop((meta["namespace"], meta["name"]), None)
 

@@ -323,6 +323,7 @@ def _invalid_status(
 async def _write_status(
     rt: Runtime, ns: str, name: str, uid: str, old: Mapping[str, Any], new: dict[str, Any]
 ) -> None:
+    rt.metrics.endpoint(ns, name, new)
     if status.changed(old, new):
         # the UID is a precondition: a late pass over a deleted endpoint never writes its state
         # into a new endpoint of the same name

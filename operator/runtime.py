@@ -13,6 +13,7 @@ import aiohttp
 from scaleserve.operator.cluster import ClusterView
 from scaleserve.operator.concurrency import Windows
 from scaleserve.operator.kube import Kube
+from scaleserve.operator.metrics import OperatorMetrics
 from scaleserve.operator.settings import OperatorSettings
 
 Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
@@ -20,12 +21,13 @@ Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message
 
 @dataclass
 class Runtime:
-    """What handlers share: settings, API and HTTP clients, concurrency windows, locks."""
+    """What handlers share: settings, API and HTTP clients, concurrency windows, locks, metrics."""
 
     settings: OperatorSettings
     kube: Kube
     http: aiohttp.ClientSession
     windows: Windows = field(default_factory=Windows)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     clock: Callable[[], float] = time.monotonic
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # watched caches the reconciles read (set at start-up, once the watches have listed)

@@ -25,6 +25,8 @@ class OperatorSettings:
     stats_timeout_s: timeout of one /stats read.
     pending_grace_s: how long engine pods may stay Pending before the endpoint is Degraded.
     field_manager: server-side apply field manager.
+    liveness_port: port of kopf's /healthz (0: off).
+    metrics_port: port of the Prometheus /metrics endpoint (0: off).
     """
 
     namespaces: tuple[str, ...] = ()
@@ -34,6 +36,7 @@ class OperatorSettings:
     pending_grace_s: float = 120.0
     field_manager: str = "scaleserve-operator"
     liveness_port: int = 0
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if self.reconcile_interval_s <= 0:
@@ -44,8 +47,9 @@ class OperatorSettings:
             raise SettingsError("pending_grace_s must be >= 0")
         if not self.field_manager:
             raise SettingsError("field_manager must not be empty")
-        if not 0 <= self.liveness_port < 65536:
-            raise SettingsError("liveness_port must be a port number (0: off)")
+        for port in ("liveness_port", "metrics_port"):
+            if not 0 <= getattr(self, port) < 65536:
+                raise SettingsError(f"{port} must be a port number (0: off)")
         try:
             names = {f[1] for f in string.Formatter().parse(self.stats_url) if f[1] is not None}
         except ValueError as exc:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from scaleserve.dev.cluster import free_port
 from tests.fixtures.cluster import KubeCluster, wait_for
 
 pytestmark = pytest.mark.control_plane
@@ -135,6 +138,7 @@ class OperatorProcess:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     reconcile_interval_s: float = RECONCILE_INTERVAL_S
+    metrics_port: int = field(default_factory=free_port)
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
@@ -150,6 +154,7 @@ class OperatorProcess:
                     "--pending-grace", str(PENDING_GRACE_S),
                     "--stats-url", self.stats_url,
                     "--stats-timeout", "1",
+                    "--metrics-port", str(self.metrics_port),
                 ],
                 env=env,
                 cwd=ROOT,
@@ -174,6 +179,17 @@ class OperatorProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The operator's /metrics, parsed: (sample name, labels) -> value."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
     def tail(self, lines: int = 60) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""

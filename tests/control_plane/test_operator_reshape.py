@@ -160,6 +160,17 @@ def test_concurrency_reshapes_1x8_to_8x1_and_back_within_budget(
     assert reasons.count("GroupCreated") >= 3
     assert reasons.count("GroupDeleted") >= 2
     assert "NoSpareGPUs" not in reasons
+    # the operator's /metrics counts the same events and shows the concurrency it acts on
+    metrics = operator.metrics()
+    posted = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in metrics.items()
+        if name == "scaleserve_operator_events_total" and ("type", "Normal") in labels
+    }
+    assert posted["ReshapeStarted"] >= 2
+    assert posted["ReshapeCompleted"] >= 2
+    ep = frozenset({("namespace", namespace), ("endpoint", "chat")})
+    assert metrics[("scaleserve_operator_endpoint_observed_concurrency", ep)] > 0
 
 
 def test_an_operator_restarted_mid_reshape_converges(

@@ -123,13 +123,12 @@ def _port_number(container: dict[str, Any], name: str) -> int:
     return next(int(p["containerPort"]) for p in container["ports"] if p["name"] == name)
 
 
-CHART_HEALTH_PORT = yaml.safe_load((ROOT / "charts/scaleserve/values.yaml").read_text())[
-    "operator"
-]["healthPort"]
+CHART_OPERATOR = yaml.safe_load((ROOT / "charts/scaleserve/values.yaml").read_text())["operator"]
+CHART_HEALTH_PORT, CHART_METRICS_PORT = CHART_OPERATOR["healthPort"], CHART_OPERATOR["metricsPort"]
 
 # file -> (subcommand, exposed ports, the container whose liveness probe the HEALTHCHECK mirrors)
 IMAGES_EXPECTED: dict[str, tuple[str, set[int], str | None]] = {
-    "operator.Dockerfile": ("operator", {CHART_HEALTH_PORT}, None),
+    "operator.Dockerfile": ("operator", {CHART_HEALTH_PORT, CHART_METRICS_PORT}, None),
     "gateway.Dockerfile": ("gateway", {GATEWAY_PORT}, "gateway"),
     "engine.Dockerfile": ("engine", {ENGINE_GRPC_PORT, ENGINE_METRICS_PORT}, "engine"),
     "engine-cpu.Dockerfile": ("engine", {ENGINE_GRPC_PORT, ENGINE_METRICS_PORT}, "engine"),
@@ -186,6 +185,7 @@ def test_the_healthcheck_matches_the_liveness_probe(name: str) -> None:
         assert "SCALESERVE_OPERATOR_LIVENESS_PORT" in script
         env = " ".join(final.all("ENV"))
         assert f"SCALESERVE_OPERATOR_LIVENESS_PORT={CHART_HEALTH_PORT}" in env
+        assert f"SCALESERVE_OPERATOR_METRICS_PORT={CHART_METRICS_PORT}" in env
         return
     container = _operator_probes()[component]
     probe = container["livenessProbe"]["httpGet"]

@@ -198,7 +198,11 @@ def test_the_operator_runs_unprivileged_with_probes_on_its_health_port(render: R
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     env = {e["name"]: e["value"] for e in container["env"]}
     port = int(env["SCALESERVE_OPERATOR_LIVENESS_PORT"])
-    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    metrics = int(env["SCALESERVE_OPERATOR_METRICS_PORT"])
+    assert container["ports"] == [
+        {"name": "http", "containerPort": port, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": metrics, "protocol": "TCP"},
+    ]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert env["SCALESERVE_OPERATOR_NAMESPACES"] == ""  # the whole cluster
@@ -206,6 +210,20 @@ def test_the_operator_runs_unprivileged_with_probes_on_its_health_port(render: R
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     (service,) = [m for m in manifests if m["kind"] == "Service"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", "http"),
+        ("metrics", "metrics"),
+    ]
+
+
+def test_metrics_port_zero_turns_the_metrics_endpoint_off(render: Render) -> None:
+    manifests = render("--set", "operator.metricsPort=0")
+    container = _operator(manifests)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["SCALESERVE_OPERATOR_METRICS_PORT"] == "0"
+    assert [p["name"] for p in container["ports"]] == ["http"]
+    (service,) = [m for m in manifests if m["kind"] == "Service"]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
 
 
 def test_the_custom_values_reach_the_pod(render: Render) -> None:

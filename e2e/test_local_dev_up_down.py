@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
@@ -53,6 +54,18 @@ def test_dev_up_streams_an_answer_and_dev_down_leaves_nothing_behind() -> None:
         assert (gateway_host, 8000) not in processes.listening()
         assert podnet.routes_to(net.block), "the host routes the pod block via the veth"
         ports = list(cluster_state["ports"].values())
+        # the operator's /metrics shows the sample endpoint Ready
+        with urllib.request.urlopen(state["operator_metrics_url"], timeout=10) as response:
+            metrics = response.read().decode()
+        ready = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("scaleserve_operator_endpoint_phase{") and 'phase="Ready"' in line
+        ]
+        assert len(ready) == 1, ready
+        assert ready[0].endswith(" 1.0"), ready
+        operator_port = int(state["operator_metrics_url"].split(":")[2].split("/")[0])
+        ports.append(operator_port)
     except BaseException:
         stack.down()
         raise

@@ -93,6 +93,7 @@ def _stack_up(args: argparse.Namespace) -> int:
     print(f"    export KUBECONFIG={state.kubeconfig}")
     if state.gateway_url:
         print(f"    OpenAI base URL: {state.gateway_url}")
+    print(f"    operator metrics: {state.operator_metrics_url}")
     print(f"    logs: {state.dir}/logs, {state.dir}/pods/*/container.log")
     return 0
 

@@ -60,6 +60,7 @@ class StackState:
     pids: dict[str, int] = field(default_factory=dict)
     nodes: list[str] = field(default_factory=list)
     gateway_url: str = ""
+    operator_metrics_url: str = ""
     ready_s: float = 0.0
 
 
@@ -180,21 +181,22 @@ class Stack:
             60.0, state,
         )  # fmt: skip
         progress(f"==> local runner: nodes {', '.join(names)} ({gpus} GPUs each, CPU cores)")
-        liveness = free_port()
+        liveness, metrics = free_port(), free_port()
         operator = processes.spawn(
             [sys.executable, "-m", "scaleserve", "operator",
              "--reconcile-interval", str(reconcile_interval_s),
-             "--liveness-port", str(liveness)],
+             "--liveness-port", str(liveness), "--metrics-port", str(metrics)],
             env=env, log=self.logs / "operator.log", cwd=self.dir,
         )  # fmt: skip
         state.pids["operator"] = operator.pid
+        state.operator_metrics_url = f"http://127.0.0.1:{metrics}/metrics"
         self._save(state)
         self._wait(
             "the operator",
             lambda: _http_ok(f"http://127.0.0.1:{liveness}/healthz"),
             60.0, state,
         )  # fmt: skip
-        progress("==> operator running")
+        progress(f"==> operator running (metrics: {state.operator_metrics_url})")
 
     def _install_crd(self, timeout_s: float) -> None:
         api = self.cluster.api()

@@ -166,7 +166,9 @@ async def run_phase(
     by_label = {s.label: s for s in stacks}
     sessions = {
         label: aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
+            # idle connections are dropped before uvicorn's 5 s keep-alive could close them
+            # under a new request (between two turns of a stack)
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
         )
         for label in by_label

@@ -182,7 +182,12 @@ class Proc:
                 env={**os.environ, **ENGINE_ENV, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() reaches its children
+                # its own process group (stop() reaches its children) but the driver's session:
+                # with the kernel's autogroup scheduling each session is a group with an equal
+                # share of the CPU, so a stack split into more sessions (engine and gateway) would
+                # get more of it, or less, than one whole server; in one session every thread is
+                # scheduled on its own, as processes of one container would be
+                process_group=0,
             )
         return self
 

@@ -237,7 +237,7 @@ def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
-        start_new_session=True,
+        process_group=0,  # the driver's session: one CPU share for all (docs/benchmarks.md)
     )
 
 

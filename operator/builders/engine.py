@@ -19,6 +19,7 @@ from scaleserve.operator.builders.naming import (
     group_labels,
     group_statefulset_name,
     metadata,
+    scrape_annotations,
 )
 from scaleserve.operator.layout import Group
 from scaleserve.operator.spec import EndpointSpec
@@ -164,7 +165,13 @@ def engine_statefulset(
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": {**engine_selector(owner.name), LABEL_GROUP: group.name}},
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            "template": {
+                "metadata": {
+                    "labels": dict(labels),
+                    "annotations": scrape_annotations(ENGINE_METRICS_PORT),
+                },
+                "spec": pod_spec,
+            },
         },
     }
 

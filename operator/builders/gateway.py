@@ -14,6 +14,7 @@ from scaleserve.operator.builders.naming import (
     gateway_name,
     gateway_selector,
     metadata,
+    scrape_annotations,
 )
 from scaleserve.operator.spec import EndpointSpec
 
@@ -94,7 +95,13 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
             "replicas": gw.replicas,
             "selector": {"matchLabels": gateway_selector(owner.name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            "template": {
+                "metadata": {
+                    "labels": dict(labels),
+                    "annotations": scrape_annotations(GATEWAY_PORT),
+                },
+                "spec": pod_spec,
+            },
         },
     }
 

@@ -43,6 +43,15 @@ class Owner:
         }
 
 
+def scrape_annotations(port: int) -> dict[str, str]:
+    """The prometheus.io annotations that Prometheus' common pod discovery configs follow."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+
+
 def base_labels(endpoint: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "scaleserve",

@@ -28,7 +28,8 @@ def engine_disruption_budget(owner: Owner) -> Manifest:
 
 
 def engine_network_policy(owner: Owner) -> Manifest:
-    """Only the endpoint's gateway pods reach its engines (gRPC and metrics ports)."""
+    """Only the endpoint's gateway pods reach its engines' gRPC port; the metrics port (also
+    /healthz and /readyz) is open to any source, so a Prometheus elsewhere can scrape it."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -41,11 +42,9 @@ def engine_network_policy(owner: Owner) -> Manifest:
             "ingress": [
                 {
                     "from": [{"podSelector": {"matchLabels": gateway_selector(owner.name)}}],
-                    "ports": [
-                        {"protocol": "TCP", "port": ENGINE_GRPC_PORT},
-                        {"protocol": "TCP", "port": ENGINE_METRICS_PORT},
-                    ],
-                }
+                    "ports": [{"protocol": "TCP", "port": ENGINE_GRPC_PORT}],
+                },
+                {"ports": [{"protocol": "TCP", "port": ENGINE_METRICS_PORT}]},
             ],
         },
     }

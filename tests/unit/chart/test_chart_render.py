@@ -214,6 +214,9 @@ def test_the_operator_runs_unprivileged_with_probes_on_its_health_port(render: R
         ("http", "http"),
         ("metrics", "metrics"),
     ]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(metrics)
 
 
 def test_metrics_port_zero_turns_the_metrics_endpoint_off(render: Render) -> None:
@@ -224,6 +227,16 @@ def test_metrics_port_zero_turns_the_metrics_endpoint_off(render: Render) -> Non
     assert [p["name"] for p in container["ports"]] == ["http"]
     (service,) = [m for m in manifests if m["kind"] == "Service"]
     assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
+    assert "annotations" not in deployment["spec"]["template"]["metadata"]
+
+
+def test_pod_annotations_win_over_the_scrape_annotations(render: Render) -> None:
+    manifests = render("--set-string", "podAnnotations.prometheus\\.io/scrape=false")
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "false"
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 def test_the_custom_values_reach_the_pod(render: Render) -> None:

@@ -156,11 +156,11 @@ def test_services_follow_the_contract() -> None:
     assert gateway["spec"]["ports"][0]["port"] == 8000
 
 
-def test_only_gateways_reach_engines() -> None:
+def test_only_gateways_reach_engines_and_anyone_scrapes_their_metrics() -> None:
     policy = _by_kind(_render("static-1x8"), "NetworkPolicy")[0]
     assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "engine"
-    sources = policy["spec"]["ingress"][0]["from"]
-    assert sources == [
+    grpc, metrics = policy["spec"]["ingress"]
+    assert grpc["from"] == [
         {
             "podSelector": {
                 "matchLabels": {
@@ -170,6 +170,24 @@ def test_only_gateways_reach_engines() -> None:
             }
         }
     ]
+    assert grpc["ports"] == [{"protocol": "TCP", "port": 50051}]
+    assert "from" not in metrics  # any source: Prometheus runs elsewhere
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9090}]
+
+
+def test_engine_and_gateway_pods_carry_scrape_annotations_for_their_metrics_port() -> None:
+    manifests = _render("autoscaling-mixed")
+    workloads = _by_kind(manifests, "StatefulSet") + _by_kind(manifests, "Deployment")
+    for workload in workloads:
+        template = workload["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        annotations = template["metadata"]["annotations"]
+        port = int(annotations["prometheus.io/port"])
+        served_by = {p["containerPort"]: p["name"] for p in container["ports"]}
+        assert port in served_by, workload["metadata"]["name"]  # a port the container opens
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+    assert len(workloads) >= 2
 
 
 def test_gateway_watches_endpointslices_with_its_own_role() -> None:

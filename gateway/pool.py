@@ -167,6 +167,11 @@ class ReplicaPool:
     def any_eligible(self) -> bool:
         return bool(self._eligible)
 
+    def takes_work(self, replica: Replica) -> bool:
+        """Whether new requests may go to `replica` now (a terminating one, too, while it is
+        the fallback)."""
+        return replica in self._eligible
+
     def snapshot(self, exclude: frozenset[str] = frozenset()) -> Snapshot:
         return Snapshot(tuple(r.state() for r in self._eligible if r.address not in exclude))
 

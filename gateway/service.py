@@ -296,7 +296,8 @@ class Gateway:
                     "tensor_parallel": r.weight,
                     "in_flight": r.in_flight,
                     "healthy": r.healthy,
-                    "serving": r.eligible,
+                    "serving": self.pool.takes_work(r),
+                    "terminating": r.terminating,
                 }
                 for r in self.pool.replicas
             ],

@@ -221,7 +221,14 @@ def test_health_ready_stats_and_metrics(gateway: GatewayProcess) -> None:
     }
     assert stats["requests_total"] > 0
     for replica in stats["replicas"]:
-        assert set(replica) == {"address", "tensor_parallel", "in_flight", "healthy", "serving"}
+        assert set(replica) == {
+            "address",
+            "tensor_parallel",
+            "in_flight",
+            "healthy",
+            "serving",
+            "terminating",
+        }
         assert replica["tensor_parallel"] == 1
         assert replica["healthy"]
         assert replica["serving"]

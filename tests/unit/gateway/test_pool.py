@@ -49,9 +49,11 @@ async def test_terminating_replicas_serve_only_when_nothing_else_can() -> None:
     make_ready(old)
     pool.set_endpoints([Endpoint("127.0.0.1:1", terminating=True), Endpoint("127.0.0.1:2")])
     assert [r.key for r in pool.snapshot().replicas] == ["127.0.0.1:1"]  # new: not probed yet
+    assert (pool.takes_work(old), pool.takes_work(new)) == (True, False)  # /stats "serving"
     make_ready(new)
     pool.set_endpoints([Endpoint("127.0.0.1:1", terminating=True), Endpoint("127.0.0.1:2")])
     assert [r.key for r in pool.snapshot().replicas] == ["127.0.0.1:2"]
+    assert (pool.takes_work(old), pool.takes_work(new)) == (False, True)
     # one that stopped serving (its readiness failed) or whose engine drains takes nothing
     pool.set_endpoints([Endpoint("127.0.0.1:1", serving=False, terminating=True)])
     assert pool.snapshot().replicas == ()

@@ -10,8 +10,10 @@ import sys
 import urllib.request
 from ipaddress import ip_address, ip_network
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.local.host import needs_root
 
@@ -55,17 +57,18 @@ def test_dev_up_streams_an_answer_and_dev_down_leaves_nothing_behind() -> None:
         assert podnet.routes_to(net.block), "the host routes the pod block via the veth"
         ports = list(cluster_state["ports"].values())
         # the operator's /metrics shows the sample endpoint Ready
-        with urllib.request.urlopen(state["operator_metrics_url"], timeout=10) as response:
-            metrics = response.read().decode()
+        metrics_url = state["operator_metrics_url"]
+        with urllib.request.urlopen(metrics_url, timeout=10) as response:
+            families = text_string_to_metric_families(response.read().decode())
         ready = [
-            line
-            for line in metrics.splitlines()
-            if line.startswith("scaleserve_operator_endpoint_phase{") and 'phase="Ready"' in line
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == "scaleserve_operator_endpoint_phase"
+            and sample.labels["phase"] == "Ready"
         ]
-        assert len(ready) == 1, ready
-        assert ready[0].endswith(" 1.0"), ready
-        operator_port = int(state["operator_metrics_url"].split(":")[2].split("/")[0])
-        ports.append(operator_port)
+        assert ready == [1.0], ready
+        ports.append(urlsplit(metrics_url).port)
     except BaseException:
         stack.down()
         raise

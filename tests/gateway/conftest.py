@@ -62,9 +62,11 @@ class GatewayProcess:
         return httpx.get(self.url + "/stats", timeout=5).json()
 
     def wait_in_flight(self, n: int, timeout_s: float = 60) -> None:
-        """Until the gateway holds `n` requests (placed on replicas, answered or not)."""
+        """Until the gateway holds `n` requests (placed on replicas, answered or not); fails
+        if it does not within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        while self.stats()["in_flight"] < n and time.monotonic() < deadline:
+        while (held := self.stats()["in_flight"]) < n:
+            assert time.monotonic() < deadline, f"{held} of {n} requests in flight"
             time.sleep(0.02)
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S, replicas: int = 1) -> None:

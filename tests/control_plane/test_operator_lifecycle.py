@@ -166,20 +166,19 @@ def test_deleting_the_endpoint_garbage_collects_its_children(
     # /metrics mirrors the status; the endpoint's series go with it
     ep = {("namespace", namespace), ("endpoint", "chat")}
 
-    def series(name: str, **labels: str) -> float | None:
+    def series(scraped: dict[Any, float], name: str, **labels: str) -> float | None:
         key = (f"scaleserve_operator_endpoint_{name}", frozenset(ep | set(labels.items())))
-        return operator.metrics().get(key)
+        return scraped.get(key)
 
-    assert series("replicas") == 1
-    assert series("ready_replicas") == 1
-    assert series("gpus") == 8
-    assert series("phase", phase="Ready") == 1
-    assert series("phase", phase="Deploying") == 0
-    assert series("reshaping") == 0
-    assert (
-        operator.metrics()[("scaleserve_operator_reconciles_total", frozenset({("outcome", "ok")}))]
-        >= 1
-    )
+    scraped = operator.metrics()
+    assert series(scraped, "replicas") == 1
+    assert series(scraped, "ready_replicas") == 1
+    assert series(scraped, "gpus") == 8
+    assert series(scraped, "phase", phase="Ready") == 1
+    assert series(scraped, "phase", phase="Deploying") == 0
+    assert series(scraped, "reshaping") == 0
+    ok = ("scaleserve_operator_reconciles_total", frozenset({("outcome", "ok")}))
+    assert scraped[ok] >= 1
     custom(kube_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
     apps: Any = client.AppsV1Api(kube_api)
     core: Any = client.CoreV1Api(kube_api)
@@ -193,8 +192,12 @@ def test_deleting_the_endpoint_garbage_collects_its_children(
         )
 
     wait_for(gone, "children garbage-collected", timeout_s=60)
-    wait_for(lambda: series("replicas") is None, "the endpoint's series removed", timeout_s=10)
-    assert series("phase", phase="Ready") is None
+    wait_for(
+        lambda: series(operator.metrics(), "replicas") is None,
+        "the endpoint's series removed",
+        timeout_s=10,
+    )
+    assert series(operator.metrics(), "phase", phase="Ready") is None
 
 
 def test_groups_are_pinned_so_shared_nodes_fill_without_stranding_gpus(

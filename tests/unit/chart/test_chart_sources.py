@@ -84,6 +84,7 @@ def test_example_values_satisfy_the_schema(name: str) -> None:
         ({"operator": {"reconcileIntervalSeconds": 0}}, "reconcileIntervalSeconds"),
         ({"operator": {"statsUrl": "ftp://x/{pod_ip}"}}, "statsUrl"),
         ({"operator": {"healthPort": 70000}}, "healthPort"),
+        ({"operator": {"metricsPort": -1}}, "metricsPort"),
         ({"operator": {"watchNamespaces": ["Not_A_Namespace"]}}, "watchNamespaces"),
         ({"operatr": {}}, "operatr"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),

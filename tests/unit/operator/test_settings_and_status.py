@@ -32,6 +32,8 @@ def test_settings_come_from_prefixed_env_then_flags() -> None:
         ({"SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S": "0"}, "reconcile_interval_s"),
         ({"SCALESERVE_OPERATOR_STATS_URL": "http://{host}/stats"}, "unknown fields: host"),
         ({"SCALESERVE_OPERATOR_STATS_URL": "ftp://x/{pod_ip}"}, "http"),
+        ({"SCALESERVE_OPERATOR_LIVENESS_PORT": "65536"}, "liveness_port must be a port"),
+        ({"SCALESERVE_OPERATOR_METRICS_PORT": "-1"}, "metrics_port must be a port"),
     ],
 )
 def test_invalid_settings_fail_at_start(env: dict[str, str], message: str) -> None:

@@ -42,6 +42,7 @@ class Runtime:
     scheduler: SchedulerSnapshot = field(default_factory=SchedulerSnapshot)
     counters: Counters = field(default_factory=Counters)
     in_flight: set[str] = field(default_factory=set)
+    abort_requested: set[str] = field(default_factory=set)  # of in_flight, by the Abort RPC
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -81,8 +82,17 @@ class Runtime:
         self.idle.clear()
         self.counters.requests_total += 1
 
+    def request_abort(self, request_id: str) -> bool:
+        """Mark an in-flight request aborted (one not yet handed to vLLM then never is);
+        False when no such request is in flight."""
+        if request_id not in self.in_flight:
+            return False
+        self.abort_requested.add(request_id)
+        return True
+
     def finish(self, request_id: str) -> None:
         self.in_flight.discard(request_id)
+        self.abort_requested.discard(request_id)
         if not self.in_flight:
             self.idle.set()
 

@@ -72,6 +72,10 @@ async def serve(settings: EngineSettings) -> int:
         try:
             runtime.engine = await asyncio.to_thread(load_engine, settings, runtime)
             runtime.facts = model_facts(runtime.engine, settings.served_name)
+            # vLLM asks the core for its tasks on the first request and caches them: asked
+            # here, no request waits on a core round trip before vLLM registers it (an Abort
+            # or a core death in that wait would find nothing to abort or fail).
+            await runtime.engine.get_supported_tasks()
         except Exception as exc:
             log.exception("the model failed to load")
             runtime.phase, runtime.failure = Phase.FAILED, f"load failed: {exc}"

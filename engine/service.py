@@ -91,6 +91,13 @@ class EngineService(engine_pb2_grpc.EngineServicer):
                 (engine_input,) = engine.renderer.render_cmpl([prepared.prompt])
             else:
                 (engine_input,) = await engine.renderer.render_cmpl_async([prepared.prompt])
+            if request_id in runtime.abort_requested:  # aborted while its text was tokenized
+                outcome = "abort"
+                prompt_tokens = len(engine_input["prompt_token_ids"])
+                yield GenerateResponse(finish_reason="abort", usage=Usage(prompt_tokens=prompt_tokens))
+                return
+            # vLLM registers the request before generate() first suspends, so from here on an
+            # Abort reaches it through engine.abort.
             stream = engine.generate(engine_input, params, request_id)
             async for out in stream:
                 completion = out.outputs[0]
@@ -141,7 +148,7 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         self, request: engine_pb2.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.AbortResponse:
         runtime = self.runtime
-        if request.request_id not in runtime.in_flight or runtime.engine is None:
+        if not runtime.request_abort(request.request_id) or runtime.engine is None:
             return engine_pb2.AbortResponse(found=False)
         await runtime.engine.abort(request.request_id)
         return engine_pb2.AbortResponse(found=True)

@@ -1,7 +1,7 @@
 """Abort and client cancellation free the vLLM request at once (Stats shows it gone).
 
-Each test pauses the engine core and steps it until its streams have a first message, so the
-requests are still mid-answer when aborted however fast the machine."""
+Each test pauses the engine core and waits until the engine has admitted its requests, so they
+are still in flight when aborted however fast (or busy) the machine."""
 
 from __future__ import annotations
 
@@ -13,43 +13,37 @@ import pytest
 
 from scaleserve.engine.client import EngineClient, generate_request, read_rest
 from tests.engine.reference import encode
-from tests.fixtures.engines import EngineProcess, first_messages
+from tests.fixtures.engines import EngineProcess, stats_until, wait_admitted
 
 pytestmark = pytest.mark.engine
 
 LONG = {"max_tokens": 900, "temperature": 0.0, "ignore_eos": True}
 
 
-async def wait_idle(client: EngineClient, within_s: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while True:
-        stats = await client.stats()
-        held = stats.running_requests + stats.waiting_requests + stats.in_flight_requests
-        if held == 0:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"request still held after {within_s}s: {stats}")
-        await asyncio.sleep(0.05)
+async def wait_idle(client: EngineClient) -> None:
+    await stats_until(
+        client,
+        lambda s: s.running_requests + s.waiting_requests + s.in_flight_requests == 0,
+        "no request held",
+        within_s=3.0,
+    )
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("as_text", [False, True], ids=["token-ids", "text"])
 async def test_abort_ends_the_stream_and_frees_the_request(
-    engine_replica: EngineProcess, tiny_model_dir: Path
+    engine_replica: EngineProcess, tiny_model_dir: Path, as_text: bool
 ) -> None:
-    prompt = encode(tiny_model_dir, "The quick brown fox")
+    text = "The quick brown fox"
+    prompt: str | list[int] = text if as_text else encode(tiny_model_dir, text)
     async with EngineClient(engine_replica.address) as client:
         with engine_replica.core_paused():
             call = client.stream(generate_request(prompt, "to-abort", **LONG))
-            (first,) = await first_messages(engine_replica, [call])
-            assert first.token_ids
-            before = await client.stats()
-            assert before.in_flight_requests >= 1
+            before = await wait_admitted(client, 1)
             assert await client.abort("to-abort") is True
         rest = await read_rest(call)
         assert rest[-1].finish_reason == "abort"
-        tokens = len(first.token_ids) + sum(len(m.token_ids) for m in rest)
-        assert tokens < LONG["max_tokens"]
+        assert sum(len(m.token_ids) for m in rest) < LONG["max_tokens"]
         await wait_idle(client)
         after = await client.stats()
         assert after.aborted_total >= before.aborted_total + 1
@@ -72,8 +66,7 @@ async def test_client_cancel_aborts_the_request_at_once(
             calls = [
                 client.stream(generate_request(prompt, f"cancel-{i}", **LONG)) for i in range(4)
             ]
-            for first in await first_messages(engine_replica, calls):
-                assert first.token_ids
+            await wait_admitted(client, len(calls))
             for call in calls:
                 call.cancel()
         for call in calls:
@@ -95,9 +88,12 @@ async def test_duplicate_request_id_is_refused(
     async with EngineClient(engine_replica.address) as client:
         with engine_replica.core_paused():
             call = client.stream(generate_request(prompt, "same-id", **LONG))
-            await first_messages(engine_replica, [call])
+            await wait_admitted(client, 1)
+            # Bounded: a duplicate that slipped through would wait on the paused core forever.
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await client.generate(prompt, request_id="same-id", max_tokens=2)
+                await asyncio.wait_for(
+                    client.generate(prompt, request_id="same-id", max_tokens=2), timeout=30
+                )
         assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert "request_id" in (info.value.details() or "")
         call.cancel()

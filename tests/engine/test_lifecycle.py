@@ -20,7 +20,7 @@ import pytest
 from scaleserve.engine.client import EngineClient, generate_request, read_rest
 from scaleserve.engine.proto import engine_pb2
 from tests.engine.reference import encode
-from tests.fixtures.engines import EngineLauncher, EngineProcess, first_messages
+from tests.fixtures.engines import EngineLauncher, EngineProcess, wait_admitted
 
 pytestmark = pytest.mark.engine
 
@@ -173,11 +173,11 @@ async def test_dead_engine_core_gives_unavailable_not_a_hang(
     cores = engine.engine_core_pids()
     assert cores, "no EngineCore child process found"
     async with EngineClient(engine.address) as client:
-        with engine.core_paused():  # the request is mid-answer when its core dies
+        with engine.core_paused():  # the request is in flight when its core dies
             call = client.stream(
                 generate_request(prompt, "doomed", max_tokens=900, temperature=0.0, ignore_eos=True)
             )
-            await first_messages(engine, [call])
+            await wait_admitted(client, 1)
             for pid in cores:
                 os.kill(pid, signal.SIGKILL)
         started = time.monotonic()

@@ -94,7 +94,9 @@ class EngineService(engine_pb2_grpc.EngineServicer):
             if request_id in runtime.abort_requested:  # aborted while its text was tokenized
                 outcome = "abort"
                 prompt_tokens = len(engine_input["prompt_token_ids"])
-                yield GenerateResponse(finish_reason="abort", usage=Usage(prompt_tokens=prompt_tokens))
+                yield GenerateResponse(
+                    finish_reason="abort", usage=Usage(prompt_tokens=prompt_tokens)
+                )
                 return
             # vLLM registers the request before generate() first suspends, so from here on an
             # Abort reaches it through engine.abort.

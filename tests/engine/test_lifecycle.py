@@ -62,8 +62,13 @@ def disposable_engines(
         seen.health.append(status)
         if status == SERVING:
             break
-        seen.readyz_while_loading.append(http_get(watched.metrics_url + "/readyz")[0])
-        seen.healthz_while_loading.append(http_get(watched.metrics_url + "/healthz")[0])
+        readyz = http_get(watched.metrics_url + "/readyz")[0]
+        healthz = http_get(watched.metrics_url + "/healthz")[0]
+        # The model may finish loading between the health call and the probes: a probe
+        # counts as "while loading" only if the engine still was not serving after it.
+        if watched.health().status != SERVING:
+            seen.readyz_while_loading.append(readyz)
+            seen.healthz_while_loading.append(healthz)
         time.sleep(0.5)
     watched.wait_serving()
     other.wait_serving()

@@ -217,7 +217,7 @@ def test_client_disconnect_aborts_the_engine_request(
     assert gateway_in_flight == 0
 
 
-def wait_replica(gw: GatewayProcess, address: str, serving: bool, timeout_s: float = 20) -> None:
+def wait_replica(gw: GatewayProcess, address: str, serving: bool, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if {r["address"]: r["serving"] for r in gw.stats()["replicas"]}[address] is serving:
@@ -229,7 +229,9 @@ def wait_replica(gw: GatewayProcess, address: str, serving: bool, timeout_s: flo
 def test_unresponsive_replica_is_taken_out_and_probed_back(
     gateway_factory: GatewayFactory, engine_replicas: list[EngineProcess]
 ) -> None:
-    gw = gateway_factory(engine_replicas, "--routing", "round-robin", "--health-timeout", "0.5")
+    # A frozen engine never answers, so the probe timeout only sets how soon it is noticed;
+    # a short one would also take out the live engine whenever a busy machine delays it.
+    gw = gateway_factory(engine_replicas, "--routing", "round-robin", "--health-timeout", "2")
     alive, frozen = engine_replicas
     os.killpg(frozen.pid, signal.SIGSTOP)
     try:

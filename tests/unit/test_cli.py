@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scaleserve.cli import build_parser
+from scaleserve.cli import build_parser, main
 from scaleserve.version import __version__
 
 pytestmark = pytest.mark.unit
@@ -31,3 +32,21 @@ def test_a_subcommand_is_required() -> None:
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args([])
     assert exc.value.code == 2
+
+
+def test_the_gateway_defaults_to_grpcs_epoll_poller_unless_the_environment_chooses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def help_of(command: str) -> None:
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+
+    monkeypatch.delenv("GRPC_EXPERIMENTS", raising=False)
+    help_of("engine")
+    assert "GRPC_EXPERIMENTS" not in os.environ
+    help_of("gateway")
+    assert os.environ["GRPC_EXPERIMENTS"] == "-event_engine_client"
+    monkeypatch.setenv("GRPC_EXPERIMENTS", "")  # gRPC's own defaults, chosen explicitly
+    help_of("gateway")
+    assert os.environ["GRPC_EXPERIMENTS"] == ""

@@ -52,6 +52,9 @@ def disposable_engines(
     watched = engine_launcher.start(tiny_model_dir, "--drain-timeout", "60", name="drain")
     other = engine_launcher.start(tiny_model_dir, name="core-kill")
     seen = StartupObservations()
+    # The model may finish loading between a health call and the probes after it: probes
+    # count as taken "while loading" only once the next health call still says not serving.
+    probes: tuple[int, int] | None = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and watched.running():
         try:
@@ -62,13 +65,13 @@ def disposable_engines(
         seen.health.append(status)
         if status == SERVING:
             break
-        readyz = http_get(watched.metrics_url + "/readyz")[0]
-        healthz = http_get(watched.metrics_url + "/healthz")[0]
-        # The model may finish loading between the health call and the probes: a probe
-        # counts as "while loading" only if the engine still was not serving after it.
-        if watched.health().status != SERVING:
-            seen.readyz_while_loading.append(readyz)
-            seen.healthz_while_loading.append(healthz)
+        if probes is not None:
+            seen.readyz_while_loading.append(probes[0])
+            seen.healthz_while_loading.append(probes[1])
+        probes = (
+            http_get(watched.metrics_url + "/readyz")[0],
+            http_get(watched.metrics_url + "/healthz")[0],
+        )
         time.sleep(0.5)
     watched.wait_serving()
     other.wait_serving()

@@ -63,21 +63,27 @@ def gpus(plan: Plan) -> int:
 def test_fewest_gpus_win_and_tight_objectives_need_wide_replicas() -> None:
     assert choose(objectives(tbt_ms=25), PROFILE, 5, ()).shapes == (GroupShape(1, 1),)
     tight = choose(objectives(tbt_ms=2.9), PROFILE, 2, ())
-    assert tight.meets and tight.shapes == (GroupShape(8, 8),)
+    assert tight.meets
+    assert tight.shapes == (GroupShape(8, 8),)
     heavy = choose(objectives(tbt_ms=25), PROFILE, 200, ())
-    assert heavy.meets and {s.tensor_parallel for s in heavy.shapes} == {1}
+    assert heavy.meets
+    assert {s.tensor_parallel for s in heavy.shapes} == {1}
 
 
 def test_zero_load_with_min_gpus_zero_releases_every_gpu() -> None:
     plan = choose(objectives(min_gpus=0), PROFILE, 0, (GroupShape(8, 8),))
-    assert plan.shapes == () and plan.meets
+    assert plan.shapes == ()
+    assert plan.meets
 
 
 def test_no_layout_meeting_the_objectives_takes_the_most_capacity_and_says_so() -> None:
     plan = choose(objectives(max_gpus=8), PROFILE, 10_000, ())
-    assert not plan.meets and gpus(plan) == 8 and "most capacity" in plan.reason
+    assert not plan.meets
+    assert gpus(plan) == 8
+    assert "most capacity" in plan.reason
     unreachable = choose(objectives(tbt_ms=1.0), PROFILE, 5, ())
-    assert not unreachable.meets and "even unloaded" in unreachable.reason
+    assert not unreachable.meets
+    assert "even unloaded" in unreachable.reason
 
 
 def test_hysteresis_shrinks_only_with_headroom_and_holds_in_between() -> None:
@@ -87,7 +93,8 @@ def test_hysteresis_shrinks_only_with_headroom_and_holds_in_between() -> None:
     for load in range(0, 300, 5):
         plan = choose(obj, PROFILE, load, big.shapes)
         if plan.shapes != big.shapes:
-            assert gpus(plan) < gpus(big) and plan.capacity * (1 - obj.hysteresis) >= load
+            assert gpus(plan) < gpus(big)
+            assert plan.capacity * (1 - obj.hysteresis) >= load
         elif gpus(choose(obj, PROFILE, load, ())) < gpus(big):
             held += 1  # a smaller layout carries this load, but without the headroom
     assert held > 0
@@ -129,7 +136,8 @@ def test_properties_bounds_best_effort_and_determinism(
         for m in _all_mixes(obj.max_gpus)
     )
     if best >= load and any(caps.values()):
-        assert plan.meets and plan.capacity >= load - 1e-6
+        assert plan.meets
+        assert plan.capacity >= load - 1e-6
         # and with the fewest GPUs among the layouts that do
         fewest = min(
             sum(r * tp for r, tp in zip(m, CANDIDATES, strict=True))

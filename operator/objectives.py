@@ -3,11 +3,12 @@ with the fewest GPUs, read off a performance profile (scaleserve/profiles.py).
 
 Each candidate tensor-parallel degree has a capacity under the objectives: the most requests
 one replica runs with its typical TTFT and time-between-tokens within them. A layout's capacity
-is the sum over its replicas. Layouts may mix two degrees (e.g. 1 x TP4 + 4 x TP1), because
-that is sometimes the cheapest way to the capacity needed. Among layouts that carry the load
-the fewest GPUs win, then the lowest latency (the load split over replicas in proportion to
-their capacity), then fewer degrees and wider replicas. With no layout within maxGPUs that
-carries the load, the one with the most capacity wins and the plan says so.
+is the sum over its replicas. Layouts may mix degrees (e.g. 1 x TP4 + 4 x TP1), because that
+is sometimes the cheapest way to the capacity needed. Among layouts that carry the load
+the fewest GPUs win (found by a knapsack over GPU counts), then the lowest latency (the load
+split over replicas in proportion to their capacity), then fewer degrees and wider replicas.
+With no layout within maxGPUs that carries the load, the one with the most capacity wins and
+the plan says so.
 
 Hysteresis: a layout that carries the load is kept until a smaller one would carry
 load / (1 - hysteresis), so a load hovering at a boundary does not flap. Windows, cooldowns and
@@ -124,21 +125,49 @@ def _curves(objectives: Objectives, profile: Profile) -> _Curves:
 
 
 def _best(objectives: Objectives, curves: _Curves, load: float) -> Plan:
+    most = _most_capacity(objectives, curves)
     if curves.reachable:
-        fitting = list(_cheapest_mixes(objectives, curves, load))
-        if fitting:
-            mix = min(fitting, key=lambda m: _rank(curves, m, load))
+        tolerance = 1e-9 * max(1.0, load)
+        counts = range(objectives.min_gpus, objectives.max_gpus + 1)
+        gpus = next((g for g in counts if most[g] >= load - tolerance), None)
+        if gpus is not None:
+            mixes = [m for m in _mixes(curves, gpus) if curves.of(m) >= load - tolerance]
+            mix = min(mixes, key=lambda m: _rank(curves, m, load))
             return _plan(objectives, curves, mix, True, f"fewest GPUs carrying load {load:.1f}")
         why = f"no layout within maxGPUs carries load {load:.1f}"
     else:
         why = "no layout meets the objectives even unloaded"
-
-    def most(m: Mix) -> tuple[float, float, float]:
-        _, tbt, ttft, *_ = _rank(curves, m, load)
-        return (curves.of(m), -tbt, -ttft)
-
-    mix = max(_largest_mixes(objectives, curves), key=most)
+    top = max(most[objectives.min_gpus :])
+    gpus = next(g for g in range(objectives.min_gpus, len(most)) if most[g] >= top - 1e-9)
+    mixes = [m for m in _mixes(curves, gpus) if curves.of(m) >= top - 1e-9]
+    mix = min(mixes, key=lambda m: _rank(curves, m, load))
     return _plan(objectives, curves, mix, False, f"{why}; taking the most capacity")
+
+
+def _most_capacity(objectives: Objectives, curves: _Curves) -> list[float]:
+    """Per GPU count g up to maxGPUs, the most capacity of a layout of exactly g GPUs
+    (-inf where no mix of the degrees adds up to g)."""
+    most = [0.0] + [-math.inf] * objectives.max_gpus
+    for g in range(1, objectives.max_gpus + 1):
+        for tp, cap in curves.capacity.items():
+            if tp <= g and most[g - tp] > -math.inf:
+                most[g] = max(most[g], most[g - tp] + cap)
+    return most
+
+
+def _mixes(curves: _Curves, gpus: int) -> Iterator[Mix]:
+    """Every mix of the degrees with exactly `gpus` GPUs."""
+    degrees = sorted(curves.capacity, reverse=True)
+
+    def fill(i: int, left: int, taken: dict[int, int]) -> Iterator[Mix]:
+        if i == len(degrees) - 1:
+            if left % degrees[i] == 0:
+                yield _mix({**taken, degrees[i]: left // degrees[i]})
+            return
+        for r in range(left // degrees[i] + 1):
+            yield from fill(i + 1, left - r * degrees[i], {**taken, degrees[i]: r})
+
+    yield from fill(0, gpus, {})
 
 
 def _plan(objectives: Objectives, curves: _Curves, mix: Mix, meets: bool, why: str) -> Plan:
@@ -151,39 +180,9 @@ def _plan(objectives: Objectives, curves: _Curves, mix: Mix, meets: bool, why: s
 
 
 def _rank(curves: _Curves, mix: Mix, load: float) -> tuple[float, ...]:
+    """Among mixes of equal GPUs: lower latency, then fewer degrees, then wider replicas."""
     tbt, ttft = curves.latency(mix, load)
-    width = sum(r for _, r in mix)
-    return (float(sum(tp * r for tp, r in mix)), tbt, ttft, len(mix), float(width))
-
-
-def _pairs(curves: _Curves) -> Iterator[tuple[int, int]]:
-    yield from itertools.combinations_with_replacement(sorted(curves.capacity, reverse=True), 2)
-
-
-def _cheapest_mixes(objectives: Objectives, curves: _Curves, load: float) -> Iterator[Mix]:
-    """Per pair of degrees and count of the wider one, the fewest narrower replicas that carry
-    `load` within the GPU bounds (more GPUs than that never wins on the first criterion)."""
-    lo, hi = objectives.min_gpus, objectives.max_gpus
-    for a, b in _pairs(curves):
-        for ra in range(hi // a + 1) if a != b else (0,):
-            short = load - ra * curves.capacity[a]
-            if short > 0 and curves.capacity[b] <= 0:
-                continue
-            rb = max(_ceil_div(short, curves.capacity[b]), _ceil_div(lo - ra * a, b))
-            if ra * a + rb * b <= hi:
-                yield _mix({a: ra, b: rb})
-
-
-def _largest_mixes(objectives: Objectives, curves: _Curves) -> Iterator[Mix]:
-    hi = objectives.max_gpus
-    for a, b in _pairs(curves):
-        for ra in range(hi // a + 1) if a != b else (0,):
-            yield _mix({a: ra, b: (hi - ra * a) // b})
-
-
-def _ceil_div(x: float, per: float) -> int:
-    """The fewest units of `per` covering x (0 when x <= 0)."""
-    return 0 if x <= 0 else math.ceil(x / per - 1e-9)
+    return (tbt, ttft, len(mix), float(sum(r for _, r in mix)))
 
 
 def _mix(counts: dict[int, int]) -> Mix:

@@ -114,10 +114,10 @@ profiles = st.fixed_dictionaries(
 ).map(profile_of)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     profile=profiles,
-    load=st.floats(0, 2000),
+    load=st.floats(0, 2000).map(lambda x: round(x, 3)),
     nodes=st.integers(1, 3),
     min_nodes=st.integers(0, 3),
     tbt=st.floats(5, 80),
@@ -135,21 +135,21 @@ def test_properties_bounds_best_effort_and_determinism(
         sum(r * caps[tp] for r, tp in zip(m, CANDIDATES, strict=True))
         for m in _all_mixes(obj.max_gpus)
     )
-    if best >= load and any(caps.values()):
+    if best >= load - 1e-6 and any(caps.values()):
         assert plan.meets
         assert plan.capacity >= load - 1e-6
         # and with the fewest GPUs among the layouts that do
         fewest = min(
             sum(r * tp for r, tp in zip(m, CANDIDATES, strict=True))
             for m in _all_mixes(obj.max_gpus)
-            if sum(r * caps[tp] for r, tp in zip(m, CANDIDATES, strict=True)) >= load
+            if sum(r * caps[tp] for r, tp in zip(m, CANDIDATES, strict=True)) >= load - 1e-6
         )
         assert gpus(plan) == max(fewest, obj.min_gpus)
     else:
         assert not plan.meets
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     profile=profiles,
     loads=st.lists(st.floats(0, 1500), min_size=2, max_size=2),

@@ -203,7 +203,8 @@ def aiconfigurator_estimator(request: EstimateRequest) -> Estimator:
     if installed != ESTIMATOR_VERSION:
         raise ImportError(f"{ESTIMATOR} {installed} is installed, not {ESTIMATOR_VERSION}")
 
-    logging.getLogger("aiconfigurator").setLevel(logging.ERROR)  # per-call chatter
+    for name in ("aiconfigurator", "aiconfigurator_core"):  # per-call and data-set chatter
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     def estimate(tensor_parallel: int, concurrency: int) -> Estimate:
         try:

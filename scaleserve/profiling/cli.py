@@ -83,17 +83,17 @@ def register(subparsers: Any) -> None:
         metavar="LOW:HIGH",
         help="prompt token ids are drawn from this range (default 10:250)",
     )
-    e = p.add_argument_group("estimate")
+    e = p.add_argument_group("estimate and layouts")
     e.add_argument("--backend-version", default="0.24.0", help="vLLM data set (default 0.24.0)")
     e.add_argument("--quant", help="GEMM quantization, e.g. fp8 (default: the checkpoint's)")
     e.add_argument(
         "--max-concurrency",
         type=int,
         default=2048,
-        help="estimate: highest per-replica load tried (default 2048)",
+        help="highest load: per replica for an estimate, on the endpoint for --layouts "
+        "(default 2048)",
     )
-    l = p.add_argument_group("layouts")  # noqa: E741
-    l.add_argument("--gpus", type=int, default=8, help="GPU budget (default 8)")
+    e.add_argument("--gpus", type=int, default=8, help="layouts: the GPU budget (default 8)")
     p.set_defaults(run=run)
 
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_IMAGE = "ghcr.io/scaleserve/scaleserve:0.1.0"
 # Engine arguments set from other fields (builders/engine.py, engine/engine_args.py), which
-# spec.engine.extraArgs must not override; the CRD's CEL rule lists the same names.
+# spec.engine.extraArgs must not override. The CRD refuses these keys; their flag spellings
+# (--tensor-parallel-size) only the operator can see (CEL cannot list an object's unknown keys).
 MANAGED_ENGINE_ARGS = (
     "model",
     "served_model_name",
@@ -102,8 +103,9 @@ class EngineSettings(_Model):
 
     @model_validator(mode="after")
     def _check_extra_args(self) -> EngineSettings:
-        # The CRD refuses these on create and update; an endpoint stored before that rule
-        # existed still reaches the operator, which must not let it override a managed flag.
+        # The CRD refuses the EngineArgs spellings on create and update; flag spellings, and
+        # endpoints stored before that rule existed, reach the operator, which must not let
+        # them override a managed argument.
         managed = sorted(
             k for k in self.extra_args if k.replace("-", "_").lstrip("_") in MANAGED_ENGINE_ARGS
         )

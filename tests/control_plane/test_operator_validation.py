@@ -162,21 +162,29 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "extra-args-tensor-parallel",
         {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"tensor_parallel_size": 2}}},
-        ["spec.engine.extraArgs must not set tensor_parallel_size", "spec.layout"],
+        ["spec.engine.extraArgs.tensor_parallel_size is managed by the operator", "spec.layout"],
     ),
     (
-        "extra-args-flags",
+        "extra-args-port-and-name",
         {
             "model": MODEL,
             "layout": STATIC,
-            "engine": {"extraArgs": {"--port": 1, "served-model-name": "x", "swap_space": 4}},
+            "engine": {"extraArgs": {"port": 1, "served_model_name": "x", "swap_space": 4}},
         },
-        ["spec.engine.extraArgs must not set --port, served-model-name"],
+        [
+            "spec.engine.extraArgs.port is managed by the operator",
+            "spec.engine.extraArgs.served_model_name is managed by the operator",
+        ],
+    ),
+    (
+        "extra-args-wrong-type",
+        {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"enable_prefix_caching": 1}}},
+        ["spec.engine.extraArgs.enable_prefix_caching"],
     ),
     (
         "extra-args-model",
         {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"model": "/other"}}},
-        ["spec.engine.extraArgs must not set model"],
+        ["spec.engine.extraArgs.model is managed by the operator: it is set from spec.model.uri"],
     ),
 ]
 

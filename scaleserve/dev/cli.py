@@ -84,7 +84,7 @@ def _stack_up(args: argparse.Namespace) -> int:
     try:
         state = Stack(args.name).up(
             nodes=args.nodes, gpus_per_node=args.gpus, sample=not args.no_sample,
-            timeout_s=args.timeout,
+            prometheus=args.prometheus, timeout_s=args.timeout,
         )  # fmt: skip
     except Exception as exc:
         print(f"scaleserve dev up: {exc}", file=sys.stderr)
@@ -94,6 +94,8 @@ def _stack_up(args: argparse.Namespace) -> int:
     if state.gateway_url:
         print(f"    OpenAI base URL: {state.gateway_url}")
     print(f"    operator metrics: {state.operator_metrics_url}")
+    if state.prometheus_url:
+        print(f"    Prometheus: {state.prometheus_url}")
     print(f"    logs: {state.dir}/logs, {state.dir}/pods/*/container.log")
     return 0
 
@@ -115,6 +117,12 @@ def _register_stack(dev_sub: Any) -> None:
     up.add_argument("--nodes", type=int, default=2, help="local nodes (default 2)")
     up.add_argument("--gpus", type=int, default=2, help="GPUs per local node, one core each")
     up.add_argument("--no-sample", action="store_true", help="do not apply the sample endpoint")
+    up.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also start a Prometheus server scraping the operator and every pod "
+        "(Debian's prometheus package, fetched into the cache on first use)",
+    )
     up.add_argument("--timeout", type=float, default=600.0, help="start-up deadline, seconds")
     up.set_defaults(run=_stack_up)
     down = dev_sub.add_parser("down", help="stop everything `dev up` started, remove its files")

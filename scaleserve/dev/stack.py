@@ -61,6 +61,7 @@ class StackState:
     nodes: list[str] = field(default_factory=list)
     gateway_url: str = ""
     operator_metrics_url: str = ""
+    prometheus_url: str = ""
     ready_s: float = 0.0
 
 
@@ -104,6 +105,7 @@ class Stack:
         gpus_per_node: int = 2,
         reconcile_interval_s: float = 2.0,
         sample: bool = True,
+        prometheus: bool = False,
         timeout_s: float = 600.0,
         progress: Progress = _print,
     ) -> StackState:
@@ -119,6 +121,8 @@ class Stack:
             self._up(state, nodes, gpus_per_node, reconcile_interval_s, timeout_s, progress)
             state.ready_s = round(time.monotonic() - started, 1)
             self._save(state)
+            if prometheus:
+                self.start_prometheus(state, progress)
             if sample:
                 self.apply_sample(state, timeout_s, progress)
         except BaseException:
@@ -197,6 +201,33 @@ class Stack:
             60.0, state,
         )  # fmt: skip
         progress(f"==> operator running (metrics: {state.operator_metrics_url})")
+
+    def start_prometheus(self, state: StackState, progress: Progress = _print) -> str:
+        """Start the stack's Prometheus and its pod discovery (scaleserve/dev/prometheus.py,
+        prometheus_sd.py); returns its URL."""
+        from scaleserve.dev import prometheus as prom
+
+        folder = self.dir / "prometheus"
+        targets = folder / "pods.json"
+        operator = state.operator_metrics_url.removeprefix("http://").split("/", 1)[0]
+        prom.write_config(folder / "prometheus.yml", prom.config(targets, operator))
+        env = {**os.environ, processes.MARKER_ENV: state.marker}
+        sd = processes.spawn(
+            [sys.executable, "-m", "scaleserve.dev.prometheus_sd", self.name, str(targets)],
+            env=env, log=self.logs / "prometheus-sd.log", cwd=self.dir,
+        )  # fmt: skip
+        state.pids["prometheus-sd"] = sd.pid
+        port = free_port()
+        proc = processes.spawn(
+            prom.argv(prom.binaries_dir(), folder / "prometheus.yml", folder / "data", port),
+            env=env, log=self.logs / "prometheus.log", cwd=self.dir,
+        )  # fmt: skip
+        state.pids["prometheus"] = proc.pid
+        state.prometheus_url = f"http://127.0.0.1:{port}"
+        self._save(state)
+        self._wait("Prometheus", lambda: prom.ready(state.prometheus_url), 60.0, state)
+        progress(f"==> Prometheus: {state.prometheus_url} (scraping the operator and every pod)")
+        return state.prometheus_url
 
     def _install_crd(self, timeout_s: float) -> None:
         api = self.cluster.api()
@@ -278,7 +309,12 @@ class Stack:
             or podnet.exists(self.name)
         )
         if state is not None:
-            for name, grace in (("runner", 30.0), ("operator", 10.0)):
+            for name, grace in (
+                ("runner", 30.0),
+                ("operator", 10.0),
+                ("prometheus", 10.0),
+                ("prometheus-sd", 5.0),
+            ):
                 pid = state.pids.get(name)
                 if pid is not None and processes.alive(pid):
                     say(f"==> stopping the {name}")

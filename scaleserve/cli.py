@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "dev": "scaleserve.dev.cli",
     "demo": "scaleserve.demo",
     "tiny-model": "scaleserve.engine.tiny_model",
+    "simulate": "scaleserve.simulate.cli",
 }
 
 

@@ -106,7 +106,10 @@ def _at(view: View, shapes: tuple[GroupShape, ...]) -> bool:
 
 
 def safe_steps(plan: Plan, view: View, limit: int) -> tuple[tuple[Group, ...], tuple[str, ...]]:
-    """The plan's steps the operator's executor runs now (scaleserve/operator/executor.py)."""
+    """The plan's steps the operator's executor runs now (scaleserve/operator/executor.py);
+    none for a plan that would take the last serving group away (the operator holds then)."""
+    if plan.disruptive:
+        return (), ()
     not_ready = {g.group.name for g in view.groups if not g.ready}
     held = sum(g.group.size for g in view.groups) + view.draining_gpus
     deletes = any(s.action == "delete" for s in plan.steps)

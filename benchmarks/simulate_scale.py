@@ -1,0 +1,133 @@
+"""The simulator at scale (not a CI test): many endpoints on a shared GPU cluster over a day.
+
+Uses the coarse engine model (scaleserve/simulate/coarse.py: one step per operator pass, the
+profile's steady state per replica), and runs every endpoint's operator decision (thresholds
+mode, through the simulator's adapter) at the operator's interval. Each endpoint has its own
+diurnal day (peak 30x its trough, a random peak and time zone). Reports wall time, the cost
+of one decision pass (p50/p99), GPU-hours, reshapes and the invariants: each endpoint within
+budget + surge, the cluster within its GPUs, never zero ready replicas after the first Ready,
+every reshape completed. Writes benchmarks/results/simulate_scale.json.
+
+    python benchmarks/simulate_scale.py --profile PROFILE.yaml [--endpoints 1000]
+        [--gpus 10000] [--hours 24] [--interval 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scaleserve.operator.spec import parse_spec
+from scaleserve.profiles import parse_profile
+from scaleserve.simulate.coarse import act, endpoint_for, serve
+from scaleserve.simulate.compare import Setup
+from scaleserve.simulate.control import ThresholdsControl
+
+RESULTS = Path(__file__).resolve().parent / "results" / "simulate_scale.json"
+DAY = 86_400.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--endpoints", type=int, default=1000)
+    parser.add_argument("--gpus", type=int, default=10_000, help="GPUs in the cluster")
+    parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--interval", type=float, default=10.0, help="operator pass, seconds")
+    parser.add_argument("--peak-rps", type=float, default=20.0, help="median endpoint peak")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    print(json.dumps(run(args), indent=1))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    profile = parse_profile(Path(args.profile).read_text())
+    rng = random.Random(args.seed)
+    spec = parse_spec(Setup().spec())
+    endpoints = [endpoint_for(ThresholdsControl(spec), profile) for _ in range(args.endpoints)]
+    peaks = [args.peak_rps * math.exp(rng.gauss(0, 0.7)) for _ in endpoints]
+    phases = [rng.uniform(0, DAY) for _ in endpoints]
+    limit = spec.autoscaling.gpu_budget + spec.autoscaling.surge_gpus  # type: ignore[union-attr]
+    passes = int(args.hours * 3600 / args.interval)
+    decide_ns = array("q")
+    gpu_seconds = tokens = 0.0
+    reshapes = over_budget = max_cluster = 0
+    started = time.perf_counter()
+    for k in range(passes):
+        now = (k + 1) * args.interval
+        held = sum(e.gpus() for e in endpoints)
+        max_cluster = max(max_cluster, held)
+        for e, peak, phase in zip(endpoints, peaks, phases, strict=True):
+            day = (1 - math.cos(2 * math.pi * (now + phase) / DAY)) / 2
+            rate = peak / 30 + (peak - peak / 30) * day
+            result = serve(e, now, rate, args.interval)
+            tokens += result.served * profile.workload.output_tokens * args.interval
+            before = e.gpus()
+            t0 = time.perf_counter_ns()
+            reshapes += act(e, now, result, args.gpus - held)
+            decide_ns.append(time.perf_counter_ns() - t0)
+            held += e.gpus() - before
+            gpu_seconds += e.gpus() * args.interval
+            over_budget += e.gpus() > limit
+        if k % max(passes // 20, 1) == 0:
+            print(
+                f"  {now / 3600:5.1f} h  {held} GPUs held  {time.perf_counter() - started:.0f}s",
+                flush=True,
+            )
+    wall = time.perf_counter() - started
+    ns = np.frombuffer(decide_ns, dtype=np.int64)
+    unfinished = sum(
+        1
+        for e in endpoints
+        if e.control.since is not None and (e.control.completed or 0) < e.control.since
+    )
+    out = {
+        "engine_model": "coarse (one step per operator pass, steady state from the profile)",
+        "profile": {
+            "model": profile.model,
+            "gpu": profile.gpu,
+            "provenance": profile.provenance.model_dump(),
+        },
+        "endpoints": args.endpoints,
+        "cluster_gpus": args.gpus,
+        "simulated_hours": args.hours,
+        "interval_s": args.interval,
+        "passes_per_endpoint": passes,
+        "wall_s": round(wall, 1),
+        "decide_us": {
+            "p50": round(float(np.percentile(ns, 50)) / 1000, 1),
+            "p99": round(float(np.percentile(ns, 99)) / 1000, 1),
+        },
+        "gpu_hours": round(gpu_seconds / 3600, 1),
+        "output_tokens_per_s": round(tokens / (passes * args.interval), 1),
+        "reshapes": reshapes,
+        "invariants": {
+            "endpoint_over_budget_plus_surge_passes": over_budget,
+            "max_cluster_gpus_held": max_cluster,
+            "cluster_over_capacity": max_cluster > args.gpus,
+            "zero_ready_passes_after_first_ready": sum(e.dark_passes for e in endpoints),
+            "reshapes_unfinished_at_end": unfinished,
+        },
+        "host": {
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "note": "2 cores shared with other work: wall times are upper bounds",
+        },
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

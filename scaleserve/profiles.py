@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 import yaml
@@ -88,29 +89,21 @@ class DegreeProfile(_Model):
         return self
 
     def ttft_ms(self, concurrency: float) -> float:
-        return _interpolate(self.points, concurrency, lambda p: p.ttft_ms)
+        return _interpolate(self.points, concurrency, _ttft)
 
     def tbt_ms(self, concurrency: float) -> float:
-        return _interpolate(self.points, concurrency, lambda p: p.tbt_ms)
+        return _interpolate(self.points, concurrency, _tbt)
 
     def capacity(self, ttft_ms: float | None, tbt_ms: float | None) -> float:
         """The most requests one replica runs with typical TTFT and TBT within the objectives
-        (None: no objective), searched on the measured range and one step beyond; 0 when even
-        one request misses them."""
-        top = 2 * self.points[-1].concurrency
-        lo, hi = 0.0, float(top)
-        if self._meets(hi, ttft_ms, tbt_ms):
-            return hi
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self._meets(mid, ttft_ms, tbt_ms) else (lo, mid)
-        return lo if self._meets(max(lo, 1.0), ttft_ms, tbt_ms) else 0.0
-
-    def _meets(self, load: float, ttft_ms: float | None, tbt_ms: float | None) -> bool:
-        load = max(load, 1.0)
-        return (ttft_ms is None or self.ttft_ms(load) <= ttft_ms) and (
-            tbt_ms is None or self.tbt_ms(load) <= tbt_ms
-        )
+        (None: no objective), up to twice the last measured load; 0 when even one request
+        misses them."""
+        limits = [
+            _first_crossing(self.points, value, bound)
+            for value, bound in ((_ttft, ttft_ms), (_tbt, tbt_ms))
+            if bound is not None
+        ]
+        return min([2.0 * self.points[-1].concurrency, *limits])
 
 
 class Profile(_Model):
@@ -137,7 +130,33 @@ class Profile(_Model):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def _interpolate(points: tuple[Point, ...], x: float, value: Any) -> float:
+def _ttft(p: Point) -> float:
+    return p.ttft_ms
+
+
+def _tbt(p: Point) -> float:
+    return p.tbt_ms
+
+
+def _first_crossing(
+    points: tuple[Point, ...], value: Callable[[Point], float], bound: float
+) -> float:
+    """The load at which the interpolated curve first rises above `bound` (the end of the
+    extrapolated range if it never does); 0 if it starts above."""
+    top = 2.0 * points[-1].concurrency
+    if value(points[0]) > bound:
+        return 0.0
+    ends = [*points[1:], None] if len(points) > 1 else [None]
+    for a, b in zip(points, ends, strict=True):
+        x1 = b.concurrency if b is not None else top
+        y1 = value(b) if b is not None else _interpolate(points, top, value)
+        if y1 > bound:
+            y0 = value(a)
+            return a.concurrency + (bound - y0) * (x1 - a.concurrency) / (y1 - y0)
+    return top
+
+
+def _interpolate(points: tuple[Point, ...], x: float, value: Callable[[Point], float]) -> float:
     if x <= points[0].concurrency or len(points) == 1:
         return float(value(points[0]))
     a, b = points[-2], points[-1]

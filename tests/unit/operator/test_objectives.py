@@ -1,0 +1,161 @@
+"""The objectives policy: fewest GPUs meeting the objectives, bounds, monotonic in load,
+hysteresis, and the most capacity when nothing meets them."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scaleserve.operator.layout import GroupShape
+from scaleserve.operator.objectives import Objectives, Plan, choose
+from scaleserve.profiles import parse_profile
+
+pytestmark = pytest.mark.unit
+
+CANDIDATES = (8, 4, 2, 1)
+
+
+def profile_of(curves: dict[int, tuple[float, float, float]]):
+    """tp -> (tbt at 1 request, tbt slope per request, ttft) as a two-point profile."""
+    degrees = [
+        {
+            "tensorParallel": tp,
+            "startupSeconds": 60,
+            "points": [
+                {"concurrency": 1, "ttftMs": ttft, "tbtMs": tbt},
+                {"concurrency": 101, "ttftMs": ttft * 3, "tbtMs": tbt + 100 * slope},
+            ],
+        }
+        for tp, (tbt, slope, ttft) in curves.items()
+    ]
+    return parse_profile(
+        {
+            "apiVersion": "scaleserve.io/v1alpha1",
+            "kind": "PerformanceProfile",
+            "model": "m",
+            "gpu": "g",
+            "engine": "e",
+            "workload": {"inputTokens": 100, "outputTokens": 100},
+            "provenance": {"source": "published", "tool": "hand", "date": "2026-12-06"},
+            "tensorParallel": degrees,
+        }
+    )
+
+
+# Wide replicas are fast but carry little per GPU; narrow ones are slower and carry more.
+PROFILE = profile_of(
+    {8: (2.0, 0.5, 10.0), 4: (3.0, 0.5, 12.0), 2: (5.0, 0.4, 15.0), 1: (9.0, 0.3, 20.0)}
+)
+
+
+def objectives(**overrides) -> Objectives:
+    base = {"ttft_ms": None, "tbt_ms": 25.0, "min_gpus": 0, "max_gpus": 8, "per_node": 8}
+    return Objectives(candidates=CANDIDATES, **{**base, **overrides})
+
+
+def gpus(plan: Plan) -> int:
+    return sum(s.size for s in plan.shapes)
+
+
+def test_fewest_gpus_win_and_tight_objectives_need_wide_replicas() -> None:
+    assert choose(objectives(tbt_ms=25), PROFILE, 5, ()).shapes == (GroupShape(1, 1),)
+    tight = choose(objectives(tbt_ms=2.9), PROFILE, 2, ())
+    assert tight.meets
+    assert tight.shapes == (GroupShape(8, 8),)
+    heavy = choose(objectives(tbt_ms=25), PROFILE, 200, ())
+    assert heavy.meets
+    assert {s.tensor_parallel for s in heavy.shapes} == {1}
+
+
+def test_zero_load_with_min_gpus_zero_releases_every_gpu() -> None:
+    plan = choose(objectives(min_gpus=0), PROFILE, 0, (GroupShape(8, 8),))
+    assert plan.shapes == ()
+    assert plan.meets
+
+
+def test_no_layout_meeting_the_objectives_takes_the_most_capacity_and_says_so() -> None:
+    plan = choose(objectives(max_gpus=8), PROFILE, 10_000, ())
+    assert not plan.meets
+    assert gpus(plan) == 8
+    assert "most capacity" in plan.reason
+    unreachable = choose(objectives(tbt_ms=1.0), PROFILE, 5, ())
+    assert not unreachable.meets
+    assert "even unloaded" in unreachable.reason
+
+
+def test_hysteresis_shrinks_only_with_headroom_and_holds_in_between() -> None:
+    obj = objectives(max_gpus=16, per_node=8, hysteresis=0.5)
+    big = choose(obj, PROFILE, 300, ())
+    held = 0
+    for load in range(0, 300, 5):
+        plan = choose(obj, PROFILE, load, big.shapes)
+        if plan.shapes != big.shapes:
+            assert gpus(plan) < gpus(big)
+            assert plan.capacity * (1 - obj.hysteresis) >= load
+        elif gpus(choose(obj, PROFILE, load, ())) < gpus(big):
+            held += 1  # a smaller layout carries this load, but without the headroom
+    assert held > 0
+
+
+def _all_mixes(max_gpus: int) -> list[tuple[int, ...]]:
+    ranges = [range(max_gpus // tp + 1) for tp in CANDIDATES]
+    return [
+        m
+        for m in itertools.product(*ranges)
+        if sum(r * tp for r, tp in zip(m, CANDIDATES, strict=True)) <= max_gpus
+    ]
+
+
+profiles = st.fixed_dictionaries(
+    {tp: st.tuples(st.floats(1, 20), st.floats(0.01, 1.0), st.floats(5, 200)) for tp in CANDIDATES}
+).map(profile_of)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    profile=profiles,
+    load=st.floats(0, 2000).map(lambda x: round(x, 3)),
+    nodes=st.integers(1, 3),
+    min_nodes=st.integers(0, 3),
+    tbt=st.floats(5, 80),
+)
+def test_properties_bounds_best_effort_and_determinism(
+    profile, load, nodes, min_nodes, tbt
+) -> None:
+    obj = objectives(tbt_ms=tbt, max_gpus=8 * nodes, min_gpus=8 * min(min_nodes, nodes))
+    plan = choose(obj, profile, load, ())
+    assert obj.min_gpus <= gpus(plan) <= obj.max_gpus
+    assert plan == choose(obj, profile, load, ())
+    # it meets the objectives whenever any layout within maxGPUs does (brute force)
+    caps = {tp: profile.degree(tp).capacity(None, tbt) for tp in CANDIDATES}
+    best = max(
+        sum(r * caps[tp] for r, tp in zip(m, CANDIDATES, strict=True))
+        for m in _all_mixes(obj.max_gpus)
+    )
+    if best >= load - 1e-6 and any(caps.values()):
+        assert plan.meets
+        assert plan.capacity >= load - 1e-6
+        # and with the fewest GPUs among the layouts that do
+        fewest = min(
+            sum(r * tp for r, tp in zip(m, CANDIDATES, strict=True))
+            for m in _all_mixes(obj.max_gpus)
+            if sum(r * caps[tp] for r, tp in zip(m, CANDIDATES, strict=True)) >= load - 1e-6
+        )
+        assert gpus(plan) == max(fewest, obj.min_gpus)
+    else:
+        assert not plan.meets
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    profile=profiles,
+    loads=st.lists(st.floats(0, 1500), min_size=2, max_size=2),
+    nodes=st.integers(1, 3),
+)
+def test_more_load_never_yields_fewer_gpus(profile, loads, nodes) -> None:
+    obj = objectives(max_gpus=8 * nodes)
+    low, high = sorted(loads)
+    assert gpus(choose(obj, profile, low, ())) <= gpus(choose(obj, profile, high, ()))

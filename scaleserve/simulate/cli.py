@@ -28,9 +28,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--profile", required=True, help="performance profile (YAML or JSON)")
     parser.add_argument(
         "--strategies",
-        default="static:1x8,static:8x1,replicas:1,thresholds",
+        default="static:1x8,static:8x1,replicas:1,thresholds,objectives",
         help="comma-separated: static:RxT (fixed layout), replicas:T (replica autoscaler, TP "
-        "T fixed, on in-flight requests), thresholds (scaleserve's thresholds mode)",
+        "T fixed, on in-flight requests), thresholds (scaleserve's thresholds mode), "
+        "objectives[:MIN] (scaleserve's objectives mode, minGPUs MIN (default 1), maxGPUs "
+        "--gpus, objectives --ttft-ms and --tbt-ms)",
     )
     t = parser.add_argument_group("traffic")
     t.add_argument("--traffic", choices=["diurnal", "constant", "sweep"], default="diurnal")
@@ -58,8 +60,9 @@ def register(subparsers: Any) -> None:
     e.add_argument("--per-node", type=int, default=8)
     e.add_argument("--candidates", default="8,1", help="thresholds mode: TP candidates")
     e.add_argument("--thresholds", default="64", help="thresholds mode: concurrency bands")
-    e.add_argument("--window", type=int, default=60, help="thresholds mode: window seconds")
-    e.add_argument("--cooldown", type=int, default=300, help="thresholds mode: cooldown s")
+    e.add_argument("--objective-candidates", default="8,4,2,1", help="objectives mode: TPs")
+    e.add_argument("--window", type=int, default=60, help="scaleserve: window seconds")
+    e.add_argument("--cooldown", type=int, default=300, help="scaleserve: cooldown seconds")
     e.add_argument("--ttft-ms", type=float, default=1000.0, help="objective: per-request TTFT")
     e.add_argument("--tbt-ms", type=float, default=25.0, help="objective: per-request mean TBT")
     e.add_argument(
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         window_s=args.window,
         cooldown_s=args.cooldown,
         objectives=Objectives(args.ttft_ms, args.tbt_ms),
+        objective_candidates=_ints(args.objective_candidates),
     )
     names = tuple(n.strip() for n in args.strategies.split(",") if n.strip())
     bars: list[tqdm[Any]] = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from scaleserve.operator.layout import Group, GroupShape
 from scaleserve.profiles import DegreeProfile, Profile
-from scaleserve.simulate.control import LiveGroup, ThresholdsControl, View
+from scaleserve.simulate.control import Control, LiveGroup, View
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class CoarseGroup:
 
 @dataclass
 class CoarseEndpoint:
-    control: ThresholdsControl
+    control: Control
     curves: dict[int, Curve]
     startup: dict[int, float]
     output_tokens: int
@@ -141,9 +141,7 @@ def act(endpoint: CoarseEndpoint, now: float, result: PassResult, free: int) -> 
     return steps.reshape_started
 
 
-def endpoint_for(
-    control: ThresholdsControl, profile: Profile, max_seqs: int = 1024
-) -> CoarseEndpoint:
+def endpoint_for(control: Control, profile: Profile, max_seqs: int = 1024) -> CoarseEndpoint:
     osl = profile.workload.output_tokens
     curves = {d.tensor_parallel: Curve.of(d, osl, max_seqs) for d in profile.degrees}
     startup = {d.tensor_parallel: d.startup_seconds for d in profile.degrees}

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scaleserve.operator import objectives
 from scaleserve.operator.layout import Layout, group_shapes
 from scaleserve.operator.spec import parse_spec
 from scaleserve.profiles import Profile
-from scaleserve.simulate.control import ThresholdsControl
+from scaleserve.simulate.control import ObjectivesControl, ThresholdsControl
 from scaleserve.simulate.metrics import Objectives, summarize
 from scaleserve.simulate.run import Outcome, simulate
 from scaleserve.simulate.strategies import ReplicaAutoscaler, Scaleserve, Static, Strategy
@@ -31,6 +32,7 @@ class Setup:
     window_s: int = 60
     cooldown_s: int = 300
     objectives: Objectives = DEFAULT_OBJECTIVES
+    objective_candidates: tuple[int, ...] = (8, 4, 2, 1)
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -49,7 +51,8 @@ class Setup:
 
 def build(name: str, setup: Setup, profile: Profile) -> Strategy:
     """`static:RxT`, `replicas:T` (TP fixed, in-flight target = what one replica carries within
-    the objectives by the profile) or `thresholds`."""
+    the objectives by the profile), `thresholds` or `objectives[:MIN]` (minGPUs MIN, default 1;
+    maxGPUs the budget)."""
     kind, _, arg = name.partition(":")
     if kind == "static":
         layout = Layout.parse(arg)
@@ -65,9 +68,23 @@ def build(name: str, setup: Setup, profile: Profile) -> Strategy:
         target = max(degree.capacity(o.ttft_ms, o.tbt_ms), 1.0)
         return ReplicaAutoscaler(tp, target, setup.gpus)
     if kind == "thresholds":
-        control = ThresholdsControl(parse_spec(setup.spec()))
-        return Scaleserve(control, setup.gpus + setup.surge)
-    raise ValueError(f"unknown strategy {name!r} (static:RxT, replicas:T, thresholds)")
+        return Scaleserve(ThresholdsControl(parse_spec(setup.spec())), setup.gpus + setup.surge)
+    if kind == "objectives":
+        least = int(arg or "1")
+        policy = objectives.Objectives(
+            ttft_ms=setup.objectives.ttft_ms,
+            tbt_ms=setup.objectives.tbt_ms,
+            min_gpus=least,
+            max_gpus=setup.gpus,
+            per_node=setup.per_node,
+            candidates=setup.objective_candidates,
+        )
+        return Scaleserve(
+            ObjectivesControl(policy, profile, setup.window_s, setup.cooldown_s, setup.surge),
+            setup.gpus + setup.surge,
+            mode=f"objectives {least}-{setup.gpus} GPUs",
+        )
+    raise ValueError(f"unknown strategy {name!r} (static:RxT, replicas:T, thresholds, objectives)")
 
 
 def compare(

@@ -7,6 +7,7 @@ returns the steps that are safe now, as data. Thresholds mode runs the operator'
 within budget + surge), then keeps the steps the operator's executor would run now: a delete
 only once every new group is Ready, one new group at a time while a transition deletes, no
 create that would take the endpoint over its limit while deleted groups still hold GPUs.
+Objectives mode runs the operator's `objectives.choose` in place of `choose_layout`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from scaleserve.operator.layout import (
     Group,
     GroupShape,
     Layout,
+    Window,
     choose_layout,
     group_shapes,
     initial_layout,
     seconds_since_reshape,
 )
+from scaleserve.operator.objectives import Objectives, choose
 from scaleserve.operator.planner import Plan, plan_transition
 from scaleserve.operator.spec import EndpointSpec
+from scaleserve.profiles import Profile
 
 _KEY = ("sim", "endpoint", "")
 
@@ -53,47 +57,92 @@ class Steps:
     reason: str
 
 
-class ThresholdsControl:
-    """The operator's thresholds mode, one endpoint, state kept as the CR status keeps it."""
+class Control:
+    """One endpoint's operator state, kept as the CR status keeps it: the target groups, when
+    the target last changed and when a reshape last completed."""
 
-    def __init__(self, spec: EndpointSpec) -> None:
-        assert spec.autoscaling is not None
-        self.spec = spec
-        self.policy = spec.autoscaling
-        self.limit = self.policy.gpu_budget + self.policy.surge_gpus
+    def __init__(self, per_node: int, limit: int, window_s: int, target: Layout) -> None:
+        self.per_node = per_node
+        self.limit = limit
+        self.window_s = window_s
         self.windows = Windows()
-        self.target: Layout = initial_layout(spec)
+        self.target: tuple[GroupShape, ...] = group_shapes(target, per_node)
         self.since: float | None = None
         self.completed: float | None = None
 
     def initial(self) -> tuple[GroupShape, ...]:
-        return group_shapes(self.target, self.spec.gpu.per_node)
+        return self.target
+
+    def _choose(
+        self, window: Window, elapsed: float | None, reshaping: bool
+    ) -> tuple[tuple[GroupShape, ...], str]:
+        raise NotImplementedError
 
     def step(self, now: float, view: View) -> Steps:
-        self.windows.add(_KEY, now, view.in_flight_avg, self.policy.window_seconds)
-        window = self.windows.get(_KEY, now, self.policy.window_seconds)
-        shapes = group_shapes(self.target, self.spec.gpu.per_node)
-        reshaping = not _at(view, shapes)
+        self.windows.add(_KEY, now, view.in_flight_avg, self.window_s)
+        window = self.windows.get(_KEY, now, self.window_s)
         elapsed = seconds_since_reshape(_ago(now, self.since), _ago(now, self.completed))
-        decision = choose_layout(self.policy, window, Current(self.target, elapsed, reshaping))
-        started = decision.changed and decision.layout != self.target
+        shapes, reason = self._choose(window, elapsed, not _at(view, self.target))
+        started = sorted(shapes) != sorted(self.target)
         if started:
-            self.target, self.since = decision.layout, now
-            shapes = group_shapes(self.target, self.spec.gpu.per_node)
-        current = [g.group for g in view.groups]
+            self.target, self.since = shapes, now
         plan = plan_transition(
-            current,
-            shapes,
+            [g.group for g in view.groups],
+            self.target,
             view.free_gpus,
             gpu_limit=self.limit,
             avoid_names=view.draining_names,
             releasing_gpus=view.draining_gpus,
         )
-        done = plan.done and _at(view, shapes) and self.since is not None
+        done = plan.done and _at(view, self.target) and self.since is not None
         if done and (self.completed is None or self.completed < (self.since or 0.0)):
             self.completed = now
         creates, deletes = safe_steps(plan, view, self.limit)
-        return Steps(creates, deletes, started, decision.reason)
+        return Steps(creates, deletes, started, reason)
+
+
+class ThresholdsControl(Control):
+    """The operator's thresholds mode: `choose_layout` on the window of in-flight requests."""
+
+    def __init__(self, spec: EndpointSpec) -> None:
+        assert spec.autoscaling is not None
+        self.policy = spec.autoscaling
+        limit = self.policy.gpu_budget + self.policy.surge_gpus
+        super().__init__(spec.gpu.per_node, limit, self.policy.window_seconds, initial_layout(spec))
+        self.layout = initial_layout(spec)
+
+    def _choose(
+        self, window: Window, elapsed: float | None, reshaping: bool
+    ) -> tuple[tuple[GroupShape, ...], str]:
+        decision = choose_layout(self.policy, window, Current(self.layout, elapsed, reshaping))
+        self.layout = decision.layout
+        return group_shapes(decision.layout, self.per_node), decision.reason
+
+
+class ObjectivesControl(Control):
+    """The operator's objectives mode: `objectives.choose` on the window's mean in-flight
+    requests. The window must be full, a reshape in progress is finished first, and a move to
+    fewer GPUs waits for the cooldown (counted from the last reshape's completion), so a dip
+    shorter than the cooldown releases nothing; a move to more GPUs does not wait."""
+
+    def __init__(
+        self, objectives: Objectives, profile: Profile, window_s: int, cooldown_s: int, surge: int
+    ) -> None:
+        self.objectives, self.profile, self.cooldown_s = objectives, profile, cooldown_s
+        first = choose(objectives, profile, 0.0, ())
+        super().__init__(objectives.per_node, objectives.max_gpus + surge, window_s, Layout(1, 1))
+        self.target = first.shapes
+
+    def _choose(
+        self, window: Window, elapsed: float | None, reshaping: bool
+    ) -> tuple[tuple[GroupShape, ...], str]:
+        if window.mean is None or window.span_s < self.window_s or reshaping:
+            return self.target, "collecting samples or reshaping"
+        plan = choose(self.objectives, self.profile, window.mean, self.target)
+        fewer = plan.gpus < sum(s.size for s in self.target)
+        if fewer and elapsed is not None and elapsed < self.cooldown_s:
+            return self.target, f"cooldown before {plan.reason}"
+        return plan.shapes, plan.reason
 
 
 def _ago(now: float, stamp: float | None) -> float | None:
@@ -101,6 +150,7 @@ def _ago(now: float, stamp: float | None) -> float | None:
 
 
 def _at(view: View, shapes: tuple[GroupShape, ...]) -> bool:
+    """Whether the live groups are exactly `shapes`, all Ready (the reshape is complete)."""
     live = sorted(g.group.shape for g in view.groups)
     return live == sorted(shapes) and all(g.ready for g in view.groups)
 

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from scaleserve.operator.layout import Group, GroupShape, describe
-from scaleserve.simulate.control import LiveGroup, ThresholdsControl, View
+from scaleserve.simulate.control import Control, LiveGroup, View
 from scaleserve.simulate.endpoint import Endpoint
 
 
@@ -99,7 +99,7 @@ class ReplicaAutoscaler(Strategy):
 class Scaleserve(Strategy):
     """scaleserve's operator (through the adapter in control.py) on a cluster of `cluster_gpus`."""
 
-    control: ThresholdsControl
+    control: Control
     cluster_gpus: int
     mode: str = "thresholds"
 

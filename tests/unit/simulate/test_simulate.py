@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from scaleserve.operator.layout import GroupShape
+from scaleserve.operator.objectives import Objectives as Goals
 from scaleserve.operator.spec import parse_spec
 from scaleserve.profiles import parse_profile
-from scaleserve.simulate.control import ThresholdsControl
+from scaleserve.simulate.control import ObjectivesControl, ThresholdsControl
 from scaleserve.simulate.endpoint import Endpoint, Limits
 from scaleserve.simulate.engine import Request
 from scaleserve.simulate.events import EventQueue
@@ -102,6 +103,7 @@ def test_strategies_conserve_requests_and_keep_the_invariants(traffic: OpenLoop 
         Static((GroupShape(8, 1),)),
         ReplicaAutoscaler(tensor_parallel=2, target_in_flight=20, max_gpus=8),
         Scaleserve(ThresholdsControl(SPEC), cluster_gpus=16),
+        Scaleserve(_objectives(), cluster_gpus=16, mode="objectives"),
     ]
     for strategy in strategies:
         outcome = simulate(PROFILE, traffic, strategy, seed=7)
@@ -127,3 +129,27 @@ def test_thresholds_mode_reshapes_make_before_break_within_budget_plus_surge() -
     summary = summarize(outcome, Objectives(ttft_ms=2000, tbt_ms=50))
     assert summary["reshapes"] == 2
     assert 0 < summary["capacity_lost_share"] < 0.5
+
+
+def _objectives() -> ObjectivesControl:
+    goals = Goals(
+        ttft_ms=500, tbt_ms=12, min_gpus=1, max_gpus=8, per_node=8, candidates=(8, 4, 2, 1)
+    )
+    return ObjectivesControl(goals, PROFILE, window_s=30, cooldown_s=60, surge=8)
+
+
+def test_objectives_mode_gives_gpus_back_as_load_falls_and_takes_them_as_it_rises() -> None:
+    traffic = OpenLoop(duration_s=1800, peak_rps=60, shape="diurnal")
+    strategy = Scaleserve(_objectives(), cluster_gpus=16, mode="objectives")
+    outcome = simulate(PROFILE, traffic, strategy, seed=5)
+    gpus = [g for _, g, _, _ in outcome.endpoint.timeline]
+    peak = gpus.index(max(gpus))
+    assert gpus[0] < max(gpus)
+    assert gpus[-1] < max(gpus)
+    assert min(gpus[peak:]) < max(gpus)
+    assert outcome.endpoint.max_gpus <= 16
+    assert outcome.endpoint.dark_events == []
+    assert outcome.violations == ()
+    assert outcome.conserved
+    static = simulate(PROFILE, traffic, Static((GroupShape(8, 8),)), seed=5)
+    assert outcome.endpoint.gpu_seconds < 0.9 * static.endpoint.gpu_seconds

@@ -50,8 +50,8 @@ class Setup:
 
 
 def build(name: str, setup: Setup, profile: Profile) -> Strategy:
-    """`static:RxT`, `replicas:T` (TP fixed, in-flight target = what one replica carries within
-    the objectives by the profile), `thresholds` or `objectives[:MIN]` (minGPUs MIN, default 1;
+    """`static:RxT`, `replicas:T` (TP fixed, in-flight target 80% of what one replica carries
+    within the objectives by the profile), `thresholds` or `objectives[:MIN]` (minGPUs MIN, default 1;
     maxGPUs the budget)."""
     kind, _, arg = name.partition(":")
     if kind == "static":
@@ -65,7 +65,7 @@ def build(name: str, setup: Setup, profile: Profile) -> Strategy:
         if degree is None:
             raise ValueError(f"{name}: the profile has no tensorParallel {tp}")
         o = setup.objectives
-        target = max(degree.capacity(o.ttft_ms, o.tbt_ms), 1.0)
+        target = max(0.8 * degree.capacity(o.ttft_ms, o.tbt_ms), 1.0)
         return ReplicaAutoscaler(tp, target, setup.gpus)
     if kind == "thresholds":
         return Scaleserve(ThresholdsControl(parse_spec(setup.spec())), setup.gpus + setup.surge)

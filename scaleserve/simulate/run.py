@@ -50,8 +50,6 @@ def simulate(
 
     def tick(now: float) -> None:
         strategy.tick(now, endpoint)
-        if endpoint.max_gpus > strategy.gpu_limit:
-            violations.append(f"{now:.0f}s: {endpoint.max_gpus} GPUs > {strategy.gpu_limit}")
         if now + strategy.interval_s <= duration:
             events.schedule(now + strategy.interval_s, tick)
 
@@ -68,6 +66,9 @@ def simulate(
         if progress is not None:
             progress(t)
     endpoint.take_in_flight_avg(duration)  # accounts up to the end
+    # the endpoint tracks the most GPUs it held at every change, not only at passes
+    if endpoint.max_gpus > strategy.gpu_limit:
+        violations.append(f"held {endpoint.max_gpus} GPUs, over the limit {strategy.gpu_limit}")
     if strategy.ours and endpoint.dark_events:
         violations.append(f"zero ready replicas at {endpoint.dark_events[0]:.0f}s")
     return Outcome(strategy, endpoint, duration, tuple(violations))

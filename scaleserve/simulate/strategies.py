@@ -88,7 +88,10 @@ class ReplicaAutoscaler(Strategy):
             desired = min(current, max(d for _, d in self._recent))
         if desired != current:
             self.reshapes += 1
-        for _ in range(desired - current):
+        # a pod beyond the cluster's GPUs (draining pods still hold theirs) would stay Pending:
+        # it is created once there is room
+        room = (self.max_gpus - endpoint.gpus) // self.tensor_parallel
+        for _ in range(min(desired - current, room)):
             self._add(now, endpoint)
         # scale-down removes the newest replicas first (a starting one before a Ready one)
         for group in sorted(live, key=lambda g: g.created, reverse=True)[: current - desired]:

@@ -1,15 +1,15 @@
 """The simulator at scale (not a CI test): many endpoints on a shared GPU cluster over a day.
 
 Uses the coarse engine model (scaleserve/simulate/coarse.py: one step per operator pass, the
-profile's steady state per replica), and runs every endpoint's operator decision (thresholds
-mode, through the simulator's adapter) at the operator's interval. Each endpoint has its own
-diurnal day (peak 30x its trough, a random peak and time zone). Reports wall time, the cost
+profile's steady state per replica), and runs every endpoint's operator decision (thresholds or
+objectives mode, through the simulator's adapter) at the operator's interval. Each endpoint has
+its own diurnal day (peak 30x its trough, a random peak and time zone). Reports wall time, the cost
 of one decision pass (p50/p99), GPU-hours, reshapes and the invariants: each endpoint within
 budget + surge, the cluster within its GPUs, never zero ready replicas after the first Ready,
 every reshape completed. Writes benchmarks/results/simulate_scale.json.
 
     python benchmarks/simulate_scale.py --profile PROFILE.yaml [--endpoints 1000]
-        [--gpus 10000] [--hours 24] [--interval 10]
+        [--gpus 10000] [--hours 24] [--interval 10] [--strategy thresholds|objectives]
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from scaleserve.operator.spec import parse_spec
 from scaleserve.profiles import parse_profile
 from scaleserve.simulate.coarse import act, endpoint_for, serve
-from scaleserve.simulate.compare import Setup
-from scaleserve.simulate.control import ThresholdsControl
+from scaleserve.simulate.compare import Setup, build
+from scaleserve.simulate.metrics import Objectives
+from scaleserve.simulate.strategies import Scaleserve
 
 RESULTS = Path(__file__).resolve().parent / "results" / "simulate_scale.json"
 DAY = 86_400.0
@@ -43,7 +43,10 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=10_000, help="GPUs in the cluster")
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--interval", type=float, default=10.0, help="operator pass, seconds")
-    parser.add_argument("--peak-rps", type=float, default=20.0, help="median endpoint peak")
+    parser.add_argument("--peak-rps", type=float, default=60.0, help="median endpoint peak")
+    parser.add_argument("--strategy", default="thresholds", help="thresholds or objectives[:MIN]")
+    parser.add_argument("--ttft-ms", type=float, default=1000.0, help="objectives mode")
+    parser.add_argument("--tbt-ms", type=float, default=20.0, help="objectives mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -53,11 +56,15 @@ def main() -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     profile = parse_profile(Path(args.profile).read_text())
     rng = random.Random(args.seed)
-    spec = parse_spec(Setup().spec())
-    endpoints = [endpoint_for(ThresholdsControl(spec), profile) for _ in range(args.endpoints)]
+    setup = Setup(objectives=Objectives(args.ttft_ms, args.tbt_ms))
+    endpoints = []
+    for _ in range(args.endpoints):
+        strategy = build(args.strategy, setup, profile)
+        assert isinstance(strategy, Scaleserve), "thresholds or objectives[:MIN]"
+        endpoints.append(endpoint_for(strategy.control, profile))
     peaks = [args.peak_rps * math.exp(rng.gauss(0, 0.7)) for _ in endpoints]
     phases = [rng.uniform(0, DAY) for _ in endpoints]
-    limit = spec.autoscaling.gpu_budget + spec.autoscaling.surge_gpus  # type: ignore[union-attr]
+    limit = setup.gpus + setup.surge
     passes = int(args.hours * 3600 / args.interval)
     decide_ns = array("q")
     gpu_seconds = tokens = 0.0
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if e.control.since is not None and (e.control.completed or 0) < e.control.since
     )
     out = {
+        "strategy": args.strategy,
         "engine_model": "coarse (one step per operator pass, steady state from the profile)",
         "profile": {
             "model": profile.model,

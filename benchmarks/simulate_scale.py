@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from scaleserve.profiles import parse_profile
-from scaleserve.simulate.coarse import act, endpoint_for, serve
+from scaleserve.profiles import Profile, parse_profile
+from scaleserve.simulate.coarse import CoarseEndpoint, act, endpoint_for, serve
 from scaleserve.simulate.compare import Setup, build
 from scaleserve.simulate.metrics import Objectives
 from scaleserve.simulate.strategies import Scaleserve
@@ -55,42 +55,14 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     profile = parse_profile(Path(args.profile).read_text())
-    rng = random.Random(args.seed)
     setup = Setup(objectives=Objectives(args.ttft_ms, args.tbt_ms))
     endpoints = []
     for _ in range(args.endpoints):
         strategy = build(args.strategy, setup, profile)
         assert isinstance(strategy, Scaleserve), "thresholds or objectives[:MIN]"
         endpoints.append(endpoint_for(strategy.control, profile))
-    peaks = [args.peak_rps * math.exp(rng.gauss(0, 0.7)) for _ in endpoints]
-    phases = [rng.uniform(0, DAY) for _ in endpoints]
-    limit = setup.gpus + setup.surge
-    passes = int(args.hours * 3600 / args.interval)
-    decide_ns = array("q")
-    gpu_seconds = tokens = 0.0
-    reshapes = over_budget = max_cluster = 0
     started = time.perf_counter()
-    for k in range(passes):
-        now = (k + 1) * args.interval
-        held = sum(e.gpus() for e in endpoints)
-        max_cluster = max(max_cluster, held)
-        for e, peak, phase in zip(endpoints, peaks, phases, strict=True):
-            day = (1 - math.cos(2 * math.pi * (now + phase) / DAY)) / 2
-            rate = peak / 30 + (peak - peak / 30) * day
-            result = serve(e, now, rate, args.interval)
-            tokens += result.served * profile.workload.output_tokens * args.interval
-            before = e.gpus()
-            t0 = time.perf_counter_ns()
-            reshapes += act(e, now, result, args.gpus - held)
-            decide_ns.append(time.perf_counter_ns() - t0)
-            held += e.gpus() - before
-            gpu_seconds += e.gpus() * args.interval
-            over_budget += e.gpus() > limit
-        if k % max(passes // 20, 1) == 0:
-            print(
-                f"  {now / 3600:5.1f} h  {held} GPUs held  {time.perf_counter() - started:.0f}s",
-                flush=True,
-            )
+    stats, decide_ns = _day(args, profile, endpoints, limit=setup.gpus + setup.surge)
     wall = time.perf_counter() - started
     ns = np.frombuffer(decide_ns, dtype=np.int64)
     unfinished = sum(
@@ -110,19 +82,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cluster_gpus": args.gpus,
         "simulated_hours": args.hours,
         "interval_s": args.interval,
-        "passes_per_endpoint": passes,
+        "passes_per_endpoint": int(args.hours * 3600 / args.interval),
         "wall_s": round(wall, 1),
         "decide_us": {
             "p50": round(float(np.percentile(ns, 50)) / 1000, 1),
             "p99": round(float(np.percentile(ns, 99)) / 1000, 1),
         },
-        "gpu_hours": round(gpu_seconds / 3600, 1),
-        "output_tokens_per_s": round(tokens / (passes * args.interval), 1),
-        "reshapes": reshapes,
+        "gpu_hours": round(stats["gpu_seconds"] / 3600, 1),
+        "output_tokens_per_s": round(stats["tokens"] / (args.hours * 3600), 1),
+        "reshapes": int(stats["reshapes"]),
         "invariants": {
-            "endpoint_over_budget_plus_surge_passes": over_budget,
-            "max_cluster_gpus_held": max_cluster,
-            "cluster_over_capacity": max_cluster > args.gpus,
+            "endpoint_over_budget_plus_surge_passes": int(stats["over_budget"]),
+            "max_cluster_gpus_held": int(stats["max_cluster"]),
+            "cluster_over_capacity": stats["max_cluster"] > args.gpus,
             "zero_ready_passes_after_first_ready": sum(e.dark_passes for e in endpoints),
             "reshapes_unfinished_at_end": unfinished,
         },
@@ -135,6 +107,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     return out
+
+
+def _day(
+    args: argparse.Namespace, profile: Profile, endpoints: list[CoarseEndpoint], limit: int
+) -> tuple[dict[str, float], array[int]]:
+    """Every endpoint, pass by pass: its traffic, then its operator pass (timed)."""
+    rng = random.Random(args.seed)
+    peaks = [args.peak_rps * math.exp(rng.gauss(0, 0.7)) for _ in endpoints]
+    phases = [rng.uniform(0, DAY) for _ in endpoints]
+    passes = int(args.hours * 3600 / args.interval)
+    decide_ns = array("q")
+    stats = dict.fromkeys(["gpu_seconds", "tokens", "reshapes", "over_budget", "max_cluster"], 0.0)
+    held = sum(e.gpus() for e in endpoints)
+    for k in range(passes):
+        now = (k + 1) * args.interval
+        for e, peak, phase in zip(endpoints, peaks, phases, strict=True):
+            day = (1 - math.cos(2 * math.pi * (now + phase) / DAY)) / 2
+            held -= e.gpus()  # held: the other endpoints' GPUs, until this one has acted
+            result = serve(e, now, peak / 30 + (peak - peak / 30) * day, args.interval)
+            stats["tokens"] += result.served * profile.workload.output_tokens * args.interval
+            t0 = time.perf_counter_ns()
+            stats["reshapes"] += act(e, now, result, args.gpus - held - e.gpus())
+            decide_ns.append(time.perf_counter_ns() - t0)
+            held += e.gpus()
+            stats["max_cluster"] = max(stats["max_cluster"], held)
+            stats["gpu_seconds"] += e.gpus() * args.interval
+            stats["over_budget"] += e.gpus() > limit
+        if k % max(passes // 20, 1) == 0:
+            print(f"  {now / 3600:5.1f} h  {held} GPUs held", flush=True)
+    return stats, decide_ns
 
 
 if __name__ == "__main__":

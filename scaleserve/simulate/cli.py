@@ -9,7 +9,12 @@ panel per strategy) to --out.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scaleserve.profiles import Profile
+    from scaleserve.simulate.compare import Setup
+    from scaleserve.simulate.traffic import Traffic
 
 TRAFFIC_HELP = (
     "diurnal: a day squeezed into --duration, rising from peak/--peak-to-trough to "
@@ -80,40 +85,35 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _traffic(args: argparse.Namespace, profile: Profile) -> Traffic:
+    from scaleserve.simulate.traffic import Burst, Lengths, OpenLoop, Sweep
 
-    from tqdm import tqdm
-
-    from scaleserve.profiles import parse_profile
-    from scaleserve.simulate import report
-    from scaleserve.simulate.compare import Setup, compare
-    from scaleserve.simulate.metrics import Objectives
-    from scaleserve.simulate.traffic import Burst, Lengths, OpenLoop, Sweep, Traffic
-
-    profile = parse_profile(Path(args.profile).read_text())
     workload = profile.workload
     lengths = Lengths(
         args.lengths,
         args.input_tokens or workload.input_tokens,
         args.output_tokens or workload.output_tokens,
     )
-    traffic: Traffic
     if args.traffic == "sweep":
-        traffic = Sweep(_ints(args.levels), args.stage_seconds, lengths)
-    else:
-        bursts = tuple(Burst(*(float(x) for x in b.split(":"))) for b in args.burst)
-        traffic = OpenLoop(
-            args.duration,
-            args.peak_rps,
-            args.traffic,
-            args.peak_to_trough,
-            args.arrivals,
-            args.cv,
-            bursts,
-            lengths,
-        )
-    setup = Setup(
+        return Sweep(_ints(args.levels), args.stage_seconds, lengths)
+    bursts = tuple(Burst(*(float(x) for x in b.split(":"))) for b in args.burst)
+    return OpenLoop(
+        args.duration,
+        args.peak_rps,
+        args.traffic,
+        args.peak_to_trough,
+        args.arrivals,
+        args.cv,
+        bursts,
+        lengths,
+    )
+
+
+def _setup(args: argparse.Namespace) -> Setup:
+    from scaleserve.simulate.compare import Setup
+    from scaleserve.simulate.metrics import Objectives
+
+    return Setup(
         gpus=args.gpus,
         surge=args.surge,
         per_node=args.per_node,
@@ -124,6 +124,19 @@ def run(args: argparse.Namespace) -> int:
         objectives=Objectives(args.ttft_ms, args.tbt_ms),
         objective_candidates=_ints(args.objective_candidates),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from scaleserve.profiles import parse_profile
+    from scaleserve.simulate import report
+    from scaleserve.simulate.compare import compare
+
+    profile = parse_profile(Path(args.profile).read_text())
+    traffic, setup = _traffic(args, profile), _setup(args)
     names = tuple(n.strip() for n in args.strategies.split(",") if n.strip())
     bars: list[tqdm[Any]] = []
 

@@ -51,8 +51,8 @@ class Setup:
 
 def build(name: str, setup: Setup, profile: Profile) -> Strategy:
     """`static:RxT`, `replicas:T` (TP fixed, in-flight target 80% of what one replica carries
-    within the objectives by the profile), `thresholds` or `objectives[:MIN]` (minGPUs MIN, default 1;
-    maxGPUs the budget)."""
+    within the objectives by the profile), `thresholds` or `objectives[:MIN]` (minGPUs MIN,
+    default 1; maxGPUs the budget)."""
     kind, _, arg = name.partition(":")
     if kind == "static":
         layout = Layout.parse(arg)

@@ -14,7 +14,7 @@ from scaleserve.simulate.control import ObjectivesControl, ThresholdsControl
 from scaleserve.simulate.metrics import Objectives, summarize
 from scaleserve.simulate.run import Outcome, simulate
 from scaleserve.simulate.strategies import ReplicaAutoscaler, Scaleserve, Static, Strategy
-from scaleserve.simulate.traffic import Traffic
+from scaleserve.simulate.traffic import Sweep, Traffic
 
 DEFAULT_OBJECTIVES = Objectives(ttft_ms=1000.0, tbt_ms=25.0)
 
@@ -104,5 +104,7 @@ def compare(
         outcome = simulate(
             profile, traffic, strategy, seed=seed, routing=routing, progress=progress(name)
         )
-        results.append((outcome, summarize(outcome, setup.objectives)))
+        # a sweep's bins are its stages: one row per stream count
+        bins = len(traffic.levels) if isinstance(traffic, Sweep) else 48
+        results.append((outcome, summarize(outcome, setup.objectives, bins)))
     return results

@@ -153,3 +153,17 @@ def test_objectives_mode_gives_gpus_back_as_load_falls_and_takes_them_as_it_rise
     assert outcome.conserved
     static = simulate(PROFILE, traffic, Static((GroupShape(8, 8),)), seed=5)
     assert outcome.endpoint.gpu_seconds < 0.9 * static.endpoint.gpu_seconds
+
+
+def test_closed_loop_streams_on_one_replica_reproduce_the_profile_points() -> None:
+    sweep = Sweep(levels=(1, 8, 64), stage_s=60, lengths=Lengths("fixed", 512, 64))
+    outcome = simulate(PROFILE, sweep, Static((GroupShape(1, 1),)), seed=2)
+    summary = summarize(outcome, Objectives(ttft_ms=2000, tbt_ms=50), bins=3)
+    degree = PROFILE.degree(1)
+    assert degree is not None
+    for stage, streams in enumerate(sweep.levels):
+        # every request of a stage runs beside streams - 1 others (bar the stage's edges)
+        tbt = summary["over_time"]["tbt_p50_ms"][stage]
+        ttft = summary["over_time"]["ttft_p50_ms"][stage]
+        assert tbt == pytest.approx(degree.tbt_ms(streams), rel=0.05)
+        assert ttft == pytest.approx(degree.ttft_ms(streams), rel=0.05)

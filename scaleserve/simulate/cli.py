@@ -40,8 +40,9 @@ def register(subparsers: Any) -> None:
         "--gpus, objectives --ttft-ms and --tbt-ms)",
     )
     t = parser.add_argument_group("traffic")
-    t.add_argument("--traffic", choices=["diurnal", "constant", "sweep"], default="diurnal")
-    t.add_argument("--traffic-help", action="store_true", help=TRAFFIC_HELP)
+    t.add_argument(
+        "--traffic", choices=["diurnal", "constant", "sweep"], default="diurnal", help=TRAFFIC_HELP
+    )
     t.add_argument("--duration", type=float, default=86_400.0, help="simulated seconds")
     t.add_argument("--peak-rps", type=float, default=100.0, help="requests/s at the peak")
     t.add_argument("--peak-to-trough", type=float, default=30.0)

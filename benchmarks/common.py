@@ -1,7 +1,9 @@
 """Shared load generation and reporting for the benchmarks.
 
 - Streaming clients that record per-request timings: an OpenAI HTTP endpoint (SSE,
-  `/v1/completions`) and a scaleserve engine over gRPC.
+  `/v1/completions`) and a scaleserve engine over gRPC. The frame-timed OpenAI client and the
+  summaries are `scaleserve.profiling.load`'s (`scaleserve profile` measures with them too),
+  re-exported here.
 - A closed-loop runner: N concurrent workers, each sending its next request when the previous
   one ends, until a request budget is spent.
 - Percentile statistics and output as a table (stdout) and JSON.
@@ -19,56 +21,16 @@ Definitions (identical for every target):
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-@dataclass
-class RequestRecord:
-    sent: float = 0.0
-    first: float | None = None
-    last: float | None = None
-    tokens: int = 0
-    messages: int = 0
-    tbt: list[float] = field(default_factory=list)
-    error: str = ""
-    frame_gaps: list[float] = field(default_factory=list)  # openai_stream_by_frames only
-
-    def observe(self, now: float, n_tokens: int) -> None:
-        """Record a stream message carrying `n_tokens` tokens, received at `now`."""
-        if n_tokens <= 0:
-            return
-        if self.first is None:
-            self.first = now
-        elif self.last is not None:
-            gap = (now - self.last) / n_tokens
-            self.tbt.extend([gap] * n_tokens)
-        self.last = now
-        self.tokens += n_tokens
-        self.messages += 1
-
-    @property
-    def ttft(self) -> float | None:
-        return None if self.first is None else self.first - self.sent
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Linear-interpolated percentile (pct in [0, 100]); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100.0
-    low, high = math.floor(rank), math.ceil(rank)
-    if low == high:
-        return ordered[low]
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
+# the OpenAI stream client and the figures live in the package, for `scaleserve profile`
+from scaleserve.profiling.load import RequestRecord, summarize
+from scaleserve.profiling.load import openai_stream_by_frames as openai_stream_by_frames
+from scaleserve.profiling.load import percentile as percentile
 
 # `summarize`'s figures in the order the benchmarks' progress tables print them
 FIGURE_COLUMNS = [
@@ -80,25 +42,6 @@ FIGURE_COLUMNS = [
     "tokens_per_message",
     "errors",
 ]
-
-
-def summarize(records: Sequence[RequestRecord], wall_s: float) -> dict[str, Any]:
-    ok = [r for r in records if not r.error]
-    ttfts = [r.ttft for r in ok if r.ttft is not None]
-    tbts = [gap for r in ok for gap in r.tbt]
-    tokens = sum(r.tokens for r in ok)
-    return {
-        "requests": len(records),
-        "errors": len(records) - len(ok),
-        "output_tokens": tokens,
-        "wall_s": round(wall_s, 3),
-        "ttft_p50_ms": round(percentile(ttfts, 50) * 1e3, 2),
-        "ttft_p99_ms": round(percentile(ttfts, 99) * 1e3, 2),
-        "tbt_p50_ms": round(percentile(tbts, 50) * 1e3, 3),
-        "tbt_p99_ms": round(percentile(tbts, 99) * 1e3, 3),
-        "output_tokens_per_s": round(tokens / wall_s, 1) if wall_s > 0 else math.nan,
-        "tokens_per_message": round(tokens / max(1, sum(r.messages for r in ok)), 2),
-    }
 
 
 async def run_closed_loop(
@@ -201,82 +144,3 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-
-
-async def openai_stream_by_frames(
-    session: Any,
-    url: str,
-    body: dict[str, Any],
-    timeout_s: float | None = None,
-) -> RequestRecord:
-    """One streaming OpenAI request (aiohttp session, `url` the full endpoint), timed from the
-    SSE frames alone, so that it measures any OpenAI-compatible server the same way.
-
-    Needs only `stream_options.include_usage` (the closing usage frame), not per-chunk usage:
-    each frame that carries text is one stream message, and the closing `completion_tokens` is
-    the request's token count. TTFT ends at the first text frame. TBT is the stream's mean time
-    between tokens, (last text frame - first) / (tokens - 1), recorded once per token after the
-    first: a frame's own token count is not in the frame, and a client that shares its CPU with
-    the servers reads several frames in one wake-up, so single gaps measure the client's
-    scheduling more than the server. The raw gaps between text frames are kept in
-    `frame_gaps`. Body keys are sent as given (set `stream` and `stream_options`). A request
-    still running after `timeout_s` is abandoned with error "timeout".
-    """
-    import orjson
-
-    record = RequestRecord(sent=time.perf_counter())
-    arrivals: list[float] = []
-    usage_tokens = 0
-
-    async def read() -> None:
-        nonlocal usage_tokens
-        async with session.post(url, json=body) as response:
-            if response.status != 200:
-                record.error = f"HTTP {response.status}: {(await response.text())[:200]}"
-                return
-            async for raw in response.content:
-                if not raw.startswith(b"data:"):
-                    continue
-                data = raw[5:].strip()
-                if data == b"[DONE]":
-                    break
-                now = time.perf_counter()
-                chunk = orjson.loads(data)
-                if "error" in chunk:
-                    record.error = f"stream error: {str(chunk['error'])[:200]}"
-                    return
-                choices = chunk.get("choices") or ()
-                if choices:
-                    choice = choices[0]
-                    delta = choice.get("delta")
-                    text = delta.get("content") if delta is not None else choice.get("text")
-                    if text:
-                        arrivals.append(now)
-                usage = chunk.get("usage")
-                if usage:
-                    usage_tokens = int(usage.get("completion_tokens") or 0)
-
-    try:
-        if timeout_s is None:
-            await read()
-        else:
-            async with asyncio.timeout(timeout_s):
-                await read()
-    except TimeoutError:
-        record.error = "timeout"
-    except Exception as exc:  # a benchmark records failures instead of stopping
-        record.error = f"{type(exc).__name__}: {exc}"
-    if record.error:
-        return record
-    if not arrivals:
-        record.error = "no text frames in the stream"
-        return record
-    tokens = max(usage_tokens, len(arrivals))
-    record.first = arrivals[0]
-    record.last = arrivals[-1]
-    record.messages = len(arrivals)
-    record.tokens = tokens
-    record.frame_gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    if tokens > 1:
-        record.tbt = [(record.last - record.first) / (tokens - 1)] * (tokens - 1)
-    return record

@@ -41,6 +41,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--field-manager")
     parser.add_argument("--liveness-port", type=int, help="serve kopf's /healthz on this port")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--leader-lease",
+        help="NAMESPACE/NAME of the Lease electing the one replica that acts (default: none)",
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(run=_run)
 
@@ -52,6 +56,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from scaleserve.operator.errors import SettingsError
     from scaleserve.operator.handlers import run
+    from scaleserve.operator.leader import run_elected
 
     try:
         settings = OperatorSettings.from_env(
@@ -63,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
             field_manager=args.field_manager,
             liveness_port=args.liveness_port,
             metrics_port=args.metrics_port,
+            leader_lease=args.leader_lease,
         )
     except SettingsError as exc:
         print(f"scaleserve operator: {exc}")
@@ -75,5 +81,5 @@ def _run(args: argparse.Namespace) -> int:
         # kopf reports every successful handler run at INFO: one line per endpoint per tick
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+        asyncio.run(run_elected(settings, lambda stop: run(settings, stop_flag=stop)))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -12,6 +13,7 @@ from scaleserve.operator.errors import SettingsError
 
 ENV_PREFIX = "SCALESERVE_OPERATOR_"
 STATS_FIELDS = {"pod_ip", "pod_name", "namespace", "endpoint"}
+LEASE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class OperatorSettings:
     field_manager: server-side apply field manager.
     liveness_port: port of kopf's /healthz (0: off).
     metrics_port: port of the Prometheus /metrics endpoint (0: off).
+    leader_lease: "namespace/name" of the coordination.k8s.io Lease that elects the one
+        operator that acts among replicas (empty: no election, this one acts).
     """
 
     namespaces: tuple[str, ...] = ()
@@ -37,6 +41,7 @@ class OperatorSettings:
     field_manager: str = "scaleserve-operator"
     liveness_port: int = 0
     metrics_port: int = 0
+    leader_lease: str = ""
 
     def __post_init__(self) -> None:
         if self.reconcile_interval_s <= 0:
@@ -50,6 +55,8 @@ class OperatorSettings:
         for port in ("liveness_port", "metrics_port"):
             if not 0 <= getattr(self, port) < 65536:
                 raise SettingsError(f"{port} must be a port number (0: off)")
+        if self.leader_lease and not LEASE.match(self.leader_lease):
+            raise SettingsError("leader_lease must be <namespace>/<name> (DNS names)")
         try:
             names = {f[1] for f in string.Formatter().parse(self.stats_url) if f[1] is not None}
         except ValueError as exc:

@@ -14,6 +14,27 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_IMAGE = "ghcr.io/scaleserve/scaleserve:0.1.0"
+# Engine arguments set from other fields (builders/engine.py, engine/engine_args.py), which
+# spec.engine.extraArgs must not override. The CRD refuses these keys; their flag spellings
+# (--tensor-parallel-size) only the operator can see (CEL cannot list an object's unknown keys).
+MANAGED_ENGINE_ARGS = (
+    "model",
+    "served_model_name",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "host",
+    "port",
+    "metrics_port",
+    "dtype",
+    "quantization",
+    "gpu_memory_utilization",
+    "max_model_len",
+    "max_num_seqs",
+    "enable_prefix_caching",
+    "enable_expert_parallel",
+    "disable_log_stats",
+)
 
 
 class SpecError(ValueError):
@@ -79,6 +100,21 @@ class EngineSettings(_Model):
     drain_timeout_seconds: int = Field(default=30, alias="drainTimeoutSeconds", ge=0)
     shm_size: str = Field(default="8Gi", alias="shmSize")
     extra_args: dict[str, Any] = Field(default_factory=dict, alias="extraArgs")
+
+    @model_validator(mode="after")
+    def _check_extra_args(self) -> EngineSettings:
+        # The CRD refuses the EngineArgs spellings on create and update; flag spellings, and
+        # endpoints stored before that rule existed, reach the operator, which must not let
+        # them override a managed argument.
+        managed = sorted(
+            k for k in self.extra_args if k.replace("-", "_").lstrip("_") in MANAGED_ENGINE_ARGS
+        )
+        if managed:
+            raise SpecError(
+                f"spec.engine.extraArgs must not set {', '.join(managed)}: the operator sets it "
+                "from spec.model, spec.layout/spec.autoscaling or spec.engine (use those fields)"
+            )
+        return self
 
 
 class GPUSettings(_Model):

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "dev": "scaleserve.dev.cli",
     "demo": "scaleserve.demo",
     "tiny-model": "scaleserve.engine.tiny_model",
+    "profile": "scaleserve.profiling.cli",
     "simulate": "scaleserve.simulate.cli",
 }
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from scaleserve.operator.builders.engine import engine_args, engine_service, engine_statefulset
+from scaleserve.operator.builders.engine import (
+    engine_args,
+    engine_service,
+    engine_service_account,
+    engine_statefulset,
+)
 from scaleserve.operator.builders.gateway import (
     gateway_deployment,
     gateway_rbac,
@@ -72,6 +77,7 @@ def desired(spec: EndpointSpec, observed: Observed) -> list[Manifest]:
     owner = observed.owner
     manifests: list[Manifest] = [
         *gateway_rbac(owner),
+        engine_service_account(owner),
         engine_service(owner),
         gateway_service(owner),
         engine_disruption_budget(owner),

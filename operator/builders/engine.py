@@ -15,16 +15,25 @@ from scaleserve.operator.builders.naming import (
     Owner,
     base_labels,
     engine_selector,
+    engine_service_account_name,
     engine_service_name,
     group_labels,
     group_statefulset_name,
     metadata,
     scrape_annotations,
 )
+from scaleserve.operator.builders.security import (
+    container_security_context,
+    pod_security_context,
+    scratch_volume,
+)
 from scaleserve.operator.layout import Group
 from scaleserve.operator.spec import EndpointSpec
 
 PRESTOP_SLEEP_S = 5  # let EndpointSlice removal reach the gateways before SIGTERM starts the drain
+# The images' HOME (images/engine*.Dockerfile), an emptyDir here: vLLM's compile cache
+# (~/.cache/vllm), Triton's (~/.triton) and FlashInfer's JIT cache live under it.
+ENGINE_HOME = "/home/scaleserve"
 
 
 def engine_args(spec: EndpointSpec, tensor_parallel: int) -> list[str]:
@@ -94,10 +103,16 @@ def _affinity(endpoint: str, group: Group, node: str | None) -> dict[str, Any]:
 
 
 def _volumes(spec: EndpointSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The writable folders (the root filesystem is read-only) and the model's claim."""
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.engine.shm_size}}
     ]
     mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    # /tmp holds HF_HOME (hf:// weights are downloaded there: no size limit) and torch
+    # inductor's cache; HOME the compile caches
+    for volume, mount in (scratch_volume("tmp", "/tmp"), scratch_volume("home", ENGINE_HOME)):
+        volumes.append(volume)
+        mounts.append(mount)
     claim = spec.model.pvc_claim
     if claim is not None:
         volumes.append(
@@ -127,7 +142,10 @@ def engine_statefulset(
         "image": spec.engine.image,
         "command": ["scaleserve", "engine"],
         "args": engine_args(spec, tp),
-        "env": [{"name": "HF_HOME", "value": "/tmp/hf"}],
+        "env": [
+            {"name": "HOME", "value": ENGINE_HOME},
+            {"name": "HF_HOME", "value": "/tmp/hf"},
+        ],
         "ports": [
             {"name": "grpc", "containerPort": ENGINE_GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": ENGINE_METRICS_PORT, "protocol": "TCP"},
@@ -139,8 +157,13 @@ def engine_statefulset(
         "livenessProbe": _probe("/healthz", 10, 6),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
         "volumeMounts": mounts,
+        "securityContext": container_security_context(),
     }
     pod_spec: dict[str, Any] = {
+        # engines call no Kubernetes API: their own account, and no token in the pod
+        "serviceAccountName": engine_service_account_name(owner.name),
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
         "affinity": _affinity(owner.name, group, node),
         "containers": [container],
         "terminationGracePeriodSeconds": spec.engine.drain_timeout_seconds + PRESTOP_SLEEP_S + 10,
@@ -173,6 +196,19 @@ def engine_statefulset(
                 "spec": pod_spec,
             },
         },
+    }
+
+
+def engine_service_account(owner: Owner) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(
+            owner,
+            engine_service_account_name(owner.name),
+            {**base_labels(owner.name), "app.kubernetes.io/component": "engine"},
+        ),
+        "automountServiceAccountToken": False,
     }
 
 

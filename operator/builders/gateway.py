@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from scaleserve.operator.builders.naming import (
@@ -16,9 +18,18 @@ from scaleserve.operator.builders.naming import (
     metadata,
     scrape_annotations,
 )
+from scaleserve.operator.builders.security import (
+    container_security_context,
+    pod_security_context,
+    scratch_volume,
+)
 from scaleserve.operator.spec import EndpointSpec
 
 API_KEY_DIR = "/etc/scaleserve/api-key"
+ANNOTATION_MODEL_HASH = "scaleserve.io/model-hash"
+# vLLM engine arguments that change what ModelInfo tells a gateway (tokenizer files, chat
+# template, context length)
+MODEL_INFO_ARGS = ("tokenizer", "tokenizer_mode", "tokenizer_revision", "revision", "hf_overrides")
 
 
 def _labels(owner: Owner) -> dict[str, str]:
@@ -43,6 +54,39 @@ def gateway_args(spec: EndpointSpec, owner: Owner) -> list[str]:
     return args
 
 
+def model_hash(spec: EndpointSpec) -> str:
+    """A digest of what a gateway learns from the engines once, at its start (model name,
+    tokenizer, chat template, context length): in the pod template, a change rolls the
+    gateways, which would otherwise keep serving the first model they saw."""
+    extra = spec.engine.extra_args
+    facts = {
+        "uri": spec.model.uri,
+        "servedName": spec.model.name,
+        "maxModelLen": spec.engine.max_model_len,
+        "engineArgs": {k: extra[k] for k in MODEL_INFO_ARGS if k in extra},
+    }
+    text = json.dumps(facts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _volumes(spec: EndpointSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volume, mount = scratch_volume("tmp", "/tmp", "128Mi")  # the root filesystem is read-only
+    volumes, mounts = [volume], [mount]
+    secret = spec.gateway.api_key_secret
+    if secret is not None:
+        mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "api-key",
+                "secret": {
+                    "secretName": secret.name,
+                    "items": [{"key": secret.key, "path": secret.key}],
+                },
+            }
+        )
+    return volumes, mounts
+
+
 def _probe(path: str) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
 
@@ -50,6 +94,7 @@ def _probe(path: str) -> dict[str, Any]:
 def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
     labels = _labels(owner)
     gw = spec.gateway
+    volumes, mounts = _volumes(spec)
     container: dict[str, Any] = {
         "name": "gateway",
         "image": gw.image,
@@ -62,25 +107,17 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
             "requests": {k: str(v) for k, v in gw.resources.requests.items()},
             "limits": {k: str(v) for k, v in gw.resources.limits.items()},
         },
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
     }
     pod_spec: dict[str, Any] = {
+        # its token stays mounted: discovery watches the engines' EndpointSlices
         "serviceAccountName": gateway_name(owner.name),
+        "securityContext": pod_security_context(),
         "containers": [container],
+        "volumes": volumes,
         "enableServiceLinks": False,
     }
-    if gw.api_key_secret is not None:
-        container["volumeMounts"] = [
-            {"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True}
-        ]
-        pod_spec["volumes"] = [
-            {
-                "name": "api-key",
-                "secret": {
-                    "secretName": gw.api_key_secret.name,
-                    "items": [{"key": gw.api_key_secret.key, "path": gw.api_key_secret.key}],
-                },
-            }
-        ]
     # gateways are CPU pods: they are placed by their own fields, not by the engines' GPU
     # nodeSelector and tolerations
     if gw.node_selector:
@@ -94,11 +131,18 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
         "spec": {
             "replicas": gw.replicas,
             "selector": {"matchLabels": gateway_selector(owner.name)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
+            # make-before-break: a new gateway is Ready before an old one goes
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
             "template": {
                 "metadata": {
                     "labels": dict(labels),
-                    "annotations": scrape_annotations(GATEWAY_PORT),
+                    "annotations": {
+                        **scrape_annotations(GATEWAY_PORT),
+                        ANNOTATION_MODEL_HASH: model_hash(spec),
+                    },
                 },
                 "spec": pod_spec,
             },

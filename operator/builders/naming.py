@@ -83,6 +83,10 @@ def engine_service_name(endpoint: str) -> str:
     return f"{endpoint}-engine"
 
 
+def engine_service_account_name(endpoint: str) -> str:
+    return f"{endpoint}-engine"
+
+
 def gateway_name(endpoint: str) -> str:
     return f"{endpoint}-gateway"
 

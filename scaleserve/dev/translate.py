@@ -9,7 +9,8 @@ own address). The process runs inside the stack's network namespace (``wrap``: `
 
 - the container's literal ``env`` values (``valueFrom`` is not supported);
 - ``HF_HOME`` in the pod's folder, ``TMPDIR`` in a short per-pod folder (both emptyDirs);
-  ``HOME`` stays, so vLLM's compile cache is shared between pods like an image's layers;
+  ``HOME`` stays the runner's, not the container's (an emptyDir in a pod: the root filesystem
+  is read-only), so vLLM's compile cache is shared between pods like an image's layers;
 - engines: ``VLLM_CPU_OMP_THREADS_BIND`` from the GPUs the runner assigned (one core per
   tensor-parallel worker), ``HF_HUB_OFFLINE=1``, a small ``VLLM_CPU_KVCACHE_SPACE``,
   ``VLLM_HOST_IP`` = the pod's address (what vLLM finds in a pod's own network namespace),
@@ -110,7 +111,8 @@ def container_process(
 ) -> ProcessSpec:
     kind = component(container)
     args = with_host([str(a) for a in container.get("args") or []], pod_ip)
-    env = {**base_env, **literal_env(container)}
+    own = {k: v for k, v in literal_env(container).items() if k != "HOME"}
+    env = {**base_env, **own}
     env.update(
         HF_HOME=str(scratch / "hf"),
         TMPDIR=str(tmp),

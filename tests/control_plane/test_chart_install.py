@@ -38,6 +38,7 @@ CHART = ROOT / "charts" / "scaleserve"
 RELEASE = "scaleserve"
 CRD = "llmendpoints.scaleserve.io"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
+LEADER_ELECTION = "scaleserve-operator-leader-election"
 
 Helm = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -117,6 +118,9 @@ def test_install_upgrade_and_uninstall_leave_the_expected_objects(
 ) -> None:
     pool: GpuPool = gpu_pool(nodes=1, gpus=8)
     values = _values(tmp_path, pool)
+    # the operator's pods pass the `restricted` Pod Security Standard (helm --wait needs them)
+    kubectl(kube_cluster, "label", "namespace", namespace,
+            "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip
     helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values), "--wait",
          "--timeout", "120s")  # fmt: skip
 
@@ -124,18 +128,21 @@ def test_install_upgrade_and_uninstall_leave_the_expected_objects(
     assert _names(kube_cluster, "deployments", namespace) == ["scaleserve-operator"]
     assert _names(kube_cluster, "serviceaccounts", namespace) == ["scaleserve-operator"]
     assert _names(kube_cluster, "services", namespace) == ["scaleserve-operator"]
-    assert _names(kube_cluster, "roles", namespace) == []
+    # leader election among the replicas: a Lease in the release namespace
+    assert _names(kube_cluster, "roles", namespace) == [LEADER_ELECTION]
+    assert _names(kube_cluster, "rolebindings", namespace) == [LEADER_ELECTION]
     cluster_name = f"{namespace}-scaleserve-operator"[:63].rstrip("-")
     assert _cluster_objects(kube_cluster, namespace) == [
         f"clusterrolebindings/{cluster_name}",
         f"clusterroles/{cluster_name}",
     ]
-    (pod,) = _operator_pods(kube_cluster, namespace)
-    assert pod["spec"]["nodeName"] in pool.nodes
-    assert _ready(pod)
-    env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
+    pods = _operator_pods(kube_cluster, namespace)
+    assert len(pods) == 2  # a leader and a standby
+    assert all(p["spec"]["nodeName"] in pool.nodes and _ready(p) for p in pods)
+    env = {e["name"]: e.get("value", "") for e in pods[0]["spec"]["containers"][0]["env"]}
     assert env["SCALESERVE_OPERATOR_NAMESPACES"] == ""
     assert env["SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S"] == "10"
+    assert env["SCALESERVE_OPERATOR_LEADER_LEASE"] == f"{namespace}/scaleserve-operator"
     sa = f"system:serviceaccount:{namespace}:scaleserve-operator"
     can = kubectl(kube_cluster, "auth", "can-i", "create", "statefulsets.apps", "--as", sa,
                   "-n", "default", check=False)  # fmt: skip
@@ -148,19 +155,22 @@ def test_install_upgrade_and_uninstall_leave_the_expected_objects(
     status = json.loads(helm("status", RELEASE, "-n", namespace, "-o", "json").stdout)
     assert status["version"] == 2
     assert status["info"]["status"] == "deployed"
-    assert _names(kube_cluster, "roles", namespace) == ["scaleserve-operator"]
-    assert _names(kube_cluster, "rolebindings", namespace) == ["scaleserve-operator"]
+    assert _names(kube_cluster, "roles", namespace) == ["scaleserve-operator", LEADER_ELECTION]
+    assert _names(kube_cluster, "rolebindings", namespace) == [
+        "scaleserve-operator",
+        LEADER_ELECTION,
+    ]
 
     def rolled() -> list[dict[str, Any]]:
         pods = [p for p in _operator_pods(kube_cluster, namespace)
                 if not p["metadata"].get("deletionTimestamp")]  # fmt: skip
         env = [{e["name"]: e.get("value", "") for e in p["spec"]["containers"][0]["env"]}
                for p in pods]  # fmt: skip
-        done = len(pods) == 1 and env[0]["SCALESERVE_OPERATOR_NAMESPACES"] == namespace
-        return pods if done and _ready(pods[0]) else []
+        done = len(pods) == 2 and all(e["SCALESERVE_OPERATOR_NAMESPACES"] == namespace for e in env)
+        return pods if done and all(_ready(p) for p in pods) else []
 
-    (pod,) = wait_for(rolled, "the upgraded operator pod", timeout_s=60)
-    assert pod["spec"]["nodeName"] in pool.nodes
+    pods = wait_for(rolled, "the upgraded operator pods", timeout_s=90)
+    assert all(p["spec"]["nodeName"] in pool.nodes for p in pods)
     for can_i, where, expected in [
         ("create", namespace, "yes"),
         ("create", "default", "no"),  # writes only where it watches now
@@ -204,7 +214,12 @@ def operator_as(
         config = _token_kubeconfig(kube_cluster, namespace, sa, tmp_path / "sa.kubeconfig")
         identity = KubeCluster(kubeconfig=config, server=kube_cluster.server, started_here=False)
         handle = OperatorProcess(
-            identity, namespace, stats_server.url_template, tmp_path / "operator.log"
+            identity,
+            namespace,
+            stats_server.url_template,
+            tmp_path / "operator.log",
+            # elected as the chart's pods are: its Lease is written under the chart's RBAC too
+            extra_args=("--leader-lease", f"{namespace}/scaleserve-operator"),
         )
         handle.start()
         started.append(handle)

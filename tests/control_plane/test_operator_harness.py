@@ -139,6 +139,7 @@ class OperatorProcess:
     starts: int = 0
     reconcile_interval_s: float = RECONCILE_INTERVAL_S
     metrics_port: int = field(default_factory=free_port)
+    extra_args: tuple[str, ...] = ()
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
@@ -155,6 +156,7 @@ class OperatorProcess:
                     "--stats-url", self.stats_url,
                     "--stats-timeout", "1",
                     "--metrics-port", str(self.metrics_port),
+                    *self.extra_args,
                 ],
                 env=env,
                 cwd=ROOT,

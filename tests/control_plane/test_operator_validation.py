@@ -117,6 +117,75 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         {"layout": STATIC},
         ["spec.model", "Required value"],
     ),
+    (
+        "toleration-operator",
+        {"model": MODEL, "layout": STATIC, "tolerations": [{"key": "a", "operator": "Equals"}]},
+        ["spec.tolerations[0].operator", "Unsupported value"],
+    ),
+    (
+        "gateway-toleration-effect",
+        {
+            "model": MODEL,
+            "layout": STATIC,
+            "gateway": {"tolerations": [{"key": "a", "effect": "NoScheduled"}]},
+        },
+        ["spec.gateway.tolerations[0].effect", "Unsupported value"],
+    ),
+    (
+        "toleration-exists-with-value",
+        {
+            "model": MODEL,
+            "layout": STATIC,
+            "tolerations": [{"key": "a", "operator": "Exists", "value": "b"}],
+        },
+        ["spec.tolerations[0]", "operator Exists must not set value"],
+    ),
+    (
+        "toleration-seconds-without-noexecute",
+        {
+            "model": MODEL,
+            "layout": STATIC,
+            "tolerations": [{"key": "a", "effect": "NoSchedule", "tolerationSeconds": 30}],
+        },
+        ["spec.tolerations[0]", "tolerationSeconds requires effect NoExecute"],
+    ),
+    (
+        "memory-not-a-quantity",
+        {"model": MODEL, "layout": STATIC, "resources": {"requests": {"memory": "64 GB"}}},
+        ["spec.resources.requests.memory"],
+    ),
+    (
+        "gateway-cpu-not-a-quantity",
+        {"model": MODEL, "layout": STATIC, "gateway": {"resources": {"limits": {"cpu": "two"}}}},
+        ["spec.gateway.resources.limits.cpu"],
+    ),
+    (
+        "extra-args-tensor-parallel",
+        {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"tensor_parallel_size": 2}}},
+        ["spec.engine.extraArgs.tensor_parallel_size is managed by the operator", "spec.layout"],
+    ),
+    (
+        "extra-args-port-and-name",
+        {
+            "model": MODEL,
+            "layout": STATIC,
+            "engine": {"extraArgs": {"port": 1, "served_model_name": "x", "swap_space": 4}},
+        },
+        [
+            "spec.engine.extraArgs.port is managed by the operator",
+            "spec.engine.extraArgs.served_model_name is managed by the operator",
+        ],
+    ),
+    (
+        "extra-args-wrong-type",
+        {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"enable_prefix_caching": 1}}},
+        ["spec.engine.extraArgs.enable_prefix_caching"],
+    ),
+    (
+        "extra-args-model",
+        {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"model": "/other"}}},
+        ["spec.engine.extraArgs.model is managed by the operator: it is set from spec.model.uri"],
+    ),
 ]
 
 
@@ -148,3 +217,23 @@ def test_a_long_name_is_rejected_naming_metadata_name(kube_api: Any, llmep_crd: 
         "metadata.name must be at most 40 characters"
         in json.loads(caught.value.body or "{}")["message"]
     )
+
+
+def test_valid_tolerations_quantities_and_extra_args_are_accepted(
+    kube_api: Any, llmep_crd: str, namespace: str
+) -> None:
+    spec = {
+        "model": MODEL,
+        "layout": STATIC,
+        "engine": {"extraArgs": {"swap_space": 4, "kv_cache_dtype": "fp8", "tokenizer": "org/t"}},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"operator": "Exists"},
+            {"key": "spot", "value": "yes", "effect": "NoExecute", "tolerationSeconds": 60},
+        ],
+        "resources": {"requests": {"cpu": "500m", "memory": "64Gi"}, "limits": {"cpu": 8}},
+        "gateway": {"resources": {"requests": {"cpu": "0.5", "memory": "1e9"}}},
+    }
+    created = create_endpoint(kube_api, namespace, "accepted", spec)
+    assert created["spec"]["engine"]["extraArgs"] == spec["engine"]["extraArgs"]  # type: ignore[index]
+    assert created["spec"]["tolerations"] == spec["tolerations"]

@@ -146,7 +146,7 @@ async def test_stream_timing_counts_tokens_from_usage_and_tbt_per_stream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = [100.0]
-    monkeypatch.setattr("benchmarks.common.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("scaleserve.profiling.load.time.perf_counter", lambda: clock[0])
     lines = [
         b'data: {"choices":[{"index":0,"text":"a"}]}\n',
         b"\n",
@@ -169,7 +169,7 @@ async def test_stream_timing_counts_tokens_from_usage_and_tbt_per_stream(
 @pytest.mark.asyncio
 async def test_stream_error_frame_counts_as_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [0.0]
-    monkeypatch.setattr("benchmarks.common.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("scaleserve.profiling.load.time.perf_counter", lambda: clock[0])
     lines = [b'data: {"error":{"message":"boom"}}\n']
     record = await openai_stream_by_frames(FakeSession(lines, clock), "u", {})
     assert "boom" in record.error

@@ -71,11 +71,15 @@ def test_wrong_values_are_refused_by_the_schema(run_helm: RunHelm, kube_version:
 # --- what the RBAC grants, checked against what the operator does ---------------------------
 
 
+LEADER_ELECTION = "-leader-election"
+
+
 def _rules(manifests: Iterable[dict[str, Any]], kind: str) -> dict[str, list[Any]]:
-    """namespace ("" for a ClusterRole) -> rules of every object of `kind`."""
+    """namespace ("" for a ClusterRole) -> rules of every object of `kind` (but the Role of
+    leader election, checked on its own)."""
     out: dict[str, list[Any]] = {}
     for m in manifests:
-        if m["kind"] == kind:
+        if m["kind"] == kind and not m["metadata"]["name"].endswith(LEADER_ELECTION):
             out.setdefault(m["metadata"].get("namespace", ""), []).extend(m["rules"])
     return out
 
@@ -158,7 +162,11 @@ def test_namespace_scope_writes_only_in_the_watched_namespaces(render: Render) -
     for group, resource, verb in CLUSTER_READS:
         assert _allows(cluster, group, resource, verb), (group, resource, verb)
     assert {v for r in cluster for v in r["verbs"]} <= {"get", "list", "watch"}
-    bindings = [m for m in manifests if m["kind"] == "RoleBinding"]
+    bindings = [
+        m
+        for m in manifests
+        if m["kind"] == "RoleBinding" and not m["metadata"]["name"].endswith(LEADER_ELECTION)
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert all(b["subjects"][0]["namespace"] == "scaleserve-system" for b in bindings)
     env = {e["name"]: e["value"] for e in _operator(manifests)["env"]}
@@ -206,8 +214,15 @@ def test_the_operator_runs_unprivileged_with_probes_on_its_health_port(render: R
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert env["SCALESERVE_OPERATOR_NAMESPACES"] == ""  # the whole cluster
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # replicas elect a leader (operator/leader.py); a new pod is up before an old one goes
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    assert env["SCALESERVE_OPERATOR_LEADER_LEASE"] == "scaleserve-system/scaleserve-operator"
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     (service,) = [m for m in manifests if m["kind"] == "Service"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [
@@ -217,6 +232,24 @@ def test_the_operator_runs_unprivileged_with_probes_on_its_health_port(render: R
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(metrics)
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_the_replicas_may_hold_their_lease_and_nothing_else_there(
+    render: Render, scope: str
+) -> None:
+    manifests = render("--set", f"operator.scope={scope}")
+    (role,) = [m for m in manifests if m["metadata"]["name"].endswith(LEADER_ELECTION)
+               and m["kind"] == "Role"]  # fmt: skip
+    assert role["metadata"]["namespace"] == "scaleserve-system"  # the release's, the Lease's
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "verbs": ["get", "create", "update"]},
+    ]  # fmt: skip
+    (binding,) = [m for m in manifests if m["metadata"]["name"].endswith(LEADER_ELECTION)
+                  and m["kind"] == "RoleBinding"]  # fmt: skip
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == "scaleserve-operator"
 
 
 def test_metrics_port_zero_turns_the_metrics_endpoint_off(render: Render) -> None:

@@ -106,6 +106,12 @@ def test_engine_env_from_the_container_is_not_overridden() -> None:
     assert "VLLM_CPU_OMP_THREADS_BIND" not in spec.env
 
 
+def test_the_pods_home_emptydir_gives_way_to_the_runners_home() -> None:
+    # in a pod HOME is an emptyDir (read-only root filesystem); here the compile cache is shared
+    container = _engine(env=[{"name": "HOME", "value": "/home/scaleserve"}])
+    assert _spec(container).env["HOME"] == "/root"
+
+
 def test_gateway_gets_the_kubeconfig_and_no_engine_settings() -> None:
     gateway = {"name": "gateway", "command": ["scaleserve", "gateway"], "args": ["--port", "8000"]}
     spec = _spec(gateway, wrap=())

@@ -229,3 +229,99 @@ def test_gateways_are_placed_by_their_own_fields_not_the_engines_gpu_ones() -> N
 def test_apply_order_puts_workloads_last() -> None:
     kinds = [m["kind"] for m in _render("static-1x8")]
     assert kinds.index("ServiceAccount") < kinds.index("StatefulSet") < kinds.index("Deployment")
+
+
+def _workload_templates(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    workloads = _by_kind(manifests, "StatefulSet") + _by_kind(manifests, "Deployment")
+    return [w["spec"]["template"] for w in workloads]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_engine_and_gateway_pods_meet_the_restricted_pod_security_standard(name: str) -> None:
+    templates = _workload_templates(_render(name))
+    assert len(templates) >= 2
+    for template in templates:
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 65532  # the images' USER
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
+        for volume in pod["volumes"]:  # only the volume types `restricted` allows
+            assert set(volume) - {"name"} <= {"emptyDir", "secret", "persistentVolumeClaim"}
+        scratch = {
+            m["mountPath"]
+            for m in pod["containers"][0]["volumeMounts"]
+            if "emptyDir" in next(v for v in pod["volumes"] if v["name"] == m["name"])
+        }
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["readOnlyRootFilesystem"] is True
+            assert "privileged" not in context
+            # every folder the process writes is an emptyDir of the pod
+            writable = ["/tmp"] + [
+                e["value"] for e in container.get("env", []) if e["name"] in ("HOME", "HF_HOME")
+            ]
+            for path in writable:
+                assert any(path == m or path.startswith(m + "/") for m in scratch), path
+
+
+def test_engines_run_under_their_own_account_with_no_token_and_gateways_keep_theirs() -> None:
+    manifests = _render("static-1x8")
+    accounts = {a["metadata"]["name"]: a for a in _by_kind(manifests, "ServiceAccount")}
+    assert accounts["chat-engine"]["automountServiceAccountToken"] is False
+    engine = _by_kind(manifests, "StatefulSet")[0]["spec"]["template"]["spec"]
+    assert engine["serviceAccountName"] == "chat-engine"
+    assert engine["automountServiceAccountToken"] is False
+    gateway = _by_kind(manifests, "Deployment")[0]["spec"]["template"]["spec"]
+    assert gateway["serviceAccountName"] == "chat-gateway"
+    assert gateway.get("automountServiceAccountToken", True) is True  # it watches EndpointSlices
+    assert "automountServiceAccountToken" not in accounts["chat-gateway"]
+
+
+def _gateway_template(raw: dict[str, Any]) -> dict[str, Any]:
+    _, placed = CASES["autoscaling-mixed"]
+    deployment = _by_kind(desired(parse_spec(raw), Observed(OWNER, placed)), "Deployment")[0]
+    template: dict[str, Any] = deployment["spec"]["template"]
+    return template
+
+
+def _model_hash(raw: dict[str, Any]) -> str:
+    return str(_gateway_template(raw)["metadata"]["annotations"]["scaleserve.io/model-hash"])
+
+
+def _edit(raw: dict[str, Any], section: str, **values: Any) -> dict[str, Any]:
+    return {**raw, section: {**raw.get(section, {}), **values}}
+
+
+def test_a_change_of_what_gateways_learn_from_the_engines_rolls_the_gateways() -> None:
+    raw, _ = CASES["autoscaling-mixed"]
+    engine = raw["engine"]
+    before = _model_hash(raw)
+    rolling = [
+        _edit(raw, "model", uri="pvc://weights/llama-70b-v2"),
+        _edit(raw, "model", servedName="llama"),
+        _edit(raw, "engine", maxModelLen=4096),
+        _edit(raw, "engine", extraArgs={**engine["extraArgs"], "tokenizer": "org/other"}),
+        _edit(raw, "engine", extraArgs={**engine["extraArgs"], "revision": "v2"}),
+    ]
+    for edited in rolling:
+        assert _model_hash(edited) != before, edited
+    # engine-only settings and the layout leave the gateways alone
+    unchanged = [
+        _edit(raw, "engine", gpuMemoryUtilization=0.8, maxNumSeqs=64),
+        _edit(raw, "engine", extraArgs={"swap_space": 8}),
+        _edit(raw, "autoscaling", gpuBudget=32, surgeGPUs=0),
+    ]
+    for edited in unchanged:
+        assert _model_hash(edited) == before, edited
+        assert _gateway_template(edited) == _gateway_template(raw)
+
+
+def test_gateways_roll_make_before_break() -> None:
+    deployment = _by_kind(_render("static-1x8"), "Deployment")[0]
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }

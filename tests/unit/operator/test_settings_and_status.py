@@ -23,6 +23,9 @@ def test_settings_come_from_prefixed_env_then_flags() -> None:
     assert settings.reconcile_interval_s == 2.5
     assert settings.pending_grace_s == 5.0
     assert OperatorSettings.from_env(env, namespaces=["x"]).namespaces == ("x",)
+    assert OperatorSettings.from_env(env).leader_lease == ""  # no election unless asked
+    lease = {"SCALESERVE_OPERATOR_LEADER_LEASE": "ops/scaleserve-operator"}
+    assert OperatorSettings.from_env(lease).leader_lease == "ops/scaleserve-operator"
 
 
 @pytest.mark.parametrize(
@@ -34,6 +37,8 @@ def test_settings_come_from_prefixed_env_then_flags() -> None:
         ({"SCALESERVE_OPERATOR_STATS_URL": "ftp://x/{pod_ip}"}, "http"),
         ({"SCALESERVE_OPERATOR_LIVENESS_PORT": "65536"}, "liveness_port must be a port"),
         ({"SCALESERVE_OPERATOR_METRICS_PORT": "-1"}, "metrics_port must be a port"),
+        ({"SCALESERVE_OPERATOR_LEADER_LEASE": "just-a-name"}, "leader_lease must be"),
+        ({"SCALESERVE_OPERATOR_LEADER_LEASE": "ns/Not_A_Name"}, "leader_lease must be"),
     ],
 )
 def test_invalid_settings_fail_at_start(env: dict[str, str], message: str) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from scaleserve.operator.spec import SpecError, parse_spec
+from scaleserve.operator.spec import MANAGED_ENGINE_ARGS, SpecError, parse_spec
 
 pytestmark = pytest.mark.unit
 
@@ -128,6 +129,14 @@ INVALID = [
         },
         "spec.engine.gpuMemoryUtilization",
     ),
+    (
+        {
+            "model": {"uri": "/m"},
+            "engine": {"extraArgs": {"swap_space": 4, "--tensor-parallel-size": 2, "port": 1}},
+            "autoscaling": {"gpuBudget": 8},
+        },
+        "spec.engine.extraArgs must not set --tensor-parallel-size, port",
+    ),
 ]
 
 
@@ -135,3 +144,22 @@ INVALID = [
 def test_invalid_specs_are_rejected_naming_the_field(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=message.replace(".", r"\.")):
         parse_spec(raw)
+
+
+def test_the_crd_refuses_the_same_managed_engine_args_as_the_operator() -> None:
+    extra = _spec_schema()["properties"]["engine"]["properties"]["extraArgs"]
+    assert sorted(extra["properties"]) == sorted(MANAGED_ENGINE_ARGS)
+    refused = [
+        re.findall(r"^!has\(self\.(\w+)\)$", r["rule"]) for r in extra["x-kubernetes-validations"]
+    ]
+    assert sorted(name for names in refused for name in names) == sorted(MANAGED_ENGINE_ARGS)
+    # every engine argument the engine derives from its flags is among them (request logging,
+    # a pure diagnostic, stays the user's choice)
+    from scaleserve.engine.engine_args import engine_args_kwargs
+    from scaleserve.engine.settings import EngineSettings
+
+    derived = engine_args_kwargs(
+        EngineSettings(model="/m", served_name="m", quantization="fp8", max_model_len=8,
+                       enable_prefix_caching=True, max_num_seqs=8)
+    )  # fmt: skip
+    assert set(derived) - {"enable_log_requests"} <= set(MANAGED_ENGINE_ARGS)

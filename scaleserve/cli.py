@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "scaleserve.demo",
     "tiny-model": "scaleserve.engine.tiny_model",
     "profile": "scaleserve.profiling.cli",
+    "simulate": "scaleserve.simulate.cli",
 }
 
 

@@ -24,7 +24,8 @@ def test_console_script_is_installed_and_reports_its_version() -> None:
 
 def test_help_lists_the_subcommands_of_every_component() -> None:
     help_text = build_parser().format_help()
-    for command in ["engine", "gateway", "operator", "dev", "demo", "tiny-model", "profile"]:
+    commands = ["engine", "gateway", "operator", "dev", "demo", "tiny-model", "profile", "simulate"]
+    for command in commands:
         assert command in help_text
 
 

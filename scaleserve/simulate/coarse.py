@@ -1,0 +1,152 @@
+"""The coarse engine model, for many endpoints over long spans: one step per operator pass.
+
+Per pass each endpoint gets a request rate; the gateway splits it over the serving replicas by
+their weight (TP), as its routing does in steady state. A replica taking lam requests/s runs at
+the concurrency c where c / latency(c) = lam (Little's law; latency(c) = ttft(c) + (osl - 1)
+x tbt(c) from the profile); above its most throughput the excess waits in a backlog whose
+drain time adds to TTFT. Groups start (startupSeconds), serve, drain (for one request's
+latency) and go, as in the fine model; the operator's decision runs through the same adapter.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from scaleserve.operator.layout import Group, GroupShape
+from scaleserve.profiles import DegreeProfile, Profile
+from scaleserve.simulate.control import Control, LiveGroup, View
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One degree's steady state by concurrency: throughput (req/s) and latencies (s)."""
+
+    concurrency: tuple[int, ...]
+    throughput: tuple[float, ...]  # non-decreasing (a replica never does worse by queueing)
+    ttft: tuple[float, ...]
+    tbt: tuple[float, ...]
+
+    @classmethod
+    def of(cls, degree: DegreeProfile, output_tokens: int, max_seqs: int) -> Curve:
+        cs, xs, ttfts, tbts, best = [], [], [], [], 0.0
+        c = 1
+        while c <= max_seqs:
+            ttft, tbt = degree.ttft_ms(c) / 1000, degree.tbt_ms(c) / 1000
+            best = max(best, c / (ttft + (output_tokens - 1) * tbt))
+            cs.append(c)
+            xs.append(best)
+            ttfts.append(ttft)
+            tbts.append(tbt)
+            c = c + 1 if c < 64 else int(c * 1.125)
+        return cls(tuple(cs), tuple(xs), tuple(ttfts), tuple(tbts))
+
+    def at(self, rate: float) -> tuple[float, float, float, float]:
+        """(concurrency, served req/s, ttft s, tbt s) for an offered rate."""
+        i = min(bisect.bisect_left(self.throughput, rate), len(self.throughput) - 1)
+        served = min(rate, self.throughput[i])
+        return (
+            self.concurrency[i] * served / max(self.throughput[i], 1e-9),
+            served,
+            self.ttft[i],
+            self.tbt[i],
+        )
+
+
+@dataclass
+class CoarseGroup:
+    name: str
+    shape: GroupShape
+    ready_at: float
+    gone_at: float | None = None  # set when deleted: it drains until then
+
+
+@dataclass
+class CoarseEndpoint:
+    control: Control
+    curves: dict[int, Curve]
+    startup: dict[int, float]
+    output_tokens: int
+    groups: dict[str, CoarseGroup] = field(default_factory=dict)
+    backlog: float = 0.0
+    ever_ready: bool = False
+    dark_passes: int = 0
+
+    def gpus(self) -> int:
+        return sum(g.shape.size for g in self.groups.values())
+
+    def serving(self, now: float) -> list[CoarseGroup]:
+        return [g for g in self.groups.values() if g.ready_at <= now and g.gone_at is None]
+
+    def view(self, now: float, in_flight: float, free: int) -> View:
+        live = [g for g in self.groups.values() if g.gone_at is None]
+        draining = [g for g in self.groups.values() if g.gone_at is not None]
+        return View(
+            groups=tuple(
+                LiveGroup(Group(g.name, g.shape.size, g.shape.tensor_parallel), g.ready_at <= now)
+                for g in live
+            ),
+            draining_gpus=sum(g.shape.size for g in draining),
+            draining_names=tuple(g.name for g in draining),
+            in_flight_avg=in_flight,
+            free_gpus=free,
+        )
+
+
+@dataclass(frozen=True)
+class PassResult:
+    in_flight: float
+    served: float  # req/s
+    ttft_s: float
+    tbt_s: float
+
+
+def serve(endpoint: CoarseEndpoint, now: float, rate: float, dt: float) -> PassResult:
+    """One interval of traffic at `rate` req/s on the endpoint's serving replicas."""
+    for name in [
+        n for n, g in endpoint.groups.items() if g.gone_at is not None and g.gone_at <= now
+    ]:
+        del endpoint.groups[name]
+    serving = endpoint.serving(now)
+    if serving:
+        endpoint.ever_ready = True
+    elif endpoint.ever_ready:
+        endpoint.dark_passes += 1
+    offered = rate + endpoint.backlog / dt
+    weight = sum(g.shape.size for g in serving)
+    in_flight = served = ttft = tbt = 0.0
+    for g in serving:
+        tp, n = g.shape.tensor_parallel, g.shape.replicas
+        c, x, t1, t2 = endpoint.curves[tp].at(offered * tp / weight)
+        in_flight += n * c
+        served += n * x
+        ttft = max(ttft, t1)
+        tbt = max(tbt, t2)
+    endpoint.backlog = max(offered - served, 0.0) * dt
+    if served > 0:
+        ttft += endpoint.backlog / served  # the backlog's wait before its first token
+    return PassResult(in_flight + endpoint.backlog, served, ttft, tbt)
+
+
+def act(endpoint: CoarseEndpoint, now: float, result: PassResult, free: int) -> bool:
+    """One operator pass through the adapter; True when a reshape started."""
+    steps = endpoint.control.step(now, endpoint.view(now, result.in_flight, free))
+    drain = result.ttft_s + (endpoint.output_tokens - 1) * result.tbt_s
+    for name in steps.deletes:
+        endpoint.groups[name].gone_at = now + min(drain, 30.0)
+    for g in steps.creates:
+        shape = g.shape
+        ready = now + endpoint.startup[shape.tensor_parallel]
+        endpoint.groups[g.name] = CoarseGroup(g.name, shape, ready)
+    return steps.reshape_started
+
+
+def endpoint_for(control: Control, profile: Profile, max_seqs: int = 1024) -> CoarseEndpoint:
+    osl = profile.workload.output_tokens
+    curves = {d.tensor_parallel: Curve.of(d, osl, max_seqs) for d in profile.degrees}
+    startup = {d.tensor_parallel: d.startup_seconds for d in profile.degrees}
+    endpoint = CoarseEndpoint(control, curves, startup, osl)
+    for i, shape in enumerate(control.initial()):
+        name = f"g{i}-tp{shape.tensor_parallel}"
+        endpoint.groups[name] = CoarseGroup(name, shape, 0.0)
+    return endpoint

@@ -1,0 +1,226 @@
+"""One LLMEndpoint in simulated time: its engine groups, the gateway in front of them (the
+real routing policy picks each replica), draining, and the accounting of GPUs and requests.
+
+A group is created (its GPUs held from then on), turns Ready after its degree's
+startupSeconds, and is deleted by draining: it gets no new work at once and goes when its
+last request finishes, or at the drain bound, when what is left is aborted. With no serving
+replica the gateway holds requests (bounded count and time) and sends them in order to the
+first replica that turns Ready.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scaleserve.gateway.routing import ReplicaState, RouteRequest, Snapshot, get_policy
+from scaleserve.operator.layout import GroupShape, describe
+from scaleserve.profiles import Profile
+from scaleserve.simulate.engine import Replica, Request
+from scaleserve.simulate.events import EventQueue
+
+
+@dataclass
+class SimGroup:
+    name: str
+    shape: GroupShape
+    created: float
+    replicas: list[Replica] = field(default_factory=list)
+    state: str = "starting"  # starting | ready | draining
+
+    @property
+    def in_flight(self) -> int:
+        return sum(r.in_flight for r in self.replicas)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_seqs: int = 1024  # per replica (vLLM's max_num_seqs)
+    drain_timeout_s: float = 30.0
+    hold_s: float = 300.0  # how long the gateway holds a request with no replica serving
+    hold_max: int = 10_000
+
+
+class Endpoint:
+    def __init__(
+        self,
+        events: EventQueue,
+        profile: Profile,
+        *,
+        routing: str = "least-in-flight",
+        limits: Limits | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.events = events
+        self.profile = profile
+        self.limits = limits or Limits()
+        self.choose = get_policy(routing)
+        self.groups: dict[str, SimGroup] = {}
+        self.serving: list[Replica] = []
+        self.held: deque[Request] = deque()
+        self.finished: list[Request] = []
+        self.rejected: list[Request] = []
+        self.arrived = 0
+        self.in_flight = 0
+        self.on_end: Callable[[float, Request], None] | None = None  # closed-loop streams
+        self._rng = random.Random(seed)
+        self._seq = 0
+        self._last = 0.0
+        self._in_flight_area = 0.0
+        self._area_since = 0.0
+        self.gpu_seconds = 0.0
+        self.idle_gpu_seconds = 0.0  # held by groups starting or draining
+        self.ever_ready = False
+        self.dark_events: list[float] = []  # zero ready replicas after the first Ready
+        self.max_gpus = 0
+        self.timeline: list[tuple[float, int, int, str]] = []  # t, gpus, ready replicas, layout
+
+    # accounting ------------------------------------------------------------------------
+    def _account(self, now: float) -> None:
+        dt = now - self._last
+        if dt > 0:
+            self._in_flight_area += self.in_flight * dt
+            held = self.gpus
+            self.gpu_seconds += held * dt
+            ready = sum(g.shape.size for g in self._ready_groups())
+            self.idle_gpu_seconds += (held - ready) * dt
+        self._last = now
+
+    def _ready_groups(self) -> list[SimGroup]:
+        return [g for g in self.groups.values() if g.state == "ready"]
+
+    @property
+    def gpus(self) -> int:
+        return sum(g.shape.size for g in self.groups.values())
+
+    def take_in_flight_avg(self, now: float) -> float:
+        """Time-averaged in-flight requests since the last call (the gateways' in_flight_avg)."""
+        self._account(now)
+        span = now - self._area_since
+        value = self._in_flight_area / span if span > 0 else float(self.in_flight)
+        self._in_flight_area, self._area_since = 0.0, now
+        return value
+
+    def _changed(self, now: float) -> None:
+        self.serving = [r for g in self._ready_groups() for r in g.replicas]
+        ready = len(self.serving)
+        if ready:
+            self.ever_ready = True
+        elif self.ever_ready:
+            self.dark_events.append(now)
+        self.max_gpus = max(self.max_gpus, self.gpus)
+        self.timeline.append(
+            (now, self.gpus, ready, describe(g.shape for g in self.groups.values()))
+        )
+
+    # groups ----------------------------------------------------------------------------
+    def create(self, now: float, name: str, shape: GroupShape, *, warm: bool = False) -> None:
+        """A new group; `warm` groups are Ready at once (the run starts with them serving)."""
+        self._account(now)
+        degree = self.profile.degree(shape.tensor_parallel)
+        if degree is None:
+            raise ValueError(f"the profile has no tensorParallel {shape.tensor_parallel}")
+        group = SimGroup(name, shape, now)
+        group.replicas = [
+            Replica(
+                f"{name}/{i}",
+                degree,
+                self.profile.workload.input_tokens,
+                self.events,
+                self._done,
+                max_seqs=self.limits.max_seqs,
+            )
+            for i in range(shape.replicas)
+        ]
+        self.groups[name] = group
+        if warm:
+            self._ready(now, group)
+        else:
+            self._changed(now)
+            self.events.schedule(now + degree.startup_seconds, self._ready, group)
+
+    def _ready(self, now: float, group: SimGroup) -> None:
+        if group.state != "starting":
+            return  # deleted before it started
+        self._account(now)
+        group.state = "ready"
+        self._changed(now)
+        while self.held and self.serving:
+            self._route(now, self.held.popleft())
+
+    def delete(self, now: float, name: str) -> None:
+        """Drain a group: no new work now; gone once idle or at the drain bound."""
+        self._account(now)
+        group = self.groups[name]
+        was_starting = group.state == "starting"
+        group.state = "draining"
+        self._changed(now)
+        if was_starting or group.in_flight == 0:
+            self._remove(now, group)
+        else:
+            self.events.schedule(now + self.limits.drain_timeout_s, self._drain_bound, group)
+
+    def _drain_bound(self, now: float, group: SimGroup) -> None:
+        if group.name not in self.groups or self.groups[group.name] is not group:
+            return
+        for replica in group.replicas:
+            for request in replica.abort_all(now, "aborted at the drain bound"):
+                self._end(now, request, rejected=True)
+        self._remove(now, group)
+
+    def _remove(self, now: float, group: SimGroup) -> None:
+        self._account(now)
+        del self.groups[group.name]
+        self._changed(now)
+
+    # requests --------------------------------------------------------------------------
+    def arrive(self, now: float, request: Request) -> None:
+        self._account(now)
+        self.arrived += 1
+        self.in_flight += 1
+        if self.serving and not self.held:
+            self._route(now, request)
+        elif len(self.held) >= self.limits.hold_max:
+            self._end(now, request, rejected=True, reason="gateway hold queue full")
+        else:
+            self.held.append(request)
+            self.events.schedule(now + self.limits.hold_s, self._hold_bound, request)
+
+    def _hold_bound(self, now: float, request: Request) -> None:
+        if request.replica is None and request.reason is None:
+            self.held.remove(request)
+            reason = f"no replica ready within {self.limits.hold_s:.0f}s"
+            self._end(now, request, rejected=True, reason=reason)
+
+    def _route(self, now: float, request: Request) -> None:
+        self._seq += 1
+        snapshot = Snapshot(
+            tuple(ReplicaState(r.key, r.tensor_parallel, r.in_flight) for r in self.serving)
+        )
+        chosen = self.choose(snapshot, RouteRequest(self._seq, self._rng.getrandbits(64)))
+        assert chosen is not None
+        replica = next(r for r in self.serving if r.key == chosen.key)
+        replica.submit(now, request)
+
+    def _done(self, now: float, request: Request) -> None:
+        self._end(now, request, rejected=False)
+        group = self.groups.get(request.replica.key.split("/")[0]) if request.replica else None
+        if group is not None and group.state == "draining" and group.in_flight == 0:
+            self._remove(now, group)
+
+    def _end(self, now: float, request: Request, *, rejected: bool, reason: str = "") -> None:
+        self._account(now)
+        self.in_flight -= 1
+        if rejected:
+            request.reason = request.reason or reason
+            self.rejected.append(request)
+        else:
+            self.finished.append(request)
+        if self.on_end is not None:
+            self.on_end(now, request)
+
+    def running(self) -> int:
+        """Requests neither finished nor rejected (in a replica or held by the gateway)."""
+        return self.in_flight

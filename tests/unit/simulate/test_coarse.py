@@ -1,0 +1,77 @@
+"""The coarse engine model: steady state from the profile, and the operator's invariants."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaleserve.operator.spec import parse_spec
+from scaleserve.profiles import Profile, parse_profile
+from scaleserve.simulate.coarse import Curve, act, endpoint_for, serve
+from scaleserve.simulate.compare import Setup
+from scaleserve.simulate.control import ThresholdsControl
+
+pytestmark = pytest.mark.unit
+
+
+def _profile(busy_ttft_ms: float, busy_tbt_ms: float, busy: int = 3) -> Profile:
+    return parse_profile(
+        {
+            "apiVersion": "scaleserve.io/v1alpha1",
+            "kind": "PerformanceProfile",
+            "model": "hand-written",
+            "gpu": "test",
+            "engine": "test",
+            "workload": {"inputTokens": 100, "outputTokens": 11},
+            "provenance": {"source": "published", "tool": "hand-written", "date": "2026-12-06"},
+            "tensorParallel": [
+                {
+                    "tensorParallel": tp,
+                    "startupSeconds": 60,
+                    "points": [
+                        {"concurrency": 1, "ttftMs": 100 / tp, "tbtMs": 10 / tp},
+                        {
+                            "concurrency": busy,
+                            "ttftMs": busy_ttft_ms / tp,
+                            "tbtMs": busy_tbt_ms / tp,
+                        },
+                    ],
+                }
+                for tp in (1, 8)
+            ],
+        }
+    )
+
+
+# latency(c) = c x (0.1 + 10 x 0.01) s on TP1: throughput 5 req/s at any concurrency
+FLAT = _profile(300, 30)
+# throughput grows with concurrency, as on a GPU
+SCALING = _profile(400, 20, busy=64)
+
+
+def test_a_replica_runs_at_the_concurrency_littles_law_gives() -> None:
+    degree = FLAT.degree(1)
+    assert degree is not None
+    curve = Curve.of(degree, output_tokens=11, max_seqs=3)
+    assert curve.throughput == pytest.approx((5.0, 5.0, 5.0))
+    c, served, ttft, tbt = curve.at(2.5)
+    assert (c, served, ttft, tbt) == pytest.approx((0.5, 2.5, 0.1, 0.01))
+    _, served, *_ = curve.at(50.0)
+    assert served == pytest.approx(5.0)  # the rest waits
+
+
+def test_many_endpoints_keep_budget_never_go_dark_and_finish_their_reshapes() -> None:
+    spec = parse_spec(Setup(thresholds=(20.0,), window_s=30, cooldown_s=60).spec())
+    endpoints = [endpoint_for(ThresholdsControl(spec), SCALING) for _ in range(5)]
+    reshapes = 0
+    for k in range(360):  # an hour of 10 s passes, load up for the middle half hour
+        now = (k + 1) * 10.0
+        rate = 800.0 if 900 <= now < 2700 else 2.0
+        for i, e in enumerate(endpoints):
+            result = serve(e, now, rate * (i + 1) / 5, 10.0)
+            reshapes += act(e, now, result, free=64)
+            assert e.gpus() <= 16
+    assert reshapes >= 4  # up and back down for the busier endpoints
+    for e in endpoints:
+        assert e.dark_passes == 0
+        assert e.control.completed is None or e.control.completed >= (e.control.since or 0)
+        assert e.gpus() == 8

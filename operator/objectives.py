@@ -1,9 +1,12 @@
 """The objectives policy: for the observed load, the GPU layout that meets latency objectives
 with the fewest GPUs, read off a performance profile (scaleserve/profiles.py).
 
-Each candidate tensor-parallel degree has a capacity under the objectives: the most requests
-one replica runs with its typical TTFT and time-between-tokens within them. A layout's capacity
-is the sum over its replicas. Layouts may mix degrees (e.g. 1 x TP4 + 4 x TP1), because that
+Load is a request rate: the number of requests in flight depends on the layout serving them
+(a slower layout holds each request longer), so `demand` turns the gateways' in-flight sample
+into requests/s by Little's law on the current layout. Each candidate tensor-parallel degree
+has a capacity under the objectives: the requests/s one replica completes at the most load
+whose typical TTFT and time-between-tokens meet them. A layout's capacity is the sum over its
+replicas. Layouts may mix degrees (e.g. 1 x TP4 + 4 x TP1), because that
 is sometimes the cheapest way to the capacity needed. Among layouts that carry the load
 the fewest GPUs win (found by a knapsack over GPU counts), then the lowest latency (the load
 split over replicas in proportion to their capacity), then fewer degrees and wider replicas.
@@ -24,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from scaleserve.operator.layout import GroupShape, Layout, describe, group_shapes
-from scaleserve.profiles import Profile
+from scaleserve.profiles import DegreeProfile, Profile
 
 
 @dataclass(frozen=True)
@@ -58,54 +61,105 @@ class _Curves:
     """What the policy reads of a profile for one set of objectives."""
 
     profile: Profile
-    capacity: dict[int, float]  # per-replica capacity by degree
-    reachable: bool  # False: no degree meets the objectives; capacity is then raw capacity
+    capacity: dict[int, float]  # requests/s one replica completes within the objectives
+    in_flight: dict[int, float]  # its requests in flight at that rate
+    reachable: bool  # False: no degree meets the objectives; capacities are then raw
 
     def of(self, mix: Mix) -> float:
         return sum(replicas * self.capacity[tp] for tp, replicas in mix)
 
-    def latency(self, mix: Mix, load: float) -> tuple[float, float]:
-        """(worst TBT, worst TTFT) over the mix's replicas at their share of the load."""
+    def latency(self, mix: Mix, rate: float) -> tuple[float, float]:
+        """(worst TBT, worst TTFT) over the mix's replicas at their share of the rate."""
         total = self.of(mix)
         worst = (0.0, 0.0)
         for tp, replicas in mix:
             degree = self.profile.degree(tp)
             if degree is None or replicas == 0:
                 continue
-            share = load * self.capacity[tp] / total if total else load / replicas
-            worst = max(worst, (degree.tbt_ms(share), degree.ttft_ms(share)))
+            busy = self.in_flight[tp] * rate / total if total else rate
+            worst = max(worst, (degree.tbt_ms(busy), degree.ttft_ms(busy)))
         return worst
 
 
+def request_seconds(profile: Profile, degree: DegreeProfile, in_flight: float) -> float:
+    """How long one request of the profile's workload takes on a replica running `in_flight`."""
+    tokens = profile.workload.output_tokens
+    return (degree.ttft_ms(in_flight) + (tokens - 1) * degree.tbt_ms(in_flight)) / 1000.0
+
+
+def rate_capacity(
+    profile: Profile, degree: DegreeProfile, ttft_ms: float | None, tbt_ms: float | None
+) -> tuple[float, float]:
+    """(requests/s, requests in flight) of one replica at the most load meeting the objectives
+    (Little's law: rate = in flight / time per request); (0, 0) when one request misses them."""
+    in_flight = degree.capacity(ttft_ms, tbt_ms)
+    if in_flight <= 0:
+        return 0.0, 0.0
+    return in_flight / request_seconds(profile, degree, in_flight), in_flight
+
+
+def demand(
+    objectives: Objectives, profile: Profile, current: tuple[GroupShape, ...], in_flight: float
+) -> float:
+    """The request rate behind `in_flight` requests observed on the groups in `current`.
+
+    In-flight counts depend on the layout that serves them (a slower layout holds each request
+    longer), so the policy sizes layouts by rate, and this converts the gateways' in-flight
+    sample by Little's law on the current layout (requests spread evenly over its replicas, as
+    least-in-flight routing does). With no current replica (scale from zero) the requests
+    waiting count as arriving within one request time of the fastest candidate at light load.
+    """
+    mix = [(tp, r) for tp, r in _mix_of(current) if profile.degree(tp) is not None]
+    replicas = sum(r for _, r in mix)
+    if in_flight <= 0:
+        return 0.0
+    if not replicas:
+        fastest = min(
+            request_seconds(profile, d, 1.0)
+            for d in profile.degrees
+            if d.tensor_parallel in objectives.candidates
+        )
+        return in_flight / fastest
+    each = in_flight / replicas
+    return sum(r * each / request_seconds(profile, _degree(profile, tp), each) for tp, r in mix)
+
+
+def _degree(profile: Profile, tensor_parallel: int) -> DegreeProfile:
+    degree = profile.degree(tensor_parallel)
+    assert degree is not None
+    return degree
+
+
 def choose(
-    objectives: Objectives, profile: Profile, load: float, current: tuple[GroupShape, ...]
+    objectives: Objectives, profile: Profile, rate: float, current: tuple[GroupShape, ...]
 ) -> Plan:
-    """The layout for `load` concurrent requests, starting from the groups in `current`."""
+    """The layout for `rate` requests/s (see `demand`), starting from the groups in `current`.
+    The plan's capacity is in requests/s."""
     curves = _curves(objectives, profile)
     if not curves.capacity:
         return Plan(current, 0.0, False, "the profile has none of the candidate degrees")
-    best = _best(objectives, curves, load)
+    best = _best(objectives, curves, rate)
     now = _mix_of(current)
     now_gpus = sum(tp * r for tp, r in now)
     if not current or not objectives.min_gpus <= now_gpus <= objectives.max_gpus:
         return best
     now_capacity = curves.of(now) if all(tp in curves.capacity for tp, _ in now) else 0.0
-    if now_capacity < load:
-        return best if best.capacity > now_capacity else _hold(current, now_capacity, load)
-    smaller = _best(objectives, curves, load / (1.0 - objectives.hysteresis))
+    if now_capacity < rate:
+        return best if best.capacity > now_capacity else _hold(current, now_capacity, rate)
+    smaller = _best(objectives, curves, rate / (1.0 - objectives.hysteresis))
     if smaller.meets and smaller.gpus < now_gpus:
         return smaller
-    return _hold(current, now_capacity, load)
+    return _hold(current, now_capacity, rate)
 
 
-def _hold(current: tuple[GroupShape, ...], capacity: float, load: float) -> Plan:
-    meets = capacity >= load
+def _hold(current: tuple[GroupShape, ...], capacity: float, rate: float) -> Plan:
+    meets = capacity >= rate
     verb = "carries" if meets else "is short of"
     return Plan(
         current,
         capacity,
         meets,
-        f"{describe(current)} {verb} load {load:.1f} (capacity {capacity:.1f})",
+        f"{describe(current)} {verb} {rate:.1f} req/s (capacity {capacity:.1f})",
     )
 
 
@@ -117,30 +171,35 @@ def _curves(objectives: Objectives, profile: Profile) -> _Curves:
         and objectives.per_node % d.tensor_parallel == 0
     ]
     wanted = (objectives.ttft_ms, objectives.tbt_ms)
-    capacity = {d.tensor_parallel: d.capacity(*wanted) for d in degrees}
-    if capacity and not any(capacity.values()):
-        # nothing meets the objectives even unloaded: rank by raw capacity, never "meets"
-        return _Curves(profile, {d.tensor_parallel: d.capacity(None, None) for d in degrees}, False)
-    return _Curves(profile, capacity, True)
+    reachable = any(d.capacity(*wanted) > 0 for d in degrees)
+    if not reachable:
+        wanted = (None, None)  # nothing meets the objectives even unloaded: raw capacity
+    rates = {d.tensor_parallel: rate_capacity(profile, d, *wanted) for d in degrees}
+    return _Curves(
+        profile,
+        {tp: rate for tp, (rate, _) in rates.items()},
+        {tp: busy for tp, (_, busy) in rates.items()},
+        reachable,
+    )
 
 
-def _best(objectives: Objectives, curves: _Curves, load: float) -> Plan:
+def _best(objectives: Objectives, curves: _Curves, rate: float) -> Plan:
     most = _most_capacity(objectives, curves)
     if curves.reachable:
-        tolerance = 1e-9 * max(1.0, load)
+        tolerance = 1e-9 * max(1.0, rate)
         counts = range(objectives.min_gpus, objectives.max_gpus + 1)
-        gpus = next((g for g in counts if most[g] >= load - tolerance), None)
+        gpus = next((g for g in counts if most[g] >= rate - tolerance), None)
         if gpus is not None:
-            mixes = [m for m in _mixes(curves, gpus) if curves.of(m) >= load - tolerance]
-            mix = min(mixes, key=lambda m: _rank(curves, m, load))
-            return _plan(objectives, curves, mix, True, f"fewest GPUs carrying load {load:.1f}")
-        why = f"no layout within maxGPUs carries load {load:.1f}"
+            mixes = [m for m in _mixes(curves, gpus) if curves.of(m) >= rate - tolerance]
+            mix = min(mixes, key=lambda m: _rank(curves, m, rate))
+            return _plan(objectives, curves, mix, True, f"fewest GPUs carrying {rate:.1f} req/s")
+        why = f"no layout within maxGPUs carries {rate:.1f} req/s"
     else:
         why = "no layout meets the objectives even unloaded"
     top = max(most[objectives.min_gpus :])
     gpus = next(g for g in range(objectives.min_gpus, len(most)) if most[g] >= top - 1e-9)
     mixes = [m for m in _mixes(curves, gpus) if curves.of(m) >= top - 1e-9]
-    mix = min(mixes, key=lambda m: _rank(curves, m, load))
+    mix = min(mixes, key=lambda m: _rank(curves, m, rate))
     return _plan(objectives, curves, mix, False, f"{why}; taking the most capacity")
 
 
@@ -179,9 +238,9 @@ def _plan(objectives: Objectives, curves: _Curves, mix: Mix, meets: bool, why: s
     return Plan(shapes, curves.of(mix), meets, f"{describe(shapes)}: {why}")
 
 
-def _rank(curves: _Curves, mix: Mix, load: float) -> tuple[float, ...]:
+def _rank(curves: _Curves, mix: Mix, rate: float) -> tuple[float, ...]:
     """Among mixes of equal GPUs: lower latency, then fewer degrees, then wider replicas."""
-    tbt, ttft = curves.latency(mix, load)
+    tbt, ttft = curves.latency(mix, rate)
     return (tbt, ttft, len(mix), float(sum(r for _, r in mix)))
 
 

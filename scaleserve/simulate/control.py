@@ -26,7 +26,7 @@ from scaleserve.operator.layout import (
     initial_layout,
     seconds_since_reshape,
 )
-from scaleserve.operator.objectives import Objectives, choose
+from scaleserve.operator.objectives import Objectives, choose, demand
 from scaleserve.operator.planner import Plan, plan_transition
 from scaleserve.operator.spec import EndpointSpec
 from scaleserve.profiles import Profile
@@ -120,10 +120,11 @@ class ThresholdsControl(Control):
 
 
 class ObjectivesControl(Control):
-    """The operator's objectives mode: `objectives.choose` on the window's mean in-flight
-    requests. The window must be full, a reshape in progress is finished first, and a move to
-    fewer GPUs waits for the cooldown (counted from the last reshape's completion), so a dip
-    shorter than the cooldown releases nothing; a move to more GPUs does not wait."""
+    """The operator's objectives mode: `objectives.choose` on the request rate behind the
+    window's mean in-flight requests (`objectives.demand`). The window must be full, a reshape
+    in progress is finished first, and a move to fewer GPUs waits for the cooldown (counted
+    from the last reshape's completion), so a dip shorter than the cooldown releases nothing;
+    a move to more GPUs does not wait."""
 
     def __init__(
         self, objectives: Objectives, profile: Profile, window_s: int, cooldown_s: int, surge: int
@@ -138,7 +139,8 @@ class ObjectivesControl(Control):
     ) -> tuple[tuple[GroupShape, ...], str]:
         if window.mean is None or window.span_s < self.window_s or reshaping:
             return self.target, "collecting samples or reshaping"
-        plan = choose(self.objectives, self.profile, window.mean, self.target)
+        rate = demand(self.objectives, self.profile, self.target, window.mean)
+        plan = choose(self.objectives, self.profile, rate, self.target)
         fewer = plan.gpus < sum(s.size for s in self.target)
         if fewer and elapsed is not None and elapsed < self.cooldown_s:
             return self.target, f"cooldown before {plan.reason}"

@@ -102,6 +102,7 @@ class EngineService(engine_pb2_grpc.EngineServicer):
             # Abort reaches it through engine.abort.
             stream = engine.generate(engine_input, params, request_id)
             async for out in stream:
+                runtime.progress()
                 completion = out.outputs[0]
                 new_ids = completion.token_ids
                 if tokens == 0 and new_ids:

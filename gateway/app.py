@@ -35,9 +35,10 @@ from scaleserve.gateway.errors import (
     ShuttingDownError,
 )
 from scaleserve.gateway.internal import InternalServer
+from scaleserve.gateway.models import Model
 from scaleserve.gateway.protocol import parse_chat, parse_completion, parse_json
 from scaleserve.gateway.responses import GenerationResponse, error_response_messages
-from scaleserve.gateway.service import Gateway, Model
+from scaleserve.gateway.service import Gateway
 from scaleserve.gateway.settings import GatewaySettings
 
 log = logging.getLogger("scaleserve.gateway")

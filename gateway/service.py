@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 import random
@@ -31,6 +30,7 @@ from scaleserve.gateway.errors import (
 )
 from scaleserve.gateway.limits import Admission
 from scaleserve.gateway.metrics import GatewayMetrics
+from scaleserve.gateway.models import Model, model_key
 from scaleserve.gateway.pool import EOF, Replica, ReplicaPool
 from scaleserve.gateway.protocol import GenerationRequest
 from scaleserve.gateway.routing import RouteRequest, get_policy
@@ -40,30 +40,6 @@ from scaleserve.gateway.tokenizer import ModelTokenizer
 
 log = logging.getLogger("scaleserve.gateway")
 STATUS_WAIT_S = 2.0  # how long a finished call may take to deliver its status
-
-
-@dataclass(frozen=True)
-class Model:
-    """A served model as its replicas' ModelInfo describes it. Replicas whose ModelInfo agrees
-    on the name, the tokenizer, the chat template and the limits share one `key`; a request is
-    tokenized by one Model and routed only to replicas of its key."""
-
-    key: Hashable
-    name: str
-    max_model_len: int
-    vocab_size: int
-    tokenizer: ModelTokenizer
-    created: int
-
-
-def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
-    """(served name, digest of everything that changes how its requests are prepared)."""
-    digest = hashlib.sha256()
-    for name in sorted(info.tokenizer_files):
-        digest.update(name.encode() + b"\0" + info.tokenizer_files[name] + b"\0")
-    digest.update(info.chat_template.encode())
-    digest.update(f"\0{info.max_model_len}\0{info.vocab_size}".encode())
-    return info.served_model_name, digest.hexdigest()[:16]
 
 
 @dataclass(slots=True)

@@ -8,8 +8,9 @@ import pytest
 
 from scaleserve.engine.proto import engine_pb2
 from scaleserve.gateway.errors import ModelNotFoundError, NoReplicaAvailableError
+from scaleserve.gateway.models import Model, model_key
 from scaleserve.gateway.pool import SERVING, Endpoint
-from scaleserve.gateway.service import Gateway, Model, model_key
+from scaleserve.gateway.service import Gateway
 from scaleserve.gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.unit

@@ -141,7 +141,7 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_before": load_before,
         "load_average_after": [round(x, 1) for x in os.getloadavg()],
-        "settings": vars(args),
+        "settings": {k: v for k, v in vars(args).items() if k != "output"},
         "levels": results,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

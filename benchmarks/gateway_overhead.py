@@ -348,6 +348,8 @@ def main() -> int:
                 "gateway",
                 "--port",
                 str(gateway_port),
+                "--internal-port",
+                str(free_port()),
                 "--replicas",
                 f"127.0.0.1:{engine_port}",
                 "--max-concurrency",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +45,27 @@ class Runtime:
     in_flight: set[str] = field(default_factory=set)
     abort_requested: set[str] = field(default_factory=set)  # of in_flight, by the Abort RPC
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # The watchdog: with requests in flight and no output from the core for this long, the
+    # engine stops saying SERVING (a core alive but stuck, e.g. a collective that never
+    # returns, would otherwise keep its requests forever). 0 disables it.
+    stall_timeout: float = 0.0
+    progress_at: float = field(default_factory=time.monotonic)  # last output (or first work)
 
     def __post_init__(self) -> None:
         self.idle.set()
+
+    def progress(self) -> None:
+        """A request received output (called once per engine output, so kept to one store)."""
+        self.progress_at = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds without progress while requests are in flight (0 when idle or disabled).
+        Progress is any engine step the core reports (a request held back by a slow client
+        still lets the core step) or any output a request receives."""
+        if not self.stall_timeout or not self.in_flight:
+            return 0.0
+        waited = time.monotonic() - max(self.progress_at, self.scheduler.stepped_at)
+        return waited if waited >= self.stall_timeout else 0.0
 
     @property
     def engine_dead(self) -> bool:
@@ -62,6 +81,13 @@ class Runtime:
     def health(self) -> engine_pb2.HealthResponse:
         phase = self.current_phase()
         if phase is Phase.SERVING:
+            stalled = self.stalled_for()
+            if stalled:
+                return engine_pb2.HealthResponse(
+                    status=Status.NOT_SERVING,
+                    message=f"stalled: no progress for {stalled:.0f}s with "
+                    f"{len(self.in_flight)} requests in flight",
+                )
             return engine_pb2.HealthResponse(status=Status.SERVING, message="serving")
         if phase is Phase.DRAINING:
             return engine_pb2.HealthResponse(status=Status.DRAINING, message="draining")
@@ -75,9 +101,11 @@ class Runtime:
 
     def ready(self) -> bool:
         """New work is welcome (the readiness probe)."""
-        return self.current_phase() is Phase.SERVING
+        return self.current_phase() is Phase.SERVING and not self.stalled_for()
 
     def start(self, request_id: str) -> None:
+        if not self.in_flight:  # the stall clock starts when work arrives at an idle engine
+            self.progress_at = time.monotonic()
         self.in_flight.add(request_id)
         self.idle.clear()
         self.counters.requests_total += 1

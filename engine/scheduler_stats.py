@@ -6,6 +6,7 @@ plugs a tiny logger in that keeps the latest values for the Stats RPC.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ class SchedulerSnapshot:
     running: int = 0
     waiting: int = 0
     kv_cache_usage: float = 0.0
+    stepped_at: float = 0.0  # monotonic time of the core's last reported step (the watchdog's)
     _window: deque[tuple[int, int]] = field(default_factory=deque)  # (queries, hits) per update
     _requests: deque[int] = field(default_factory=deque)
     _queries: int = 0
@@ -68,6 +70,7 @@ class SchedulerSnapshot:
                 mm_cache_stats: Any = None,
                 engine_idx: int = 0,
             ) -> None:
+                snapshot.stepped_at = time.monotonic()
                 if scheduler_stats is not None:
                     snapshot.update(scheduler_stats)
 

@@ -48,7 +48,7 @@ def load_engine(settings: EngineSettings, runtime: Runtime) -> Any:
 
 
 async def serve(settings: EngineSettings) -> int:
-    runtime = Runtime(settings.served_name)
+    runtime = Runtime(settings.served_name, stall_timeout=settings.stall_timeout)
     registry = prometheus_client.REGISTRY  # vLLM's own vllm:* gauges are registered here
     metrics = EngineMetrics(registry)
 

@@ -102,6 +102,7 @@ class EngineService(engine_pb2_grpc.EngineServicer):
             # Abort reaches it through engine.abort.
             stream = engine.generate(engine_input, params, request_id)
             async for out in stream:
+                runtime.progress()
                 completion = out.outputs[0]
                 new_ids = completion.token_ids
                 if tokens == 0 and new_ids:
@@ -130,7 +131,9 @@ class EngineService(engine_pb2_grpc.EngineServicer):
             if runtime.engine_dead:
                 outcome, error = "unavailable", CoreDeadError("the engine core process died")
             else:
-                log.exception("request %s failed", request_id)
+                log.exception(
+                    "request %s (x-request-id %s) failed", request_id, _client_request_id(context)
+                )
                 outcome, error = "error", EngineError(f"{type(exc).__name__}: {exc}")
         finally:
             runtime.finish(request_id)
@@ -175,6 +178,14 @@ class EngineService(engine_pb2_grpc.EngineServicer):
 
 
 PROMPT_PARAMETERS = {None, "", "prompt", "input_tokens", "prompt_token_ids"}
+
+
+def _client_request_id(context: Any) -> str:
+    """The gateway's x-request-id (gRPC metadata), for logs that a client's report can find."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return str(value)
+    return "-"
 
 
 def _field_of(exc: VLLMValidationError, prepared: PreparedRequest) -> str:

@@ -36,6 +36,7 @@ class EngineSettings:
     max_num_seqs: int | None = None
     enable_expert_parallel: bool = False
     drain_timeout: float = 30.0
+    stall_timeout: float = 120.0  # NOT_SERVING after this long without progress (0: never)
     extra_engine_args: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "info"
 
@@ -64,6 +65,7 @@ class EngineSettings:
             self.max_num_seqs is None or self.max_num_seqs >= 1, "max_num_seqs", "must be >= 1"
         )
         _require(self.drain_timeout >= 0, "drain_timeout", "must be >= 0")
+        _require(self.stall_timeout >= 0, "stall_timeout", "must be >= 0")
         _require(
             isinstance(self.extra_engine_args, Mapping),
             "extra_engine_args",
@@ -118,6 +120,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_num_seqs": int,
     "enable_expert_parallel": _bool,
     "drain_timeout": float,
+    "stall_timeout": float,
     "extra_engine_args": _json_object,
     "log_level": str,
 }
@@ -140,6 +143,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-num-seqs", type=int, help="max concurrently running sequences")
     add("--enable-expert-parallel", action=argparse.BooleanOptionalAction, default=None)
     add("--drain-timeout", type=float, help="seconds to finish in-flight work on SIGTERM")
+    add(
+        "--stall-timeout",
+        type=float,
+        help="seconds without progress, with requests in flight, before Health says "
+        "NOT_SERVING and /readyz fails (default 120; 0: never)",
+    )
     add("--extra-engine-args", type=_json_object, help="JSON object merged into vLLM's args")
     add("--log-level", help="debug, info, warning or error (default info)")
 

@@ -1,4 +1,5 @@
-"""The gateway's FastAPI application: OpenAI routes, health, metrics and the /stats signal."""
+"""The gateway's ASGI application: the OpenAI routes and health on the API port; /stats and
+/metrics live on the internal port (internal.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,24 +18,30 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from scaleserve.gateway.auth import ApiKeys, load_keys
+from scaleserve.gateway import sse
+from scaleserve.gateway.auth import ApiKeys
+from scaleserve.gateway.deadlines import CURRENT_FLOW, Flow, bind_send
 from scaleserve.gateway.discovery.kubernetes import EndpointSliceDiscovery
 from scaleserve.gateway.discovery.static import StaticDiscovery
 from scaleserve.gateway.errors import (
     ClientDisconnectedError,
     GatewayError,
+    InternalError,
     InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
+    ShuttingDownError,
 )
+from scaleserve.gateway.internal import InternalServer
+from scaleserve.gateway.models import Model
 from scaleserve.gateway.protocol import parse_chat, parse_completion, parse_json
 from scaleserve.gateway.responses import GenerationResponse, error_response_messages
 from scaleserve.gateway.service import Gateway
 from scaleserve.gateway.settings import GatewaySettings
 
 log = logging.getLogger("scaleserve.gateway")
-PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class JSONBytes(Response):
@@ -50,6 +58,7 @@ def error_response(err: GatewayError) -> Response:
 
 
 INLINE_TOKENIZE_BYTES = 32 * 1024  # larger bodies are templated and tokenized in a thread
+REQUEST_ID_CHARS = re.compile(rb"[A-Za-z0-9._:/+=-]+")
 GENERATION_ROUTES = {"/v1/completions": "completion", "/v1/chat/completions": "chat"}
 
 
@@ -74,9 +83,14 @@ class GatewayApp:
             if kind is not None:
                 await self.generate(kind, scope, receive, send)
                 return
+        if scope["type"] == "http":
+            request_id = request_id_of(scope)
+            scope["scaleserve.request_id"] = request_id
+            send = with_header(send, (b"x-request-id", request_id.encode()))
         await self.api(scope, receive, send)
 
     async def read_body(self, scope: Any, receive: Any) -> bytes:
+        """The whole body (its headers are checked first), within receive_timeout."""
         authorization = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -86,50 +100,147 @@ class GatewayApp:
         self.keys.check(authorization)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise ClientDisconnectedError
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise PayloadTooLargeError(f"request body is larger than {self.max_body} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        timeout = self.gateway.settings.receive_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        raise ClientDisconnectedError
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise PayloadTooLargeError(
+                            f"request body is larger than {self.max_body} bytes"
+                        )
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request body did not arrive within {timeout:g}s",
+                headers={"connection": "close"},
+            ) from None
+
+    async def admit(self, receive: Any) -> None:
+        """An admission slot, before the body is parsed, templated or tokenized; a client that
+        leaves while queued is noticed (its body is read, so receive() now only reports a
+        disconnect)."""
+        admission = self.gateway.admission
+        if admission.try_acquire():
+            return
+        acquire = asyncio.ensure_future(admission.acquire())
+        left = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait((acquire, left), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            if not acquire.done():
+                acquire.cancel()  # hands on a slot that arrives meanwhile
+                with contextlib.suppress(asyncio.CancelledError):
+                    await acquire
+        if acquire.cancelled():
+            raise ClientDisconnectedError
+        acquire.result()  # 429 when the queue is full or the wait too long
 
     async def generate(self, kind: str, scope: Any, receive: Any, send: Any) -> None:
-        gateway = self.gateway
-        arrived = time.perf_counter()
-        route = "chat" if kind == "chat" else "completions"
+        task = asyncio.current_task()
+        assert task is not None
+        flow = Flow(task, request_id_of(scope))
+        CURRENT_FLOW.set(flow)  # this request's task only (uvicorn runs each in its own)
+        send = bind_send(flow, send)
+        sweeper = self.gateway.sweeper
+        sweeper.flows.add(flow)
         try:
-            raw = await self.read_body(scope, receive)
-            data = parse_json(raw)
-            req = parse_chat(data) if kind == "chat" else parse_completion(data)
-            request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + os.urandom(12).hex()
-            if len(raw) > INLINE_TOKENIZE_BYTES:  # long prompts: keep the loop free for streams
-                prompt_ids, engine_request = await asyncio.to_thread(
-                    gateway.prepare, req, request_id
-                )
-            else:
-                prompt_ids, engine_request = gateway.prepare(req, request_id)
-        except GatewayError as err:
-            gateway.observe(route, err.status, arrived)
+            await self._generate(kind, scope, receive, send)
+        except asyncio.CancelledError:
+            # Ended by a deadline or the end of a drain: say so, unless the client is gone or
+            # not reading (flow.error None), or the cancel came from elsewhere.
+            if not flow.ended or task.uncancel() > 0:
+                raise
+            if flow.error is not None:
+                await self.answer_error(flow, send, flow.error)
+        except Exception:
+            log.exception("request %s failed", flow.request_id)
+            await self.answer_error(
+                flow, send, InternalError(f"internal error (request id {flow.request_id})")
+            )
+        finally:
+            sweeper.flows.discard(flow)
+
+    @staticmethod
+    async def answer_error(flow: Flow, send: Any, err: GatewayError) -> None:
+        """The error as JSON before the response started, else an SSE error event + [DONE]."""
+        if not flow.started:
             start, body = error_response_messages(err)
             await send(start)
             await send(body)
-            return
-        except ClientDisconnectedError:
-            return
-        response = GenerationResponse(
-            gateway, req, request_id, prompt_ids, engine_request, route, arrived
-        )
-        await response(scope, receive, send)
+        elif not flow.finished:
+            frame = sse.error_frame(err.message, err.type, err.code) + sse.DONE
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
+
+    async def _generate(self, kind: str, scope: Any, receive: Any, send: Any) -> None:
+        gateway = self.gateway
+        arrived = time.perf_counter()
+        route = "chat" if kind == "chat" else "completions"
+        admitted = False
+        try:
+            try:
+                if gateway.draining:
+                    raise ShuttingDownError(
+                        "the gateway is shutting down; retry", headers={"connection": "close"}
+                    )
+                raw = await self.read_body(scope, receive)
+                await self.admit(receive)
+                admitted = True
+                data = parse_json(raw)
+                req = parse_chat(data) if kind == "chat" else parse_completion(data)
+                request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + os.urandom(12).hex()
+                if len(raw) > INLINE_TOKENIZE_BYTES:  # long prompts: keep the loop for streams
+                    prompt_ids, engine_request = await asyncio.to_thread(  # copies the context
+                        gateway.prepare, req, request_id
+                    )
+                else:
+                    prompt_ids, engine_request = gateway.prepare(req, request_id)
+            except GatewayError as err:
+                gateway.observe(route, err.status, arrived)
+                start, body = error_response_messages(err)
+                await send(start)
+                await send(body)
+                return
+            except ClientDisconnectedError:
+                return
+            response = GenerationResponse(
+                gateway, req, request_id, prompt_ids, engine_request, route, arrived
+            )
+            await response(scope, receive, send)
+        finally:
+            if admitted:
+                gateway.admission.release()
+
+
+def with_header(send: Any, header: tuple[bytes, bytes]) -> Any:
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), header]
+        await send(message)
+
+    return wrapped
+
+
+def request_id_of(scope: Any) -> str:
+    """The client's x-request-id when it is a sane token, else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if 0 < len(value) <= 128 and REQUEST_ID_CHARS.fullmatch(value):
+                return str(value.decode())
+            break
+    return "req_" + os.urandom(12).hex()
 
 
 def create_app(settings: GatewaySettings) -> GatewayApp:
     gateway = Gateway(settings)
-    keys = ApiKeys(load_keys(settings.api_key_file))
+    keys = ApiKeys.from_path(settings.api_key_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -141,13 +252,25 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         tasks = [
             asyncio.create_task(discovery.run(), name="gateway-discovery"),
             asyncio.create_task(gateway.pool.run_health(), name="gateway-health"),
+            asyncio.create_task(gateway.sweeper.run(), name="gateway-deadlines"),
         ]
+        internal = InternalServer(
+            settings.host,
+            settings.internal_port,
+            gateway.stats,
+            gateway.metrics.render,
+            lambda: gateway.sweeper.last_tick,
+        )
+        internal.start()
+        if not keys.enabled:
+            log.warning("no API key is configured: the OpenAI API is open to anyone who reaches it")
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await internal.stop()
             await gateway.pool.close()
 
     app = FastAPI(
@@ -173,6 +296,12 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         err.status = exc.status_code
         return error_response(err)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        request_id = request.scope.get("scaleserve.request_id", "")
+        log.error("request %s failed", request_id, exc_info=exc)
+        return error_response(InternalError(f"internal error (request id {request_id})"))
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
         return error_response(InvalidRequestError(str(exc)))
@@ -182,37 +311,28 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
     async def generation_routes() -> Response:  # served by GatewayApp's fast path
         raise NotFoundError("no such route")
 
+    def model_object(model: Model) -> dict[str, Any]:
+        return {
+            "id": model.name,
+            "object": "model",
+            "created": model.created,
+            "owned_by": "scaleserve",
+            "max_model_len": model.max_model_len,
+        }
+
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
         keys.check(request.headers.get("authorization"))
-        model = gateway.model
-        data = []
-        if model is not None:
-            data.append(
-                {
-                    "id": model.name,
-                    "object": "model",
-                    "created": model.created,
-                    "owned_by": "scaleserve",
-                    "max_model_len": model.max_model_len,
-                }
-            )
+        data = [model_object(m) for m in gateway.served_models()]
         return JSONBytes({"object": "list", "data": data})
 
     @app.get("/v1/models/{model_id:path}")
     async def model(request: Request, model_id: str) -> Response:
         keys.check(request.headers.get("authorization"))
-        model = gateway.model
-        if model is None or model.name != model_id:
-            raise NotFoundError(f"The model `{model_id}` does not exist.", code="model_not_found")
-        return JSONBytes(
-            {
-                "id": model.name,
-                "object": "model",
-                "created": model.created,
-                "owned_by": "scaleserve",
-            }
-        )
+        for served in gateway.served_models():
+            if served.name == model_id:
+                return JSONBytes(model_object(served))
+        raise NotFoundError(f"The model `{model_id}` does not exist.", code="model_not_found")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -220,16 +340,9 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if gateway.ready:
+        if gateway.ready and not gateway.draining:
             return JSONBytes({"status": "ready"})
-        return JSONBytes({"status": "not ready"}, status_code=503)
-
-    @app.get("/stats")
-    async def stats() -> Response:
-        return JSONBytes(gateway.stats())
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(gateway.metrics.render(), media_type=PROMETHEUS)
+        status = "draining" if gateway.draining else "not ready"
+        return JSONBytes({"status": status}, status_code=503)
 
     return GatewayApp(app, gateway, keys)

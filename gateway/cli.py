@@ -9,9 +9,8 @@ from typing import Any
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from scaleserve.gateway.app import create_app
+    from scaleserve.gateway.server import serve
     from scaleserve.gateway.settings import SettingsError, from_args
 
     try:
@@ -20,23 +19,26 @@ def _run(args: argparse.Namespace) -> int:
     except (SettingsError, ValueError, OSError) as exc:
         print(f"scaleserve gateway: {exc}", file=sys.stderr)
         return 2
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
+        handlers=[handler],
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=30,
-        timeout_keep_alive=int(settings.keep_alive),
-        lifespan="on",
-    )
+    serve(app, settings)
     return 0
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the id of the request the logging task serves ("-" outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from scaleserve.gateway.deadlines import CURRENT_FLOW
+
+        flow = CURRENT_FLOW.get()
+        record.request_id = flow.request_id if flow is not None else "-"
+        return True
 
 
 def register(subparsers: Any) -> None:

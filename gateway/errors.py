@@ -78,6 +78,14 @@ class PayloadTooLargeError(GatewayError):
     code = "request_too_large"
 
 
+class RequestTimeoutError(GatewayError):
+    """The client did not send its request (headers and body) within receive_timeout."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class UnsupportedMediaTypeError(GatewayError):
     status = 415
     type = "invalid_request_error"
@@ -117,6 +125,23 @@ class EngineTimeoutError(UpstreamError):
 class NotImplementedByEngineError(UpstreamError):
     status = 501
     code = "not_implemented"
+
+
+class ShuttingDownError(GatewayError):
+    """The gateway is draining: no new requests, and requests still running at the end of the
+    drain are ended with this."""
+
+    status = 503
+    type = "server_error"
+    code = "shutting_down"
+
+
+class InternalError(GatewayError):
+    """Anything unexpected: an OpenAI-shaped 500 naming the request id for the logs."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
 
 
 class ClientDisconnectedError(Exception):

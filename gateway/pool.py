@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -34,6 +35,9 @@ CHANNEL_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 SERVING = engine_pb2.HealthResponse.SERVING
+# How long a replica whose stream stalled gets no new work. Its engine's own watchdog says
+# NOT_SERVING once it has been stuck for its stall timeout; this bridges the time until then.
+STALL_EJECT_S = 30.0
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # end of a stream (missing from the stubs)
 
 
@@ -58,9 +62,11 @@ class Replica:
         "info",
         "last_error",
         "listed",
+        "model",
         "outputs",
         "requests_total",
         "serving",
+        "stalled_until",
         "stub",
         "terminating",
         "weight",
@@ -75,6 +81,8 @@ class Replica:
         self.outputs = 0  # stream messages received from it: proof of life under load
         self.weight = 0  # tensor-parallel degree; 0 until ModelInfo arrives
         self.info: engine_pb2.ModelInfoResponse | None = None
+        self.model: Hashable = None  # the gateway's key of the model it serves (from info)
+        self.stalled_until = 0.0  # monotonic time until which a stalled replica gets no work
         self.healthy = False  # reachable at the last probe (or call)
         self.engine_status = engine_pb2.HealthResponse.UNKNOWN
         self.serving = True  # discovery: ready/serving
@@ -91,6 +99,7 @@ class Replica:
             and self.serving
             and self.listed
             and self.weight > 0
+            and self.stalled_until <= time.monotonic()
         )
 
     @property
@@ -101,7 +110,8 @@ class Replica:
         return ReplicaState(self.address, self.weight, self.in_flight)
 
 
-ModelInfoHandler = Callable[[engine_pb2.ModelInfoResponse], Awaitable[None]]
+# Learns a replica's model from its ModelInfo; returns the key the gateway routes by.
+ModelInfoHandler = Callable[[engine_pb2.ModelInfoResponse], Awaitable[Hashable]]
 
 
 class ReplicaPool:
@@ -172,8 +182,19 @@ class ReplicaPool:
         the fallback)."""
         return replica in self._eligible
 
-    def snapshot(self, exclude: frozenset[str] = frozenset()) -> Snapshot:
-        return Snapshot(tuple(r.state() for r in self._eligible if r.address not in exclude))
+    @property
+    def eligible(self) -> tuple[Replica, ...]:
+        return self._eligible
+
+    def snapshot(self, exclude: frozenset[str] = frozenset(), model: Hashable = None) -> Snapshot:
+        """The replicas that may take new work (of `model`, when given), minus `exclude`."""
+        return Snapshot(
+            tuple(
+                r.state()
+                for r in self._eligible
+                if r.address not in exclude and (model is None or r.model == model)
+            )
+        )
 
     # -- accounting ------------------------------------------------------------------------
 
@@ -196,6 +217,19 @@ class ReplicaPool:
         replica.last_error = message
         self._refresh()
 
+    def report_stall(self, replica: Replica, what: str) -> None:
+        """A stream on `replica` stalled: no new work for STALL_EJECT_S (then probed back)."""
+        if replica.stalled_until <= time.monotonic():
+            log.warning(
+                "replica %s stalled (%s): no new work for %.0fs",
+                replica.address,
+                what,
+                STALL_EJECT_S,
+            )
+        replica.stalled_until = time.monotonic() + STALL_EJECT_S
+        replica.last_error = f"stalled: {what}"
+        self._refresh()
+
     # -- health ----------------------------------------------------------------------------
 
     async def probe(self, replica: Replica) -> None:
@@ -208,13 +242,14 @@ class ReplicaPool:
                 info = await replica.stub.ModelInfo(
                     engine_pb2.ModelInfoRequest(), timeout=max(10.0, self._health_timeout)
                 )
-                replica.info = info
-                replica.weight = max(1, info.tensor_parallel_size)
-                if self._on_model_info is not None:
-                    try:
-                        await self._on_model_info(info)
-                    except Exception:  # a bad tokenizer must not stop the health loop
-                        log.exception("replica %s: cannot use its ModelInfo", replica.address)
+                try:
+                    if self._on_model_info is not None:
+                        replica.model = await self._on_model_info(info)
+                except Exception:  # a bad tokenizer must not stop the health loop
+                    log.exception("replica %s: cannot use its ModelInfo", replica.address)
+                else:
+                    replica.info = info
+                    replica.weight = max(1, info.tensor_parallel_size)
         except grpc.aio.AioRpcError as exc:
             busy = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and replica.outputs != outputs
             if busy and replica.healthy:

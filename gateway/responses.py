@@ -101,8 +101,7 @@ class GenerationResponse:
                 return
 
     async def _run(self, send: Any) -> None:
-        gw = self.gateway
-        await gw.admission.acquire()
+        gw = self.gateway  # admitted by the app before the body was parsed
         gw.in_flight.add(1)
         try:
             upstream = await gw.open(self.prompt_ids, self.engine_request)
@@ -116,7 +115,6 @@ class GenerationResponse:
                 await gw.finish(upstream)
         finally:
             gw.in_flight.add(-1)
-            gw.admission.release()
 
     async def _stream(self, up: Upstream, send: Any) -> None:
         enc = sse.StreamEncoder(

@@ -8,24 +8,29 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from scaleserve.engine.proto import engine_pb2
+from scaleserve.gateway.deadlines import CURRENT_FLOW, Sweeper
 from scaleserve.gateway.errors import (
     REPLICA_FAILURES,
     RETRYABLE,
+    EngineTimeoutError,
     GatewayError,
     InvalidRequestError,
     ModelNotFoundError,
     NoReplicaAvailableError,
+    ShuttingDownError,
     UpstreamError,
     from_rpc_error,
 )
 from scaleserve.gateway.limits import Admission
 from scaleserve.gateway.metrics import GatewayMetrics
+from scaleserve.gateway.models import Model, model_key
 from scaleserve.gateway.pool import EOF, Replica, ReplicaPool
 from scaleserve.gateway.protocol import GenerationRequest
 from scaleserve.gateway.routing import RouteRequest, get_policy
@@ -37,17 +42,6 @@ log = logging.getLogger("scaleserve.gateway")
 STATUS_WAIT_S = 2.0  # how long a finished call may take to deliver its status
 
 
-@dataclass(frozen=True)
-class Model:
-    """The served model, learned from the first engine's ModelInfo."""
-
-    name: str
-    max_model_len: int
-    vocab_size: int
-    tokenizer: ModelTokenizer
-    created: int
-
-
 @dataclass(slots=True)
 class Upstream:
     """An open Generate call that has produced its first message."""
@@ -57,10 +51,12 @@ class Upstream:
     first: engine_pb2.GenerateResponse
     first_at: float
     complete: bool = False  # the last message (finish_reason) has arrived
+    reads: int = 0  # messages read after the first (the idle deadline's progress)
 
     async def next(self) -> engine_pb2.GenerateResponse:
         """The call's next message; the stream ending before its last message is an error."""
         msg = await self.call.read()
+        self.reads += 1
         self.replica.outputs += 1  # proof of life for the replica's probe
         if msg is EOF:
             raise UpstreamError("the engine ended the stream before finishing")
@@ -75,12 +71,21 @@ class Gateway:
             settings.health_interval, settings.health_timeout, on_model_info=self._on_model_info
         )
         self.admission = Admission(
-            settings.max_concurrency, settings.max_queue, settings.retry_after
+            settings.max_concurrency,
+            settings.max_queue,
+            settings.retry_after,
+            settings.queue_timeout,
+        )
+        self.sweeper = Sweeper(
+            settings.token_idle_timeout,
+            settings.write_timeout,
+            lambda replica: self.pool.report_stall(replica, "no message within the idle timeout"),
         )
         self.in_flight = TimeWeightedGauge(settings.stats_window)
         self.requests_total = 0
         self.retries_total = 0
-        self.model: Model | None = None
+        self.models: dict[Hashable, Model] = {}
+        self.draining = False  # SIGTERM: no new requests, /readyz fails
         self._seq = itertools.count()
         self._model_lock = asyncio.Lock()
         self.metrics = GatewayMetrics(self.stats)
@@ -108,49 +113,82 @@ class Gateway:
     def metrics_disconnect(self) -> None:
         self.metrics.disconnects.inc()
 
-    async def _on_model_info(self, info: engine_pb2.ModelInfoResponse) -> None:
+    async def _on_model_info(self, info: engine_pb2.ModelInfoResponse) -> Hashable:
+        key = model_key(info)
         async with self._model_lock:
-            if self.model is not None:
-                if info.served_model_name != self.model.name:
-                    log.warning(
-                        "replica serves %r, the gateway serves %r",
-                        info.served_model_name,
-                        self.model.name,
-                    )
-                return
+            if key in self.models:
+                return key
             tokenizer = await asyncio.to_thread(
                 ModelTokenizer.from_files, dict(info.tokenizer_files), info.chat_template
             )
-            self.model = Model(
+            self.models[key] = Model(
+                key=key,
                 name=info.served_model_name,
                 max_model_len=info.max_model_len,
                 vocab_size=info.vocab_size,
                 tokenizer=tokenizer,
                 created=int(time.time()),
             )
-            log.info("serving model %r (max_model_len %d)", self.model.name, info.max_model_len)
+            # Forget models no replica serves any more (a finished rollout).
+            held = {r.model for r in self.pool.replicas} | {key}
+            for stale in [k for k in self.models if k not in held]:
+                del self.models[stale]
+            log.info(
+                "replica serves model %r (tokenizer %s, max_model_len %d)",
+                info.served_model_name,
+                key[1],
+                info.max_model_len,
+            )
+        return key
+
+    def served_models(self) -> list[Model]:
+        """The models that at least one replica takes new requests for, one per name."""
+        best: dict[str, Model] = {}
+        for model in self._capacity():
+            best.setdefault(model.name, model)
+        return list(best.values())
+
+    def _capacity(self) -> list[Model]:
+        """Models with replicas taking work, the most capacity first."""
+        weight: dict[Hashable, int] = {}
+        for replica in self.pool.eligible:
+            weight[replica.model] = weight.get(replica.model, 0) + replica.weight
+        models = [self.models[k] for k in weight if k in self.models]
+        return sorted(models, key=lambda m: (-weight[m.key], -m.created))
 
     @property
     def ready(self) -> bool:
-        return self.model is not None and self.pool.any_eligible()
+        return bool(self.served_models())
 
-    def require_model(self) -> Model:
-        if self.model is None:
+    def resolve(self, name: str) -> Model:
+        """The model a request for `name` is prepared with: during a rollout (one name, two
+        tokenizers or limits), the one with the most serving capacity."""
+        for model in self._capacity():
+            if model.name == name:
+                return model
+        if any(m.name == name for m in self.models.values()):
+            raise NoReplicaAvailableError(
+                f"no replica of `{name}` takes requests now",
+                headers={"retry-after": str(self.settings.retry_after)},
+            )
+        if not self.models:
             raise NoReplicaAvailableError(
                 "no engine replica is ready yet",
                 headers={"retry-after": str(self.settings.retry_after)},
             )
-        return self.model
+        raise ModelNotFoundError(f"The model `{name}` does not exist.", param="model")
 
     # -- request preparation ---------------------------------------------------------------
 
     def prepare(
         self, req: GenerationRequest, request_id: str
     ) -> tuple[list[int], engine_pb2.GenerateRequest]:
-        """Check the model, tokenize, check lengths, and build the engine request."""
-        model = self.require_model()
-        if req.model != model.name:
-            raise ModelNotFoundError(f"The model `{req.model}` does not exist.", param="model")
+        """Check the model, tokenize, check lengths, and build the engine request. The model
+        chosen is recorded on the request's flow, so that dispatch routes to its replicas."""
+        model = self.resolve(req.model)
+        flow = CURRENT_FLOW.get()
+        if flow is not None:
+            flow.model = model.key
         tok = model.tokenizer
         if req.kind == "chat":
             ids = tok.encode_chat(
@@ -219,12 +257,17 @@ class Gateway:
     # -- dispatch --------------------------------------------------------------------------
 
     async def open(self, prompt_ids: list[int], request: engine_pb2.GenerateRequest) -> Upstream:
-        """Route and start a Generate call; one retry elsewhere if it fails before output."""
+        """Route and start a Generate call on a replica of the request's model; one retry
+        elsewhere if it fails, or sends nothing within first_token_timeout, before output."""
+        flow = CURRENT_FLOW.get()
+        model = flow.model if flow is not None else None
+        metadata = (("x-request-id", flow.request_id),) if flow is not None else None
+        ttft = self.settings.first_token_timeout
         exclude: frozenset[str] = frozenset()
         last: GatewayError | None = None
         for attempt in range(2):
             route = RouteRequest(next(self._seq), random.getrandbits(64), prompt_ids)
-            choice = self.policy(self.pool.snapshot(exclude), route)
+            choice = self.policy(self.pool.snapshot(exclude, model), route)
             replica = self.pool.get(choice.key) if choice is not None else None
             if replica is None:
                 break
@@ -232,9 +275,10 @@ class Gateway:
                 self.retries_total += 1
                 self.metrics.retries.inc()
             self.pool.acquire(replica)
-            call = replica.stub.Generate(request)
+            call = replica.stub.Generate(request, metadata=metadata)
             try:
-                first = await call.read()
+                async with asyncio.timeout(ttft):
+                    first = await call.read()
             except grpc.aio.AioRpcError as exc:
                 self.pool.release(replica)
                 code = exc.code()
@@ -243,6 +287,15 @@ class Gateway:
                 last = from_rpc_error(exc)
                 if code not in RETRYABLE:
                     raise last from None
+                exclude = exclude | {replica.address}
+                continue
+            except TimeoutError:
+                call.cancel()  # aborts the engine's request
+                self.pool.release(replica)
+                self.pool.report_stall(replica, f"no first message within {ttft:g}s")
+                last = EngineTimeoutError(
+                    f"the engine sent no token within {ttft:g}s", code="first_token_timeout"
+                )
                 exclude = exclude | {replica.address}
                 continue
             except BaseException:
@@ -254,7 +307,10 @@ class Gateway:
                 last = UpstreamError("the engine ended the stream without output")
                 exclude = exclude | {replica.address}
                 continue
-            return Upstream(replica, call, first, time.perf_counter())
+            upstream = Upstream(replica, call, first, time.perf_counter())
+            if flow is not None:
+                flow.upstream = upstream  # from here the sweeper watches its progress
+            return upstream
         if last is not None:
             raise last
         raise NoReplicaAvailableError(
@@ -280,6 +336,25 @@ class Gateway:
             if not call.done():
                 call.cancel()
             self.pool.release(upstream.replica)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """SIGTERM: /readyz fails, new requests get 503; after drain_timeout, requests still
+        running end with an error (an SSE error event and [DONE] for streams)."""
+        if self.draining:
+            return
+        self.draining = True
+        timeout = self.settings.drain_timeout
+        log.info("draining: %d requests in flight, at most %gs", self.in_flight.value, timeout)
+        asyncio.get_running_loop().call_later(timeout, self._end_drain)
+
+    def _end_drain(self) -> None:
+        ended = self.sweeper.end_all(
+            ShuttingDownError("the gateway is shutting down; the request was not finished")
+        )
+        if ended:
+            log.warning("drain over: %d requests ended with an error", ended)
 
     # -- the operator's signal -------------------------------------------------------------
 

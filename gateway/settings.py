@@ -12,6 +12,14 @@ from typing import Any
 ENV_PREFIX = "SCALESERVE_GATEWAY_"
 ROUTING = ("round-robin", "least-in-flight", "prefix-affinity")
 DISCOVERY = ("static", "kubernetes")
+DEADLINES = (
+    "first_token_timeout",
+    "token_idle_timeout",
+    "queue_timeout",
+    "receive_timeout",
+    "write_timeout",
+    "drain_timeout",
+)
 
 
 class SettingsError(ValueError):
@@ -36,6 +44,15 @@ class GatewaySettings:
     keep_alive: seconds an idle client connection stays open. Longer than the usual client
         pool expiry (httpx: 5 s) so that the client closes first: a server closing at the same
         moment as a client reuses the connection fails that request.
+    internal_port: port of /stats, /metrics and the liveness probe (never the API port).
+    Deadlines (seconds; each ends the request with an OpenAI-style error, docs/gateway.md):
+    first_token_timeout: from dispatch to an engine to its first message (then one retry on
+        another replica); token_idle_timeout: between two messages of a stream;
+        queue_timeout: waiting for an admission slot; receive_timeout: to receive a request's
+        headers and body; write_timeout: a response write blocked by a client not reading;
+        drain_timeout: on SIGTERM, how long in-flight requests may still run.
+    max_connections: open client connections (uvicorn's limit_concurrency; beyond it, 503);
+    backlog: the listen socket's accept queue.
     """
 
     host: str = "0.0.0.0"
@@ -57,6 +74,15 @@ class GatewaySettings:
     health_timeout: float = 2.0
     retry_after: int = 1
     keep_alive: float = 75.0
+    internal_port: int = 8001
+    first_token_timeout: float = 120.0
+    token_idle_timeout: float = 60.0
+    queue_timeout: float = 30.0
+    receive_timeout: float = 30.0
+    write_timeout: float = 60.0
+    drain_timeout: float = 30.0
+    max_connections: int = 8192
+    backlog: int = 2048
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -66,18 +92,29 @@ class GatewaySettings:
             raise SettingsError(f"discovery must be one of {', '.join(DISCOVERY)}")
         if self.discovery == "kubernetes" and not (self.service or self.selector):
             raise SettingsError("kubernetes discovery needs --service or --selector")
-        if not 0 < self.port < 65536:
-            raise SettingsError("port must be in 1..65535")
+        for name in ("port", "internal_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise SettingsError(f"{name} must be in 1..65535")
+        if self.port == self.internal_port:
+            raise SettingsError("internal_port must differ from port")
         for name in ("max_concurrency", "max_queue"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must be >= 0")
         if self.max_body_bytes < 1024:
             raise SettingsError("max_body_bytes must be >= 1024")
-        for name in ("stats_window", "health_interval", "health_timeout", "keep_alive"):
+        for name in (
+            "stats_window",
+            "health_interval",
+            "health_timeout",
+            "keep_alive",
+            *DEADLINES,
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0")
         if self.retry_after < 1:
             raise SettingsError("retry_after must be >= 1")
+        if self.max_connections < 16 or self.backlog < 16:
+            raise SettingsError("max_connections and backlog must be >= 16")
         for address in self.replicas:
             if not _is_address(address):
                 raise SettingsError(f"replica address {address!r} is not host:port")
@@ -162,6 +199,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--health-timeout", type=float, help=f"replica probe timeout, s (default {d.health_timeout})")
     a("--retry-after", type=int, help=f"Retry-After seconds on 429 (default {d.retry_after})")
     a("--keep-alive", type=float, help=f"idle connection timeout, s (default {d.keep_alive})")
+    a("--internal-port", type=int, help=f"/stats, /metrics, liveness (default {d.internal_port})")
+    deadline_help = {
+        "first_token_timeout": "engine's first message, then a retry elsewhere",
+        "token_idle_timeout": "between two messages of a stream",
+        "queue_timeout": "waiting for an admission slot",
+        "receive_timeout": "receiving a request's headers and body",
+        "write_timeout": "a write blocked by a client that does not read",
+        "drain_timeout": "in-flight requests may run on after SIGTERM",
+    }
+    for name, what in deadline_help.items():
+        a(f"--{name.replace('_', '-')}", type=float, help=f"{what}, s (default {getattr(d, name)})")
+    a(
+        "--max-connections",
+        type=int,
+        help=f"open client connections (default {d.max_connections})",
+    )
+    a("--backlog", type=int, help=f"listen backlog (default {d.backlog})")
     a("--log-level", help=f"log level (default {d.log_level})")
 
 

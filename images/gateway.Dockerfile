@@ -28,10 +28,11 @@ ENV PATH=/opt/scaleserve/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp
-# HTTP: the OpenAI API, /healthz, /readyz, /metrics, /stats (docs/contracts.md)
-EXPOSE 8000
+# HTTP: the OpenAI API, /healthz, /readyz on 8000; /stats, /metrics, /livez on the internal
+# port 8001 (docs/contracts.md)
+EXPOSE 8000 8001
 USER 65532:65532
-# the liveness probe the operator writes: GET /healthz on port http (8000)
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SCALESERVE_GATEWAY_PORT', '8000'), timeout=2)"]
+# the liveness probe the operator writes: GET /livez on port internal (8001)
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=6 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('SCALESERVE_GATEWAY_INTERNAL_PORT', '8001'), timeout=4)"]
 ENTRYPOINT ["scaleserve", "gateway"]

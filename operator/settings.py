@@ -35,7 +35,7 @@ class OperatorSettings:
 
     namespaces: tuple[str, ...] = ()
     reconcile_interval_s: float = 10.0
-    stats_url: str = "http://{pod_ip}:8000/stats"
+    stats_url: str = "http://{pod_ip}:8001/stats"  # the gateway's internal port
     stats_timeout_s: float = 2.0
     pending_grace_s: float = 120.0
     field_manager: str = "scaleserve-operator"

@@ -12,6 +12,7 @@ from typing import Any
 
 from scaleserve.dev.stack import GROUP, PLURAL, VERSION, sample_endpoint
 from scaleserve.dev.watch import endpoint, endpoint_gateway_url, endpoint_pods, is_ready
+from scaleserve.operator.builders.naming import GATEWAY_INTERNAL_PORT
 
 
 @dataclass
@@ -36,7 +37,9 @@ class LocalEndpoint:
         return endpoint_pods(self.client, self.namespace, self.name, component)
 
     def gateway_stats(self) -> dict[str, Any]:
-        url = self.gateway_url().removesuffix("/v1") + "/stats"
+        # /stats is on the gateway's internal port, next to the API port of the same pod
+        api = self.gateway_url().removesuffix("/v1")
+        url = api.rpartition(":")[0] + f":{GATEWAY_INTERNAL_PORT}/stats"
         with urllib.request.urlopen(url, timeout=5) as resp:
             data: dict[str, Any] = json.loads(resp.read())
         return data

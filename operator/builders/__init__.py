@@ -17,6 +17,7 @@ from scaleserve.operator.builders.engine import (
 )
 from scaleserve.operator.builders.gateway import (
     gateway_deployment,
+    gateway_disruption_budget,
     gateway_rbac,
     gateway_service,
 )
@@ -81,6 +82,7 @@ def desired(spec: EndpointSpec, observed: Observed) -> list[Manifest]:
         engine_service(owner),
         gateway_service(owner),
         engine_disruption_budget(owner),
+        gateway_disruption_budget(owner),
         engine_network_policy(owner),
     ]
     for placed in sorted(observed.groups, key=lambda p: p.group.name):

@@ -1,4 +1,5 @@
-"""Gateway children: Deployment, Service, and the ServiceAccount, Role and RoleBinding."""
+"""Gateway children: Deployment, Service, PodDisruptionBudget, and the ServiceAccount, Role and
+RoleBinding."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from typing import Any
 
 from scaleserve.operator.builders.naming import (
+    GATEWAY_INTERNAL_PORT,
     GATEWAY_PORT,
     LABEL_COMPONENT,
     Manifest,
@@ -30,6 +32,15 @@ ANNOTATION_MODEL_HASH = "scaleserve.io/model-hash"
 # vLLM engine arguments that change what ModelInfo tells a gateway (tokenizer files, chat
 # template, context length)
 MODEL_INFO_ARGS = ("tokenizer", "tokenizer_mode", "tokenizer_revision", "revision", "hf_overrides")
+# Shutdown: the preStop pause lets the Service's endpoints drop the pod before the gateway stops
+# accepting; then it drains for DRAIN_S (`--drain-timeout`), ends what is left with an error
+# event, and uvicorn closes 5 s later. The grace period covers all of it with room to spare.
+PRE_STOP_S = 5
+DRAIN_S = 30
+TERMINATION_GRACE_S = PRE_STOP_S + DRAIN_S + 5 + 10
+# A gateway relays bytes; without requests it would be BestEffort, first to be evicted and
+# starved under load. The user's resources win key by key.
+DEFAULT_REQUESTS = {"cpu": "500m", "memory": "512Mi"}
 
 
 def _labels(owner: Owner) -> dict[str, str]:
@@ -45,6 +56,8 @@ def gateway_args(spec: EndpointSpec, owner: Owner) -> list[str]:
         "--namespace", owner.namespace,
         "--service", engine_service_name(owner.name),
         "--routing", spec.gateway.routing,
+        "--internal-port", str(GATEWAY_INTERNAL_PORT),
+        "--drain-timeout", str(DRAIN_S),
     ]  # fmt: skip
     if spec.autoscaling is not None:
         args += ["--stats-window", str(spec.autoscaling.window_seconds)]
@@ -87,8 +100,14 @@ def _volumes(spec: EndpointSpec) -> tuple[list[dict[str, Any]], list[dict[str, A
     return volumes, mounts
 
 
-def _probe(path: str) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
+def _probe(path: str, port: str, period_s: int, failures: int) -> dict[str, Any]:
+    # timeouts generous enough for a gateway relaying thousands of streams on a busy node
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period_s,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
 
 
 def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
@@ -100,11 +119,19 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
         "image": gw.image,
         "command": ["scaleserve", "gateway"],
         "args": gateway_args(spec, owner),
-        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
-        "readinessProbe": _probe("/readyz"),
-        "livenessProbe": _probe("/healthz"),
+        "ports": [
+            {"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},
+            {"name": "internal", "containerPort": GATEWAY_INTERNAL_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": _probe("/readyz", "http", period_s=5, failures=3),
+        # answered off the event loop: fails only when the loop is wedged, not when it is busy
+        "livenessProbe": _probe("/livez", "internal", period_s=10, failures=6),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
         "resources": {
-            "requests": {k: str(v) for k, v in gw.resources.requests.items()},
+            "requests": {
+                **DEFAULT_REQUESTS,
+                **{k: str(v) for k, v in gw.resources.requests.items()},
+            },
             "limits": {k: str(v) for k, v in gw.resources.limits.items()},
         },
         "volumeMounts": mounts,
@@ -117,6 +144,7 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
         "containers": [container],
         "volumes": volumes,
         "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
     }
     # gateways are CPU pods: they are placed by their own fields, not by the engines' GPU
     # nodeSelector and tolerations
@@ -140,7 +168,7 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
                 "metadata": {
                     "labels": dict(labels),
                     "annotations": {
-                        **scrape_annotations(GATEWAY_PORT),
+                        **scrape_annotations(GATEWAY_INTERNAL_PORT),
                         ANNOTATION_MODEL_HASH: model_hash(spec),
                     },
                 },
@@ -160,6 +188,16 @@ def gateway_service(owner: Owner) -> Manifest:
             "selector": gateway_selector(owner.name),
             "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http"}],
         },
+    }
+
+
+def gateway_disruption_budget(owner: Owner) -> Manifest:
+    """Voluntary evictions take at most one gateway pod of the endpoint at a time."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(owner, gateway_name(owner.name), _labels(owner)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": gateway_selector(owner.name)}},
     }
 
 

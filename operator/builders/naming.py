@@ -12,6 +12,7 @@ KIND = "LLMEndpoint"
 ENGINE_GRPC_PORT = 50051
 ENGINE_METRICS_PORT = 9090
 GATEWAY_PORT = 8000
+GATEWAY_INTERNAL_PORT = 8001  # /stats (the operator), /metrics (Prometheus), /livez
 
 LABEL_ENDPOINT = "scaleserve.io/endpoint"
 LABEL_GROUP = "scaleserve.io/group"

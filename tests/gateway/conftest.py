@@ -44,6 +44,7 @@ START_TIMEOUT_S = 60.0
 @dataclass
 class GatewayProcess:
     port: int
+    internal_port: int
     process: subprocess.Popen[bytes]
     log_path: Path
 
@@ -55,11 +56,15 @@ class GatewayProcess:
     def base_url(self) -> str:
         return self.url + "/v1"
 
+    @property
+    def internal_url(self) -> str:
+        return f"http://127.0.0.1:{self.internal_port}"
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stats(self) -> dict:
-        return httpx.get(self.url + "/stats", timeout=5).json()
+        return httpx.get(self.internal_url + "/stats", timeout=15).json()
 
     def wait_in_flight(self, n: int, timeout_s: float = 60) -> None:
         """Until the gateway holds `n` requests (placed on replicas, answered or not); fails
@@ -106,7 +111,7 @@ def gateway_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
         replicas: list[EngineProcess] | list[str], *args: str, ready: int = 0
     ) -> GatewayProcess:
         addresses = [r if isinstance(r, str) else r.address for r in replicas]
-        port = free_port()
+        port, internal_port = free_port(), free_port()
         log_path = log_dir / f"gateway-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -119,6 +124,8 @@ def gateway_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
                     "127.0.0.1",
                     "--port",
                     str(port),
+                    "--internal-port",
+                    str(internal_port),
                     "--replicas",
                     ",".join(addresses),
                     "--health-interval",
@@ -135,7 +142,7 @@ def gateway_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        gw = GatewayProcess(port, process, log_path)
+        gw = GatewayProcess(port, internal_port, process, log_path)
         started.append(gw)
         gw.wait_ready(replicas=ready or len(addresses))
         return gw

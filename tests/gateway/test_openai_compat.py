@@ -232,7 +232,26 @@ def test_health_ready_stats_and_metrics(gateway: GatewayProcess) -> None:
         assert replica["tensor_parallel"] == 1
         assert replica["healthy"]
         assert replica["serving"]
-    metrics = httpx.get(gateway.url + "/metrics").text
+    metrics = httpx.get(gateway.internal_url + "/metrics").text
     assert "scaleserve_gateway_requests_total" in metrics
     assert "scaleserve_gateway_time_to_first_token_seconds_bucket" in metrics
     assert "scaleserve_gateway_replica_up" in metrics
+    # the API port serves the OpenAI API and health only; liveness is on the internal port
+    assert httpx.get(gateway.url + "/stats").status_code == 404
+    assert httpx.get(gateway.url + "/metrics").status_code == 404
+    assert httpx.get(gateway.internal_url + "/livez").status_code == 200
+
+
+def test_request_ids_are_echoed_or_made(gateway: GatewayProcess) -> None:
+    body = {"model": MODEL, "prompt": "hi", "max_tokens": 2}
+    mine = httpx.post(
+        gateway.base_url + "/completions", json=body, headers={"x-request-id": "trace-42"}
+    )
+    assert mine.status_code == 200
+    assert mine.headers["x-request-id"] == "trace-42"
+    made = httpx.post(gateway.base_url + "/completions", json={**body, "stream": True})
+    assert made.headers["x-request-id"].startswith("req_")
+    failed = httpx.post(gateway.base_url + "/completions", json={**body, "model": "nope"})
+    assert failed.status_code == 404
+    assert failed.headers["x-request-id"].startswith("req_")
+    assert httpx.get(gateway.url + "/v1/models").headers["x-request-id"].startswith("req_")

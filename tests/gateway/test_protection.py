@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -57,9 +59,35 @@ def test_api_keys_are_required(guarded: GatewayProcess) -> None:
     assert post(guarded, KEY).status_code == 200
     assert post(guarded, "sk-other").status_code == 200
     assert httpx.get(guarded.base_url + "/models").status_code == 401
-    # probes and the operator's signal stay open
+    # probes and the operator's signal (on the internal port) stay open
     assert httpx.get(guarded.url + "/readyz").status_code == 200
-    assert httpx.get(guarded.url + "/stats").status_code == 200
+    assert httpx.get(guarded.internal_url + "/stats").status_code == 200
+
+
+def test_api_keys_rotate_without_a_restart(guarded: GatewayProcess) -> None:
+    secret = Path(guarded_secret(guarded))
+    (secret / "key-c").write_text("sk-rotated\n")
+    try:
+        assert until(lambda: post(guarded, "sk-rotated").status_code == 200)
+    finally:
+        (secret / "key-c").unlink()
+    assert until(lambda: post(guarded, "sk-rotated").status_code == 401)
+    assert post(guarded, KEY).status_code == 200
+
+
+def guarded_secret(gw: GatewayProcess) -> str:
+    args = gw.process.args
+    assert isinstance(args, list)
+    return str(args[args.index("--api-key-file") + 1])
+
+
+def until(holds: Callable[[], bool], timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not holds():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def test_large_bodies_get_413(guarded: GatewayProcess) -> None:

@@ -28,6 +28,7 @@ from scaleserve.operator.builders import Observed, Owner, PlacedGroup, desired
 from scaleserve.operator.builders.naming import (
     ENGINE_GRPC_PORT,
     ENGINE_METRICS_PORT,
+    GATEWAY_INTERNAL_PORT,
     GATEWAY_PORT,
 )
 from scaleserve.operator.layout import Group
@@ -129,7 +130,7 @@ CHART_HEALTH_PORT, CHART_METRICS_PORT = CHART_OPERATOR["healthPort"], CHART_OPER
 # file -> (subcommand, exposed ports, the container whose liveness probe the HEALTHCHECK mirrors)
 IMAGES_EXPECTED: dict[str, tuple[str, set[int], str | None]] = {
     "operator.Dockerfile": ("operator", {CHART_HEALTH_PORT, CHART_METRICS_PORT}, None),
-    "gateway.Dockerfile": ("gateway", {GATEWAY_PORT}, "gateway"),
+    "gateway.Dockerfile": ("gateway", {GATEWAY_PORT, GATEWAY_INTERNAL_PORT}, "gateway"),
     "engine.Dockerfile": ("engine", {ENGINE_GRPC_PORT, ENGINE_METRICS_PORT}, "engine"),
     "engine-cpu.Dockerfile": ("engine", {ENGINE_GRPC_PORT, ENGINE_METRICS_PORT}, "engine"),
 }

@@ -235,3 +235,18 @@ async def test_admission_cancelled_waiter_leaves_queue() -> None:
     assert adm.queued == 0
     adm.release()
     assert adm.running == 0
+
+
+@pytest.mark.asyncio
+async def test_admission_queue_wait_is_bounded() -> None:
+    adm = Admission(limit=1, queue_limit=4, retry_after=2, queue_timeout=0.05)
+    assert adm.try_acquire()
+    assert not adm.try_acquire()
+    with pytest.raises(OverloadedError) as info:
+        await adm.acquire()
+    assert info.value.status == 429
+    assert info.value.headers["retry-after"] == "2"
+    assert "queue" in info.value.message
+    assert (adm.running, adm.queued) == (1, 0)
+    adm.release()
+    assert adm.running == 0

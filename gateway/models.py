@@ -1,0 +1,34 @@
+"""The models the gateway serves, one per distinct ModelInfo of its replicas."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from scaleserve.engine.proto import engine_pb2
+from scaleserve.gateway.tokenizer import ModelTokenizer
+
+
+@dataclass(frozen=True)
+class Model:
+    """A served model as its replicas' ModelInfo describes it. Replicas whose ModelInfo agrees
+    on the name, the tokenizer, the chat template and the limits share one `key`; a request is
+    tokenized by one Model and routed only to replicas of its key."""
+
+    key: Hashable
+    name: str
+    max_model_len: int
+    vocab_size: int
+    tokenizer: ModelTokenizer
+    created: int
+
+
+def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
+    """(served name, digest of everything that changes how its requests are prepared)."""
+    digest = hashlib.sha256()
+    for name in sorted(info.tokenizer_files):
+        digest.update(name.encode() + b"\0" + info.tokenizer_files[name] + b"\0")
+    digest.update(info.chat_template.encode())
+    digest.update(f"\0{info.max_model_len}\0{info.vocab_size}".encode())
+    return info.served_model_name, digest.hexdigest()[:16]

@@ -14,6 +14,7 @@ from tests.control_plane.test_operator_harness import (
     OperatorProcess,
     StatsServer,
     create_endpoint,
+    custom,
     engine_pods,
     events,
     get_endpoint,
@@ -214,7 +215,7 @@ def test_an_operator_restarted_mid_reshape_converges(
     assert watch.min_ready_after_serving > 0
 
 
-def test_without_spare_gpus_the_plan_is_announced_before_serving_stops(
+def test_without_spare_gpus_a_single_group_holds_until_disruption_is_allowed(
     kube_api: Any,
     namespace: str,
     gpu_pool: Any,
@@ -226,8 +227,35 @@ def test_without_spare_gpus_the_plan_is_announced_before_serving_stops(
     stats_server.set(namespace, "chat", 1.0)
     create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool, surge=0))
     wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+    before = {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
 
     stats_server.set(namespace, "chat", 200.0)
+    held = wait_status(
+        kube_api,
+        namespace,
+        "chat",
+        lambda s: any(
+            c["type"] == "Held" and c["status"] == "True" for c in s.get("conditions") or []
+        ),
+        "the reshape held",
+        timeout_s=60,
+        op=operator,
+    )
+    assert held["message"].startswith("holding 1x8: a reshape to 8x1 needs 8 spare GPUs")
+    assert "surgeGPUs" in held["message"]
+    assert held["phase"] == "Ready"
+    assert held["readyReplicas"] == 1
+    assert {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")} == before
+    assert [m for t, r, m in events(kube_api, namespace, "chat") if r == "RolloutHeld"]
+
+    custom(kube_api).patch_namespaced_custom_object(
+        "scaleserve.io",
+        "v1alpha1",
+        namespace,
+        "llmendpoints",
+        "chat",
+        {"spec": {"rollout": {"allowDisruption": True}}},
+    )
     wait_status(kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=90, op=operator)
     warnings = [m for t, r, m in events(kube_api, namespace, "chat") if r == "NoSpareGPUs"]
     assert warnings

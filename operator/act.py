@@ -101,7 +101,8 @@ async def act(
             )
             refused = done[0] | done[1]
     if not refused:
-        rt.applied((owner.namespace, owner.name), bool(decision.config or decision.workloads))
+        if decision.config or decision.workloads:
+            rt.applied((owner.namespace, owner.name))
         await write_status(rt, owner, old, decision.status, decision.events, emit)
     return refused
 

@@ -59,15 +59,18 @@ def _readiness(obj: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
 
 class ClusterView:
     """Watched caches of what reconciles read. `on_child_change(namespace, endpoint)` is called
-    when an engine StatefulSet or gateway Deployment of an endpoint changes readiness."""
+    when an engine StatefulSet or gateway Deployment of an endpoint changes readiness,
+    `on_child_deleted(namespace, endpoint)` when one is deleted."""
 
     def __init__(
         self,
         kube: Kube,
         namespaces: Sequence[str | None] = (),
         on_child_change: Callable[[str, str], None] | None = None,
+        on_child_deleted: Callable[[str, str], None] | None = None,
     ) -> None:
         self._on_child_change = on_child_change
+        self._on_child_deleted = on_child_deleted
         self.nodes = Informer(kube, "Node")
         self.pods = Informer(
             kube, "Pod", fields="status.phase!=Succeeded,status.phase!=Failed", index=_endpoint_of
@@ -100,6 +103,8 @@ class ClusterView:
 
     def _child(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         owner = _endpoint_of(new) or _endpoint_of(old)
+        if owner and new is None and self._on_child_deleted:
+            self._on_child_deleted(*owner)  # before the prompt pass, so it re-applies everything
         if owner and self._on_child_change and _readiness(old) != _readiness(new):
             self._on_child_change(*owner)
 

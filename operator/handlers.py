@@ -105,7 +105,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
 
         requeue = Requeue(kube, promptly)
         # reconciles read watched caches; a child's readiness change reconciles its endpoint
-        runtime.view = ClusterView(kube, config.namespaces, requeue.add)
+        runtime.view = ClusterView(
+            kube, config.namespaces, requeue.add, lambda ns, name: runtime.dirty.add((ns, name))
+        )
         tasks = await informer.start(runtime.view.informers)
         tasks.append(asyncio.create_task(requeue.run(), name="requeue"))
         memo["runtime"], memo["events"], memo["tasks"] = runtime, events, tasks

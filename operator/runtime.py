@@ -71,14 +71,13 @@ class Runtime:
         # re-apply on the last tick before the period is over, so no child stays drifted longer
         return now - last + self.settings.reconcile_interval_s > self.settings.resync_interval_s
 
-    def applied(self, key: Key, everything: bool) -> None:
-        """Every child the pass applied was accepted."""
+    def applied(self, key: Key) -> None:
+        """Every child was applied and accepted."""
         self.rejected.pop(key, None)
         self.failures.pop(key, None)
         self.retry_at.pop(key, None)
-        if everything:
-            self.last_apply[key] = self.clock()
-            self.dirty.discard(key)
+        self.last_apply[key] = self.clock()
+        self.dirty.discard(key)
 
     def refused(self, key: Key, children: dict[str, str]) -> float:
         """The API server refused `children`; returns the delay before the next attempt."""

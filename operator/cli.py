@@ -28,12 +28,6 @@ def register(subparsers: Any) -> None:
         help="seconds, per endpoint",
     )
     parser.add_argument(
-        "--resync-interval",
-        dest="resync_interval_s",
-        type=float,
-        help="every child is re-applied at least this often, seconds (drift repair)",
-    )
-    parser.add_argument(
         "--stats-url",
         help="gateway /stats URL template with {pod_ip}, {pod_name}, {namespace}, {endpoint}",
     )

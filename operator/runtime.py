@@ -20,6 +20,7 @@ from scaleserve.operator.settings import OperatorSettings
 Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
 Key = tuple[str, str]  # namespace, name
 RETRY_FIRST_S, RETRY_MAX_S = 5.0, 300.0
+RESYNC_S = 60.0  # every child is re-applied at least this often (drift repair)
 
 
 def backoff_s(failures: int, jitter: float) -> float:
@@ -69,7 +70,7 @@ class Runtime:
         if key in self.dirty or last is None:
             return True
         # re-apply on the last tick before the period is over, so no child stays drifted longer
-        return now - last + self.settings.reconcile_interval_s > self.settings.resync_interval_s
+        return now - last + self.settings.reconcile_interval_s > RESYNC_S
 
     def applied(self, key: Key) -> None:
         """Every child was applied and accepted."""

@@ -20,7 +20,6 @@ class OperatorSettings:
 
     namespaces: namespaces to watch (empty: the whole cluster).
     reconcile_interval_s: period of the reshaping/status timer per endpoint.
-    resync_interval_s: every child is re-applied at least this often (drift repair).
     stats_url: template of each gateway pod's /stats URL; fields {pod_ip}, {pod_name},
         {namespace}, {endpoint}. Pointing it elsewhere (a test server) overrides the source.
     stats_timeout_s: timeout of one /stats read.
@@ -32,7 +31,6 @@ class OperatorSettings:
 
     namespaces: tuple[str, ...] = ()
     reconcile_interval_s: float = 10.0
-    resync_interval_s: float = 60.0
     stats_url: str = "http://{pod_ip}:8000/stats"
     stats_timeout_s: float = 2.0
     pending_grace_s: float = 120.0
@@ -43,8 +41,6 @@ class OperatorSettings:
     def __post_init__(self) -> None:
         if self.reconcile_interval_s <= 0:
             raise SettingsError("reconcile_interval_s must be > 0")
-        if self.resync_interval_s <= 0:
-            raise SettingsError("resync_interval_s must be > 0")
         if self.stats_timeout_s <= 0:
             raise SettingsError("stats_timeout_s must be > 0")
         if self.pending_grace_s < 0:

@@ -129,7 +129,7 @@ def test_every_child_is_reapplied_within_one_resync_period() -> None:
     from scaleserve.operator.settings import OperatorSettings
 
     clock = [0.0]
-    settings = OperatorSettings(reconcile_interval_s=10.0, resync_interval_s=60.0)
+    settings = OperatorSettings(reconcile_interval_s=10.0)  # children resynced every 60 s
     rt = Runtime(settings, None, None, clock=lambda: clock[0])  # type: ignore[arg-type]
     key = ("ns", "chat")
     assert rt.resync_due(key)  # never applied

@@ -234,11 +234,19 @@ def _status_events(old: Mapping[str, Any], new: Mapping[str, Any], done: bool) -
     )
     if was_reshaping and done:
         events.append(Event("Normal", "ReshapeCompleted", f"now serving at {new['targetLayout']}"))
-    if new["phase"] == "Degraded" and (
-        old.get("phase") != "Degraded" or old.get("message") != new["message"]
-    ):
+    if new["phase"] == "Degraded" and _degraded_reason(old) != _degraded_reason(new):
         events.append(Event("Warning", "Degraded", new["message"]))
     return tuple(events)
+
+
+def _degraded_reason(status_: Mapping[str, Any]) -> str | None:
+    """Why the endpoint is degraded (None: it is not): a new reason is worth a new event."""
+    if status_.get("phase") != "Degraded":
+        return None
+    for c in status_.get("conditions") or []:
+        if c.get("type") == "Degraded":
+            return str(c.get("reason"))
+    return ""
 
 
 def rejected(

@@ -161,8 +161,8 @@ def build(
             Condition(
                 "Reshaping",
                 reshaping,
-                "Transition" if reshaping else "AtTarget",
-                p.transition if reshaping else f"at {target}",
+                "Transition" if reshaping else ("Held" if p.held else "AtTarget"),
+                p.transition if reshaping else (p.held or f"at {target}"),
             ),
             Condition("Held", bool(p.held), "NoSpareGPUs" if p.held else "NotHeld", p.held),
             Condition(

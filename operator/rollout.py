@@ -3,9 +3,10 @@
 - a delete waits until every other group is ready;
 - while a transition deletes, at most one new group is in flight (one group in transition);
 - a create waits while deleted groups' pods still hold GPUs that would push the endpoint over
-  its limit (budget + surge), while no node has room now but one will once terminating pods
-  are gone (rather than creating it unpinned), and, when no node has room at all, while pinned
-  groups' pods are not bound yet (an unpinned group could take the GPUs promised to them).
+  its limit (budget + surge), whether or not this transition deletes more; while no node has
+  room now but one will once terminating pods are gone (rather than creating it unpinned);
+  and, when no node has room at all, while pinned groups' pods are not bound yet (an unpinned
+  group could take the GPUs promised to them).
 
 A group's pod template is identified by a hash stamped on its StatefulSet; a group whose hash
 differs from the spec's is replaced like a group of the wrong shape, never patched in place.
@@ -155,8 +156,9 @@ def _create(
     name = group.name
     if state.not_ready and deletes:
         return f"waiting for {', '.join(sorted(state.not_ready))} to become ready"
+    # pods of deleted groups hold their GPUs until they are gone: they count against the limit
     held = sum(g.group.size for g in state.live) + state.orphans
-    if deletes and held + group.size > limit:
+    if held + group.size > limit:
         return f"waiting for deleted engine pods to release GPUs before creating {name}"
     node = choose_node(group.size, state.now)
     if node is None and choose_node(group.size, state.after) is not None:

@@ -9,23 +9,13 @@ owner's reconcile) as soon as the watch delivers it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from scaleserve.operator.builders import (
-    ANNOTATION_NODE,
-    LABEL_COMPONENT,
-    LABEL_ENDPOINT,
-    LABEL_GROUP,
-    LABEL_GROUP_GPUS,
-    LABEL_TP,
-)
+from scaleserve.operator.builders import LABEL_COMPONENT, LABEL_ENDPOINT, LABEL_GROUP
 from scaleserve.operator.informer import Informer, Key
 from scaleserve.operator.kube import Kube
-from scaleserve.operator.layout import Group
 from scaleserve.operator.placement import (
-    NodeGPUs,
     PinnedGroup,
     bound_gpus,
     eligible,
@@ -33,89 +23,10 @@ from scaleserve.operator.placement import (
     pod_gpus,
     unbound_pinned,
 )
+from scaleserve.operator.snapshot import EngineGroup, NodeFree, parse_group
 from scaleserve.operator.spec import EndpointSpec
 
 MANAGED = {"app.kubernetes.io/managed-by": "scaleserve-operator"}
-
-
-@dataclass(frozen=True)
-class EngineGroup:
-    """An engine StatefulSet as observed."""
-
-    group: Group
-    node: str | None
-    replicas: int
-    ready: int
-    terminating: bool
-
-    @property
-    def is_ready(self) -> bool:
-        return not self.terminating and self.ready >= self.replicas > 0
-
-
-def _owned_by_other(meta: Mapping[str, Any], owner_uid: str | None) -> bool:
-    refs = meta.get("ownerReferences") or []
-    return owner_uid is not None and bool(refs) and all(r.get("uid") != owner_uid for r in refs)
-
-
-def parse_group(sts: Mapping[str, Any], owner_uid: str | None = None) -> EngineGroup | None:
-    """An engine StatefulSet as a group. With `owner_uid`, a StatefulSet owned by another
-    object (a deleted endpoint of the same name, awaiting garbage collection) counts as
-    terminating: it is not one of this endpoint's groups."""
-    meta = sts.get("metadata", {})
-    labels = meta.get("labels") or {}
-    try:
-        tp = int(labels[LABEL_TP])
-        size = int(labels[LABEL_GROUP_GPUS])
-        name = labels[LABEL_GROUP]
-    except (KeyError, ValueError):
-        return None
-    spec, status = sts.get("spec", {}), sts.get("status", {})
-    replicas = int(spec.get("replicas", 0))
-    current = status.get("observedGeneration") == meta.get("generation")
-    ready = int(status.get("readyReplicas") or 0) if current else 0
-    if status.get("updatedReplicas", replicas) < replicas:
-        ready = min(ready, int(status.get("updatedReplicas") or 0))
-    return EngineGroup(
-        Group(name, size, tp),
-        (meta.get("annotations") or {}).get(ANNOTATION_NODE),
-        replicas,
-        ready,
-        bool(meta.get("deletionTimestamp")) or _owned_by_other(meta, owner_uid),
-    )
-
-
-def _age_s(stamp: str | None, now: datetime) -> float:
-    if not stamp:
-        return 0.0
-    return (now - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
-
-
-@dataclass(frozen=True)
-class PendingPod:
-    name: str
-    group: str
-    seconds: float
-    message: str
-
-
-def pending_pods(pods: Sequence[Mapping[str, Any]], now: datetime) -> list[PendingPod]:
-    """Engine pods the scheduler could not place, with how long they have waited."""
-    out = []
-    for pod in pods:
-        if pod.get("metadata", {}).get("deletionTimestamp") or pod.get("spec", {}).get("nodeName"):
-            continue
-        for cond in pod.get("status", {}).get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                out.append(
-                    PendingPod(
-                        pod["metadata"]["name"],
-                        (pod["metadata"].get("labels") or {}).get(LABEL_GROUP, ""),
-                        _age_s(cond.get("lastTransitionTime"), now),
-                        cond.get("message") or cond.get("reason") or "unschedulable",
-                    )
-                )
-    return out
 
 
 def _group_key(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
@@ -124,17 +35,6 @@ def _group_key(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
     if LABEL_GROUP not in labels:
         return None
     return meta.get("namespace", ""), labels.get(LABEL_ENDPOINT, ""), labels[LABEL_GROUP]
-
-
-@dataclass(frozen=True)
-class NodeFree:
-    """Free GPUs per eligible node now, and once terminating pods have released theirs."""
-
-    now: list[NodeGPUs]
-    after_release: list[NodeGPUs]
-    # GPUs promised to pinned groups whose pods are not bound yet (eligible nodes): a group
-    # created unpinned now could take them before the pinned group's pods are scheduled
-    promised: int = 0
 
 
 def _endpoint_of(obj: Mapping[str, Any] | None) -> tuple[str, str] | None:
@@ -159,15 +59,18 @@ def _readiness(obj: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
 
 class ClusterView:
     """Watched caches of what reconciles read. `on_child_change(namespace, endpoint)` is called
-    when an engine StatefulSet or gateway Deployment of an endpoint changes readiness."""
+    when an engine StatefulSet or gateway Deployment of an endpoint changes readiness,
+    `on_child_deleted(namespace, endpoint)` when one is deleted."""
 
     def __init__(
         self,
         kube: Kube,
         namespaces: Sequence[str | None] = (),
         on_child_change: Callable[[str, str], None] | None = None,
+        on_child_deleted: Callable[[str, str], None] | None = None,
     ) -> None:
         self._on_child_change = on_child_change
+        self._on_child_deleted = on_child_deleted
         self.nodes = Informer(kube, "Node")
         self.pods = Informer(
             kube, "Pod", fields="status.phase!=Succeeded,status.phase!=Failed", index=_endpoint_of
@@ -200,6 +103,8 @@ class ClusterView:
 
     def _child(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         owner = _endpoint_of(new) or _endpoint_of(old)
+        if owner and new is None and self._on_child_deleted:
+            self._on_child_deleted(*owner)  # before the prompt pass, so it re-applies everything
         if owner and self._on_child_change and _readiness(old) != _readiness(new):
             self._on_child_change(*owner)
 

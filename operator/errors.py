@@ -23,5 +23,13 @@ class ClusterError(OperatorError):
         self.status = status
 
 
+class ChildRejectedError(OperatorError):
+    """The API server refused a child as the operator built it; retry after `delay_s`."""
+
+    def __init__(self, message: str, delay_s: float) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
 class StatsUnavailableError(OperatorError):
     """No gateway answered /stats; the concurrency sample is skipped."""

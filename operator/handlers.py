@@ -13,7 +13,7 @@ import kopf
 from scaleserve.operator import informer
 from scaleserve.operator.cluster import ClusterView
 from scaleserve.operator.concurrency import Windows, endpoint_key
-from scaleserve.operator.errors import ClusterError, InvalidSpecError
+from scaleserve.operator.errors import ChildRejectedError, ClusterError, InvalidSpecError
 from scaleserve.operator.kube import Kube
 from scaleserve.operator.metrics import OperatorMetrics, serve
 from scaleserve.operator.reconcile import reconcile
@@ -70,6 +70,10 @@ async def _reconcile(
         if retry:
             raise kopf.PermanentError(str(exc)) from exc
         log.debug("%s: invalid spec: %s", body["metadata"]["name"], exc)
+    except ChildRejectedError as exc:
+        if retry:  # exponential back-off with jitter, capped at 5 min (runtime.backoff_s)
+            raise kopf.TemporaryError(str(exc), delay=exc.delay_s) from exc
+        logger.warning("children refused, retrying in %.0fs: %s", exc.delay_s, exc)
     except ClusterError as exc:
         if retry:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from exc
@@ -101,7 +105,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
 
         requeue = Requeue(kube, promptly)
         # reconciles read watched caches; a child's readiness change reconciles its endpoint
-        runtime.view = ClusterView(kube, config.namespaces, requeue.add)
+        runtime.view = ClusterView(
+            kube, config.namespaces, requeue.add, lambda ns, name: runtime.dirty.add((ns, name))
+        )
         tasks = await informer.start(runtime.view.informers)
         tasks.append(asyncio.create_task(requeue.run(), name="requeue"))
         memo["runtime"], memo["events"], memo["tasks"] = runtime, events, tasks
@@ -150,8 +156,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             meta = body["metadata"]
             runtime.windows.reset(endpoint_key(meta))
             runtime.metrics.forget(meta["namespace"], meta["name"])
-            runtime.locks.pop((meta["namespace"], meta["name"]), None)
-            runtime.written.pop((meta["namespace"], meta["name"]), None)
+            runtime.forget((meta["namespace"], meta["name"]))
 
     return registry
 

@@ -44,13 +44,14 @@ class Plan:
 
 
 def _split(
-    current: Sequence[Group], target: Sequence[GroupShape]
+    current: Sequence[Group], target: Sequence[GroupShape], stale: Collection[str]
 ) -> tuple[list[Group], list[GroupShape]]:
-    """Old groups to remove and shapes to add; groups already matching a target shape stay."""
+    """Old groups to remove and shapes to add; groups already matching a target shape stay,
+    unless they are `stale` (their pods run an older spec)."""
     wanted = Counter(target)
     to_remove: list[Group] = []
     for group in sorted(current, key=lambda g: (g.index is None, g.index or 0, g.name)):
-        if wanted[group.shape] > 0:
+        if wanted[group.shape] > 0 and group.name not in stale:
             wanted[group.shape] -= 1
         else:
             to_remove.append(group)
@@ -90,6 +91,7 @@ def plan_transition(
     gpu_limit: int | None = None,
     avoid_names: Collection[str] = (),
     releasing_gpus: int = 0,
+    stale: Collection[str] = (),
 ) -> Plan:
     """Steps from `current` groups to the `target` shapes.
 
@@ -100,11 +102,13 @@ def plan_transition(
     releasing_gpus: GPUs (counted like free_gpus) held by pods that are terminating and about
     to be free. A plan that would stop serving is replaced by a make-before-break one that
     waits for them, when they make room for it.
+    stale: names of current groups whose pods run an older spec: replaced like any group
+    that no longer fits the target.
     """
-    plan = _plan(current, target, free_gpus, gpu_limit, avoid_names)
+    plan = _plan(current, target, free_gpus, gpu_limit, avoid_names, stale)
     if not plan.disruptive or releasing_gpus <= 0:
         return plan
-    patient = _plan(current, target, free_gpus + releasing_gpus, gpu_limit, avoid_names)
+    patient = _plan(current, target, free_gpus + releasing_gpus, gpu_limit, avoid_names, stale)
     if patient.disruptive:
         return plan
     return Plan(
@@ -122,10 +126,11 @@ def _plan(
     free_gpus: int,
     gpu_limit: int | None,
     avoid_names: Collection[str],
+    stale: Collection[str],
 ) -> Plan:
     held = sum(g.size for g in current)
     limit = gpu_limit if gpu_limit is not None else max(held, sum(s.size for s in target))
-    to_remove, to_add = _split(current, target)
+    to_remove, to_add = _split(current, target, stale)
     names = _Names(current, avoid_names)
     steps: list[Step] = []
     used, free = held, free_gpus

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,15 @@ from scaleserve.operator.metrics import OperatorMetrics
 from scaleserve.operator.settings import OperatorSettings
 
 Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
+Key = tuple[str, str]  # namespace, name
+RETRY_FIRST_S, RETRY_MAX_S = 5.0, 300.0
+RESYNC_S = 60.0  # every child is re-applied at least this often (drift repair)
+
+
+def backoff_s(failures: int, jitter: float) -> float:
+    """Delay before retrying an apply the API server refused `failures` times in a row:
+    exponential from 5 s, jittered by `jitter` (a fraction in [0.8, 1.2)), capped at 5 min."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** max(0, failures - 1) * jitter)
 
 
 @dataclass
@@ -39,9 +49,54 @@ class Runtime:
     # choosing a node and reserving its GPUs (the group put into the cache) happen under one
     # lock, so two endpoints reconciled at once are never promised the same free GPUs
     placement: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # drift repair: when every child was last applied, endpoints with a child deleted since,
+    # and children the API server refused (with its message) and when to try them again
+    last_apply: dict[Key, float] = field(default_factory=dict)
+    dirty: set[Key] = field(default_factory=set)
+    rejected: dict[Key, dict[str, str]] = field(default_factory=dict)
+    failures: dict[Key, int] = field(default_factory=dict)
+    retry_at: dict[Key, float] = field(default_factory=dict)
 
     def lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
+
+    def resync_due(self, key: Key) -> bool:
+        """Whether a pass re-applies every child: a child was deleted, the resync period has
+        passed, or the back-off after a refused apply is over."""
+        now = self.clock()
+        if key in self.rejected:
+            return now >= self.retry_at.get(key, 0.0)
+        last = self.last_apply.get(key)
+        if key in self.dirty or last is None:
+            return True
+        # re-apply on the last tick before the period is over, so no child stays drifted longer
+        return now - last + self.settings.reconcile_interval_s > RESYNC_S
+
+    def applied(self, key: Key) -> None:
+        """Every child was applied and accepted."""
+        self.rejected.pop(key, None)
+        self.failures.pop(key, None)
+        self.retry_at.pop(key, None)
+        self.last_apply[key] = self.clock()
+        self.dirty.discard(key)
+
+    def refused(self, key: Key, children: dict[str, str]) -> float:
+        """The API server refused `children`; returns the delay before the next attempt."""
+        self.rejected[key] = children
+        self.failures[key] = self.failures.get(key, 0) + 1
+        delay = backoff_s(self.failures[key], random.uniform(0.8, 1.2))
+        self.retry_at[key] = self.clock() + delay
+        return delay
+
+    def forget(self, key: Key) -> None:
+        """Drop an endpoint's in-memory state (it was deleted)."""
+        self.locks.pop(key, None)
+        self.written.pop(key, None)
+        self.last_apply.pop(key, None)
+        self.rejected.pop(key, None)
+        self.failures.pop(key, None)
+        self.retry_at.pop(key, None)
+        self.dirty.discard(key)
 
     @property
     def cluster(self) -> ClusterView:

@@ -185,6 +185,14 @@ class GatewaySettings(_Model):
     tolerations: tuple[dict[str, Any], ...] = ()
 
 
+class RolloutSettings(_Model):
+    """How engine groups are replaced (spec edits and reshapes alike)."""
+
+    # without spare GPUs a single-group endpoint holds its pods; True lets the operator
+    # delete the only serving group first (serving stops until its replacement is ready)
+    allow_disruption: bool = Field(default=False, alias="allowDisruption")
+
+
 class EndpointSpec(_Model):
     model: ModelSource
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -195,6 +203,7 @@ class EndpointSpec(_Model):
     layout: StaticLayout | None = None
     autoscaling: Autoscaling | None = None
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @model_validator(mode="after")
     def _check_layout(self) -> EndpointSpec:

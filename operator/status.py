@@ -85,3 +85,94 @@ def reshape_completed(
     if previous is not None and _time(previous) >= _time(started):
         return previous
     return now
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the endpoint's groups stand against the target, as decide sees them after its
+    steps: the groups (created ones included, deleted ones left out) and what is pending."""
+
+    ready_replicas: int
+    replicas: int
+    gpus: int
+    current_layout: str
+    all_ready: bool
+    transition: str  # the plan's summary ("" at target)
+    waiting: str  # what the next step waits for
+    held: str  # why the rollout holds ("" if it does not)
+    stuck: str  # engine pods stuck Pending ("" if none)
+    rejected: str  # children the API server refused ("" if none)
+
+
+def _message(p: Progress, target: str, note: str) -> str:
+    if p.held:
+        message = p.held
+    elif p.transition:
+        message = p.transition + (f"; {p.waiting}" if p.waiting else "")
+    else:
+        message = f"at {target}" + (f" ({note})" if note else "")
+    for problem in (p.stuck, p.rejected):
+        if problem:
+            message = f"{problem}; {message}"
+    return message
+
+
+def build(
+    old: Mapping[str, Any],
+    p: Progress,
+    *,
+    target: str,
+    note: str,
+    gateways: int,
+    generation: int | None,
+    now: str,
+) -> dict[str, Any]:
+    """The endpoint's status (without the autoscaling fields, added by the caller)."""
+    serving = p.ready_replicas > 0 and gateways > 0
+    reshaping = bool(p.transition) and not p.held
+    degraded = bool(p.stuck or p.rejected)
+    message = _message(p, target, note)
+    new: dict[str, Any] = {
+        "phase": phase(
+            groups=p.replicas,
+            ready=serving and p.all_ready,
+            reshaping=reshaping,
+            degraded=degraded,
+            initial=old.get("phase") in (None, "Pending", "Deploying"),
+        ),
+        "currentLayout": p.current_layout,
+        "targetLayout": target,
+        "readyReplicas": p.ready_replicas,
+        "replicas": p.replicas,
+        "gpus": p.gpus,
+        "message": message,
+        "observedGeneration": generation,
+    }
+    why = "RolloutRejected" if p.rejected else "PodsPending"
+    new["conditions"] = conditions(
+        old.get("conditions") or [],
+        [
+            Condition(
+                "Ready",
+                serving,
+                "Serving" if serving else "NotServing",
+                f"{p.ready_replicas} engine replica(s) and {gateways} gateway(s) ready",
+            ),
+            Condition(
+                "Reshaping",
+                reshaping,
+                "Transition" if reshaping else ("Held" if p.held else "AtTarget"),
+                p.transition if reshaping else (p.held or f"at {target}"),
+            ),
+            Condition("Held", bool(p.held), "NoSpareGPUs" if p.held else "NotHeld", p.held),
+            Condition(
+                "Degraded",
+                degraded,
+                why if degraded else "AsExpected",
+                message if degraded else "no engine pods stuck Pending, every child applied",
+            ),
+        ],
+        now,
+        generation,
+    )
+    return new

@@ -350,7 +350,7 @@ def test_the_crd_is_established_with_short_name_and_columns(
     assert crd["spec"]["names"]["shortNames"] == ["llmep"]
     version = crd["spec"]["versions"][0]
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Layout", "Ready", "Concurrency", "URL", "Age"]
+    assert columns == ["Phase", "Layout", "Ready", "Concurrency", "URL", "Message", "Age"]
     assert version["subresources"] == {"status": {}}
 
 

@@ -63,6 +63,7 @@ def test_create_builds_every_child_and_schedules_engines_on_gpu_nodes(
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True",
         "Reshaping": "False",
+        "Held": "False",
         "Degraded": "False",
     }
 
@@ -308,3 +309,108 @@ def test_readiness_of_the_children_is_noticed_without_waiting_for_the_timer(
         assert status["currentLayout"] == "2x4"
     finally:
         slow.stop()
+
+
+def _held(status: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Held" and c["status"] == "True" for c in status.get("conditions") or []
+    )
+
+
+def test_a_single_group_without_spare_gpus_holds_a_spec_edit_and_says_why(
+    kube_api: Any,
+    kube_cluster: KubeCluster,
+    namespace: str,
+    gpu_pool: Any,
+    operator: OperatorProcess,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    spec = {"model": MODEL, "layout": {"replicas": 1, "tensorParallel": 8}}
+    create_endpoint(kube_api, namespace, "chat", on_pool(pool, spec))
+    wait_status(
+        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
+    )
+    before = {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
+
+    custom(kube_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "chat", {"spec": {"engine": {"maxModelLen": 4096}}}
+    )
+    status = wait_status(kube_api, namespace, "chat", _held, "the rollout held", op=operator)
+    assert status["message"].startswith(
+        "holding 1x8: replacing it with the current spec needs 8 spare GPUs"
+    )
+    assert "allowDisruption" in status["message"]
+    assert status["phase"] == "Ready"
+    pods = engine_pods(kube_api, namespace, "chat")
+    assert {p.metadata.uid for p in pods} == before
+    assert not any(p.metadata.deletion_timestamp for p in pods)
+    assert "holding 1x8" in kubectl(kube_cluster, "get", "llmep", "-n", namespace).stdout
+    assert [m for t, r, m in events(kube_api, namespace, "chat") if r == "RolloutHeld"]
+
+
+def test_deleted_children_come_back_within_the_resync_period(
+    kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    spec = {"model": MODEL, "layout": {"replicas": 1, "tensorParallel": 1}}
+    create_endpoint(kube_api, namespace, "chat", on_pool(pool, spec))
+    wait_status(
+        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
+    )
+    core = client.CoreV1Api(kube_api)
+    net = client.NetworkingV1Api(kube_api)
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    old = {
+        "Service": core.read_namespaced_service("chat-engine", namespace).metadata.uid,
+        "NetworkPolicy": net.read_namespaced_network_policy("chat-engine", namespace).metadata.uid,
+        "Role": rbac.read_namespaced_role("chat-gateway", namespace).metadata.uid,
+    }
+    core.delete_namespaced_service("chat-engine", namespace)
+    net.delete_namespaced_network_policy("chat-engine", namespace)
+    rbac.delete_namespaced_role("chat-gateway", namespace)
+
+    def uid(read: Any, name: str) -> str | None:
+        try:
+            return str(read(name, namespace).metadata.uid)
+        except client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def back() -> bool:
+        now = {
+            "Service": uid(core.read_namespaced_service, "chat-engine"),
+            "NetworkPolicy": uid(net.read_namespaced_network_policy, "chat-engine"),
+            "Role": uid(rbac.read_namespaced_role, "chat-gateway"),
+        }
+        return all(now[k] is not None and now[k] != old[k] for k in old)
+
+    # the resync period is 60 s; the rest is slack for a busy machine
+    wait_for(back, "the deleted Service, NetworkPolicy and Role re-created", timeout_s=90)
+
+
+def test_a_child_the_api_server_rejects_degrades_the_endpoint_quoting_the_server(
+    kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    spec = {
+        "model": MODEL,
+        "layout": {"replicas": 1, "tensorParallel": 1},
+        # the CRD takes any string key; a Deployment's nodeSelector needs a valid label key
+        "gateway": {"nodeSelector": {"not a valid key!": "x"}},
+    }
+    create_endpoint(kube_api, namespace, "chat", on_pool(pool, spec))
+    status = wait_status(
+        kube_api,
+        namespace,
+        "chat",
+        lambda s: s.get("phase") == "Degraded",
+        "Degraded",
+        op=operator,
+    )
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "RolloutRejected"
+    assert "Deployment/chat-gateway" in degraded["message"]
+    assert "nodeSelector" in degraded["message"]
+    warnings = [m for t, r, m in events(kube_api, namespace, "chat") if r == "Degraded"]
+    assert any("Deployment/chat-gateway" in m and "nodeSelector" in m for m in warnings)

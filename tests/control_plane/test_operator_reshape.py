@@ -14,6 +14,7 @@ from tests.control_plane.test_operator_harness import (
     OperatorProcess,
     StatsServer,
     create_endpoint,
+    custom,
     engine_pods,
     events,
     get_endpoint,
@@ -214,7 +215,7 @@ def test_an_operator_restarted_mid_reshape_converges(
     assert watch.min_ready_after_serving > 0
 
 
-def test_without_spare_gpus_the_plan_is_announced_before_serving_stops(
+def test_without_spare_gpus_a_single_group_holds_until_disruption_is_allowed(
     kube_api: Any,
     namespace: str,
     gpu_pool: Any,
@@ -226,10 +227,84 @@ def test_without_spare_gpus_the_plan_is_announced_before_serving_stops(
     stats_server.set(namespace, "chat", 1.0)
     create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool, surge=0))
     wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+    before = {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
 
     stats_server.set(namespace, "chat", 200.0)
+    held = wait_status(
+        kube_api,
+        namespace,
+        "chat",
+        lambda s: any(
+            c["type"] == "Held" and c["status"] == "True" for c in s.get("conditions") or []
+        ),
+        "the reshape held",
+        timeout_s=60,
+        op=operator,
+    )
+    assert held["message"].startswith("holding 1x8: a reshape to 8x1 needs 8 spare GPUs")
+    assert "surgeGPUs" in held["message"]
+    assert held["phase"] == "Ready"
+    assert held["readyReplicas"] == 1
+    assert {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")} == before
+    assert [m for t, r, m in events(kube_api, namespace, "chat") if r == "RolloutHeld"]
+
+    custom(kube_api).patch_namespaced_custom_object(
+        "scaleserve.io",
+        "v1alpha1",
+        namespace,
+        "llmendpoints",
+        "chat",
+        {"spec": {"rollout": {"allowDisruption": True}}},
+    )
     wait_status(kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=90, op=operator)
     warnings = [m for t, r, m in events(kube_api, namespace, "chat") if r == "NoSpareGPUs"]
     assert warnings
     assert "serving stops until its replacement is ready" in warnings[0]
     assert watch.max_gpus <= BUDGET
+
+
+def test_a_spec_edit_on_two_tp8_groups_replaces_them_one_at_a_time_and_keeps_serving(
+    kube_api: Any,
+    namespace: str,
+    gpu_pool: Any,
+    operator: OperatorProcess,
+    stats_server: StatsServer,
+    watch: Watch,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=3, gpus=8)
+    stats_server.set(namespace, "chat", 1.0)
+    spec = autoscaling_spec(pool, surge=8)
+    spec["autoscaling"]["gpuBudget"] = 16
+    create_endpoint(kube_api, namespace, "chat", spec)
+    wait_status(kube_api, namespace, "chat", _at("2x8"), "2x8 Ready", op=operator)
+    before = {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
+
+    custom(kube_api).patch_namespaced_custom_object(
+        "scaleserve.io",
+        "v1alpha1",
+        namespace,
+        "llmendpoints",
+        "chat",
+        {"spec": {"engine": {"maxModelLen": 4096}}},
+    )
+    generation = get_endpoint(kube_api, namespace, "chat")["metadata"]["generation"]
+    seen: list[int] = []
+
+    def rolled(status: dict[str, Any]) -> bool:
+        seen.append(int(status.get("readyReplicas") or 0))
+        pods = engine_pods(kube_api, namespace, "chat")
+        fresh = [p for p in pods if p.metadata.uid not in before]
+        return (
+            status.get("observedGeneration") == generation
+            and _at("2x8")(status)
+            and len(fresh) == 2
+            and all(p.metadata.uid not in before for p in pods)
+        )
+
+    wait_status(kube_api, namespace, "chat", rolled, "both groups replaced", 120, op=operator)
+    assert min(seen) >= 1, seen  # every status written during the rollout
+    assert watch.min_ready_after_serving is not None
+    assert watch.min_ready_after_serving >= 1
+    assert watch.max_gpus <= 16 + 8
+    args = [p.spec.containers[0].args for p in engine_pods(kube_api, namespace, "chat")]
+    assert all(a[a.index("--max-model-len") + 1] == "4096" for a in args)

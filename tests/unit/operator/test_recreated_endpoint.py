@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 
-from scaleserve.operator import reconcile
-from scaleserve.operator.cluster import parse_group
+from scaleserve.operator.builders import Owner
 from scaleserve.operator.concurrency import Windows, endpoint_key
 from scaleserve.operator.kube import Kube
-from scaleserve.operator.layout import Layout
-from scaleserve.operator.reconcile import Runtime
-from scaleserve.operator.settings import OperatorSettings
+from scaleserve.operator.layout import Layout, Window
+from scaleserve.operator.snapshot import Snapshot, parse_group
 from scaleserve.operator.spec import parse_spec
+from scaleserve.operator.target import choose_target
 
 pytestmark = pytest.mark.unit
 
@@ -72,18 +71,23 @@ def test_in_memory_state_is_keyed_by_uid() -> None:
     assert old != new
 
 
-def _runtime(monkeypatch: pytest.MonkeyPatch, clock: list[float], value: float) -> Runtime:
-    async def sample(rt: Runtime, ns: str, name: str) -> float:
-        return value
-
-    monkeypatch.setattr(reconcile, "_sample", sample)
-    return Runtime(OperatorSettings(), None, None, Windows(), clock=lambda: clock[0])  # type: ignore[arg-type]
+def _window(meta: dict[str, str], windows: Windows) -> Window:
+    """The window observe hands to decide for the endpoint `meta` (read at t=12 s)."""
+    return windows.get(endpoint_key(meta), 12.0, 10)
 
 
-def _fill(rt: Runtime, meta: dict[str, str], clock: list[float], value: float) -> None:
+def _filled(meta: dict[str, str], value: float) -> Windows:
+    windows = Windows()
     for t in range(0, 12, 2):
-        clock[0] = float(t)
-        rt.windows.add(endpoint_key(meta), clock[0], value, 10)
+        windows.add(endpoint_key(meta), float(t), value, 10)
+    return windows
+
+
+def _snapshot(
+    meta: dict[str, str], status: dict[str, Any], groups: list[Any], window: Window
+) -> Snapshot:
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    return Snapshot(owner, 1, status, tuple(groups), window=window)
 
 
 OLD = {"namespace": "ns", "name": "chat", "uid": OLD_UID}
@@ -91,41 +95,31 @@ NEW = {"namespace": "ns", "name": "chat", "uid": NEW_UID}
 NOW = datetime(2025, 1, 1, 0, 10, tzinfo=UTC)
 
 
-@pytest.mark.asyncio
-async def test_a_recreated_endpoint_starts_at_its_initial_layout_without_a_reshape(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clock = [0.0]
-    rt = _runtime(monkeypatch, clock, 1.0)
+def test_a_recreated_endpoint_starts_at_its_initial_layout_without_a_reshape() -> None:
     # the deleted endpoint ran at 2x1 through a full window of low concurrency, and its
     # StatefulSets still await garbage collection when the new endpoint arrives
-    _fill(rt, OLD, clock, 1.0)
+    windows = _filled(OLD, 1.0)
+    assert _window(OLD, windows).samples > 0
     groups = [parse_group(statefulset("g0-tp1", 1, 2, OLD_UID), NEW_UID)]
-    live = [g for g in groups if g is not None and not g.terminating]
-    events: list[tuple[str, str, str]] = []
-    target = await reconcile._target(
-        rt, SPEC, NEW, {}, live, False, lambda *e: events.append(e), NOW
+    target, events = choose_target(
+        SPEC, _snapshot(NEW, {}, groups, _window(NEW, windows)), False, NOW
     )
     assert target.layout == Layout(1, 2)
-    assert events == []
+    assert events == ()
 
 
-@pytest.mark.asyncio
-async def test_a_recreated_endpoint_does_not_decide_on_the_deleted_ones_window(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clock = [0.0]
-    rt = _runtime(monkeypatch, clock, 100.0)
-    _fill(rt, OLD, clock, 100.0)
-    clock[0] = 12.0
-    events: list[tuple[str, str, str]] = []
+def test_a_recreated_endpoint_does_not_decide_on_the_deleted_ones_window() -> None:
+    windows = _filled(OLD, 100.0)
     status = {"targetLayout": "1x2", "lastReshapeTime": "2025-01-01T00:00:00Z"}
-    target = await reconcile._target(
-        rt, SPEC, NEW, status, [], False, lambda *e: events.append(e), NOW
+    target, events = choose_target(
+        SPEC, _snapshot(NEW, status, [], _window(NEW, windows)), False, NOW
     )
     assert target.layout == Layout(1, 2)
     assert "collecting" in target.note
-    assert events == []
+    assert events == ()
+    # the same window under the old UID would have reshaped
+    moved, _ = choose_target(SPEC, _snapshot(NEW, status, [], _window(OLD, windows)), False, NOW)
+    assert moved.layout == Layout(2, 1)
 
 
 class _Recorder(Kube):

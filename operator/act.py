@@ -1,0 +1,128 @@
+"""act: apply a Decision as it is (server-side applies, deletes, the status patch, events).
+
+Nothing here decides. Children are applied concurrently in two waves: what the workloads refer
+to (ServiceAccount, RBAC, Services, PDB, NetworkPolicy), then the workloads and the steps. A
+child the API server refuses (4xx other than conflicts) is returned with the server's message,
+for the pass to report; other failures raise ClusterError and the pass is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from scaleserve.operator import status
+from scaleserve.operator.builders import Manifest, Owner
+from scaleserve.operator.cluster import utcnow
+from scaleserve.operator.decide import Create, Decision, Delete, Event
+from scaleserve.operator.errors import ClusterError
+from scaleserve.operator.runtime import Emit, Runtime
+
+REFUSED = {400, 403, 422}  # the server will not take this object as it is: retrying won't help
+
+
+def child_name(manifest: Mapping[str, Any]) -> str:
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+def server_message(exc: ClusterError) -> str:
+    return str(exc).split(f": {exc.status} ", 1)[-1]
+
+
+async def apply_all(rt: Runtime, manifests: Sequence[Manifest]) -> dict[str, str]:
+    """Apply children concurrently; returns the refused ones with the server's message."""
+    results = await asyncio.gather(*(rt.kube.apply(m) for m in manifests), return_exceptions=True)
+    refused: dict[str, str] = {}
+    for manifest, result in zip(manifests, results, strict=True):
+        if isinstance(result, ClusterError) and result.status in REFUSED:
+            refused[child_name(manifest)] = server_message(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            rt.cluster.assume(result)
+    return refused
+
+
+async def _create(rt: Runtime, step: Create, reservation: dict[str, Any] | None) -> dict[str, str]:
+    """Apply a new group; its reservation (the GPUs promised while placing it) is taken back
+    if the API server does not take the group."""
+    refused: dict[str, str] = {}
+    try:
+        refused = await apply_all(rt, [step.manifest])
+    except BaseException:
+        if reservation is not None:
+            rt.cluster.release(reservation)
+        raise
+    if refused and reservation is not None:
+        rt.cluster.release(reservation)
+    return refused
+
+
+async def _delete(rt: Runtime, owner: Owner, step: Delete) -> None:
+    await rt.kube.delete("StatefulSet", owner.namespace, step.statefulset)
+    stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    rt.cluster.engines.assume_deleted(owner.namespace, step.statefulset, stamp)
+
+
+async def run_steps(
+    rt: Runtime, owner: Owner, decision: Decision, reservations: Mapping[str, dict[str, Any]]
+) -> dict[str, str]:
+    """Deletes first, then creates (decide has already ordered and gated them)."""
+    refused: dict[str, str] = {}
+    for step in decision.steps:
+        if isinstance(step, Delete):
+            await _delete(rt, owner, step)
+        else:
+            refused |= await _create(rt, step, reservations.get(step.group.name))
+    return refused
+
+
+async def act(
+    rt: Runtime,
+    owner: Owner,
+    old: Mapping[str, Any],
+    decision: Decision,
+    emit: Emit,
+    reservations: Mapping[str, dict[str, Any]] | None = None,
+) -> dict[str, str]:
+    """Apply the decision's children and steps; returns the children the server refused (then
+    the status is left to the caller, which reports them)."""
+    reservations = reservations or {}
+    refused = await apply_all(rt, decision.config)
+    if not refused:
+        if any(isinstance(s, Delete) for s in decision.steps):
+            # applied after a delete, a group's StatefulSet would be created again
+            refused = await apply_all(rt, decision.workloads)
+            refused |= await run_steps(rt, owner, decision, reservations)
+        else:  # new groups are created while the others are applied
+            done = await asyncio.gather(
+                run_steps(rt, owner, decision, reservations), apply_all(rt, decision.workloads)
+            )
+            refused = done[0] | done[1]
+    if not refused:
+        if decision.config or decision.workloads:
+            rt.applied((owner.namespace, owner.name))
+        await write_status(rt, owner, old, decision.status, decision.events, emit)
+    return refused
+
+
+async def write_status(
+    rt: Runtime,
+    owner: Owner,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    events: Sequence[Event],
+    emit: Emit,
+) -> None:
+    """Post the events and patch the status if it changed."""
+    for event in events:
+        emit(event.type, event.reason, event.message)
+    rt.metrics.endpoint(owner.namespace, owner.name, new)
+    if status.changed(old, new):
+        # the UID is a precondition: a late pass over a deleted endpoint never writes its state
+        # into a new endpoint of the same name
+        await rt.kube.patch_status(
+            owner.namespace, owner.name, dict(new), uid=owner.uid, has_status=bool(old)
+        )
+        rt.written[(owner.namespace, owner.name)] = (owner.uid, {**old, **new})

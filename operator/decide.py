@@ -1,0 +1,258 @@
+"""One pure decision per pass: `decide(spec, snapshot, now) -> Decision`.
+
+decide reads nothing but its arguments and does no I/O (an import-linter contract keeps it and
+everything below it free of kopf, Kubernetes clients and aiohttp). It returns the target layout,
+only the steps that are safe now (every make-before-break gate lives in rollout.py), the
+children to apply, the new status and the events; act.py applies them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from scaleserve.operator import status
+from scaleserve.operator.builders import Manifest, Observed, PlacedGroup, desired, gateway_url
+from scaleserve.operator.layout import GroupShape, Layout, describe, group_shapes
+from scaleserve.operator.placement import placeable
+from scaleserve.operator.planner import Plan, plan_transition
+from scaleserve.operator.rollout import Create, Delete, Step, pod_hash, safe_steps, stamped
+from scaleserve.operator.snapshot import EngineGroup, Snapshot
+from scaleserve.operator.spec import EndpointSpec
+from scaleserve.operator.target import Event, Target, choose_target, stamp
+
+WORKLOADS = ("StatefulSet", "Deployment")
+UNLIMITED = 1 << 30
+
+__all__ = ["Create", "Decision", "Delete", "Event", "Step", "decide", "rejected"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one pass does. config: children applied first (what the workloads refer to);
+    workloads: the existing groups' StatefulSets (only those running the current pod spec) and
+    the gateway Deployment; needs_free_gpus: decide needs free GPUs per node to go on."""
+
+    target: Layout
+    steps: tuple[Step, ...] = ()
+    config: tuple[Manifest, ...] = ()
+    workloads: tuple[Manifest, ...] = ()
+    status: Mapping[str, Any] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()
+    needs_free_gpus: bool = False
+
+
+def gpu_limit(spec: EndpointSpec, live: Sequence[EngineGroup], shapes: Sequence[GroupShape]) -> int:
+    """Most GPUs the endpoint may hold at once: budget + surge, or (static layouts) what it
+    holds or needs plus one group, as far as the cluster has room."""
+    if spec.autoscaling is not None:
+        return spec.autoscaling.gpu_budget + spec.autoscaling.surge_gpus
+    held = sum(g.group.size for g in live)
+    return max(held, sum(s.size for s in shapes)) + max(s.size for s in shapes)
+
+
+def decide(spec: EndpointSpec, snap: Snapshot, now: datetime) -> Decision:
+    live = snap.live
+    stuck = [p for p in snap.pending if p.seconds >= snap.pending_grace_s]
+    target, events = choose_target(spec, snap, bool(stuck), now)
+    shapes = group_shapes(target.layout, spec.gpu.per_node)
+    hashes = {s: pod_hash(spec, snap.owner, s) for s in {*shapes, *(g.group.shape for g in live)}}
+    stale = {g.group.name for g in live if g.pod_hash != hashes[g.group.shape]}
+    limit = gpu_limit(spec, live, shapes)
+    current = [g.group for g in live]
+    plan = plan_transition(current, shapes, UNLIMITED, gpu_limit=limit, stale=stale)
+    steps: tuple[Step, ...] = ()
+    waiting, held = "", ""
+    if not plan.done:
+        if snap.free is None:
+            return Decision(target.layout, needs_free_gpus=True)
+        size = max(s.size for s in shapes)
+        free = placeable(size, snap.free.now)
+        releasing = max(0, placeable(size, snap.free.after_release) - free)
+        plan = plan_transition(
+            current,
+            shapes,
+            free,
+            gpu_limit=limit,
+            avoid_names=snap.names_in_use,
+            releasing_gpus=releasing,
+            stale=stale,
+        )
+        if plan.disruptive and not spec.rollout.allow_disruption:
+            held = hold_message(spec, live, target.layout, shapes, limit)
+            if snap.status.get("message") != held:
+                events += (Event("Warning", "RolloutHeld", held),)
+        else:
+            if plan.disruptive and snap.status.get("message") != plan.summary:
+                events += (Event("Warning", "NoSpareGPUs", plan.summary),)
+            steps, waiting, more = safe_steps(
+                spec,
+                snap.owner,
+                live,
+                plan,
+                snap.free,
+                limit=limit,
+                orphan_gpus=snap.orphan_gpus,
+                hashes=hashes,
+            )
+            events += more
+    after = _after(live, steps)
+    config, workloads = _manifests(spec, snap, after, stale, hashes)
+    progress = _progress(after, plan, waiting, held, stuck, snap)
+    new, more = _status(spec, snap, target, progress, now)
+    return Decision(target.layout, steps, config, workloads, new, events + more)
+
+
+def hold_message(
+    spec: EndpointSpec,
+    live: Sequence[EngineGroup],
+    target: Layout,
+    shapes: Sequence[GroupShape],
+    limit: int,
+) -> str:
+    """Why a single-group endpoint keeps its pods, and what lets it proceed."""
+    need = max(s.size for s in shapes)
+    now = describe(g.group for g in live)
+    same = sorted(g.group.shape for g in live) == sorted(shapes)
+    what = "replacing it with the current spec" if same else f"a reshape to {target}"
+    held = sum(g.group.size for g in live)
+    if spec.autoscaling is not None and held + need > limit:
+        fix = f"set spec.autoscaling.surgeGPUs to {need}"
+    else:
+        fix = "free GPUs on an eligible node"
+    return (
+        f"holding {now}: {what} needs {need} spare GPUs; {fix}, "
+        "or set spec.rollout.allowDisruption to replace it with downtime"
+    )
+
+
+def _after(live: Sequence[EngineGroup], steps: Sequence[Step]) -> list[EngineGroup]:
+    """The groups once this pass's steps are applied (new ones not ready yet)."""
+    gone = {s.group.name for s in steps if isinstance(s, Delete)}
+    out = [g for g in live if g.group.name not in gone]
+    for s in steps:
+        if isinstance(s, Create):
+            out.append(EngineGroup(s.group, s.node, s.group.replicas, 0, False))
+    return out
+
+
+def _manifests(
+    spec: EndpointSpec,
+    snap: Snapshot,
+    after: Sequence[EngineGroup],
+    stale: set[str],
+    hashes: Mapping[GroupShape, str],
+) -> tuple[tuple[Manifest, ...], tuple[Manifest, ...]]:
+    """Every child but new groups, when this pass re-applies them. A stale group's StatefulSet
+    is left as it is: its pods are replaced by a new group, never rolled in place."""
+    if not snap.apply_all and snap.generation == snap.status.get("observedGeneration"):
+        return (), ()
+    new = {g.group.name for g in after if g.group.name not in {x.group.name for x in snap.live}}
+    kept = [
+        PlacedGroup(g.group, g.node)
+        for g in after
+        if g.group.name not in stale and g.group.name not in new
+    ]
+    manifests = desired(spec, Observed(snap.owner, kept))
+    groups = {f"{snap.owner.name}-{p.group.name}": p.group for p in kept}
+    for m in manifests:
+        if m["kind"] == "StatefulSet":
+            stamped(m, hashes, groups[m["metadata"]["name"]])
+    config = tuple(m for m in manifests if m["kind"] not in WORKLOADS)
+    return config, tuple(m for m in manifests if m["kind"] in WORKLOADS)
+
+
+def _progress(
+    after: Sequence[EngineGroup],
+    plan: Plan,
+    waiting: str,
+    held: str,
+    stuck: Sequence[Any],
+    snap: Snapshot,
+) -> status.Progress:
+    stuck_text = ""
+    if stuck:
+        worst = max(stuck, key=lambda p: p.seconds)
+        stuck_text = (
+            f"{len(stuck)} engine pod(s) Pending for more than {snap.pending_grace_s:.0f}s "
+            f"(e.g. {worst.name}: {worst.message})"
+        )
+    return status.Progress(
+        ready_replicas=sum(min(g.ready, g.replicas) for g in after),
+        replicas=sum(g.replicas for g in after),
+        gpus=sum(g.group.size for g in after),
+        current_layout=describe(g.group for g in after),
+        all_ready=bool(after) and all(g.is_ready for g in after),
+        transition="" if plan.done else plan.summary,
+        waiting=waiting,
+        held=held,
+        stuck=stuck_text,
+        rejected=_rejected_text(snap.rejected),
+    )
+
+
+def _rejected_text(rejected: Mapping[str, str]) -> str:
+    if not rejected:
+        return ""
+    return "; ".join(f"the API server rejected {child}: {why}" for child, why in rejected.items())
+
+
+def _status(
+    spec: EndpointSpec, snap: Snapshot, target: Target, p: status.Progress, now: datetime
+) -> tuple[dict[str, Any], tuple[Event, ...]]:
+    old = snap.status
+    new = status.build(
+        old,
+        p,
+        target=str(target.layout),
+        note=target.note,
+        gateways=snap.gateways_ready,
+        generation=snap.generation,
+        now=stamp(now),
+    )
+    new["url"] = gateway_url(snap.owner)
+    if target.concurrency is not None:
+        new["observedConcurrency"] = target.concurrency
+    if target.since is not None:
+        new["lastReshapeTime"] = target.since
+    done = not p.transition and p.all_ready
+    completed = status.reshape_completed(
+        old.get("lastReshapeCompletedTime"), target.since, done, stamp(now)
+    )
+    if completed is not None:
+        new["lastReshapeCompletedTime"] = completed
+    return new, _status_events(old, new, done)
+
+
+def _status_events(old: Mapping[str, Any], new: Mapping[str, Any], done: bool) -> tuple[Event, ...]:
+    events: list[Event] = []
+    was_reshaping = any(
+        c.get("type") == "Reshaping" and c.get("status") == "True"
+        for c in old.get("conditions") or []
+    )
+    if was_reshaping and done:
+        events.append(Event("Normal", "ReshapeCompleted", f"now serving at {new['targetLayout']}"))
+    if new["phase"] == "Degraded" and _degraded_reason(old) != _degraded_reason(new):
+        events.append(Event("Warning", "Degraded", new["message"]))
+    return tuple(events)
+
+
+def _degraded_reason(status_: Mapping[str, Any]) -> str | None:
+    """Why the endpoint is degraded (None: it is not): a new reason is worth a new event."""
+    if status_.get("phase") != "Degraded":
+        return None
+    for c in status_.get("conditions") or []:
+        if c.get("type") == "Degraded":
+            return str(c.get("reason"))
+    return ""
+
+
+def rejected(
+    spec: EndpointSpec, snap: Snapshot, refused: Mapping[str, str], now: datetime
+) -> Decision:
+    """The decision once the API server refused children (child -> its message): the same
+    pass, Degraded and quoting the server, with nothing more to apply."""
+    again = decide(spec, replace(snap, rejected=refused, apply_all=False), now)
+    return replace(again, steps=(), config=(), workloads=())

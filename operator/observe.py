@@ -1,0 +1,89 @@
+"""observe: one immutable Snapshot of an endpoint from the watched caches and the gateways.
+
+The only I/O of a pass before act is here: the gateways' /stats (the concurrency sample of
+autoscaled endpoints). Everything else comes from ClusterView's caches and the runtime's
+in-memory state (the last status written, the children the API server refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from scaleserve.operator.builders import LABEL_GROUP, Owner, gateway_name
+from scaleserve.operator.concurrency import endpoint_key, read_concurrency, stats_urls
+from scaleserve.operator.errors import StatsUnavailableError
+from scaleserve.operator.layout import Window
+from scaleserve.operator.placement import pod_gpus
+from scaleserve.operator.runtime import Runtime
+from scaleserve.operator.snapshot import Snapshot, pending_pods
+from scaleserve.operator.spec import EndpointSpec
+
+
+def last_status(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body's status updated with the last one this operator wrote: only the operator writes
+    the status, so that is newer than a body read before the write (a timer's, or a pass that
+    waited for the endpoint's lock)."""
+    meta, old = body["metadata"], dict(body.get("status") or {})
+    uid, last = rt.written.get((meta["namespace"], meta["name"]), ("", {}))
+    if uid == meta["uid"]:
+        old.update(last)
+    return old
+
+
+async def sample(rt: Runtime, spec: EndpointSpec, meta: Mapping[str, Any]) -> Window | None:
+    """Add the gateways' in-flight requests to the endpoint's window (autoscaled endpoints)."""
+    policy = spec.autoscaling
+    if policy is None:
+        return None
+    ns, name = meta["namespace"], meta["name"]
+    pods = rt.cluster.endpoint_pods(ns, name, "gateway")
+    key, mono = endpoint_key(meta), rt.clock()
+    try:
+        value = await read_concurrency(rt.http, stats_urls(rt.settings.stats_url, ns, name, pods))
+    except StatsUnavailableError:
+        value = None
+    if value is not None:
+        rt.windows.add(key, mono, value, policy.window_seconds)
+    return rt.windows.get(key, mono, policy.window_seconds)
+
+
+def observe(
+    rt: Runtime,
+    spec: EndpointSpec,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any],
+    window: Window | None,
+    now: datetime,
+    *,
+    full_apply: bool,
+) -> Snapshot:
+    """The endpoint as the caches hold it now (free GPUs per node are added on demand)."""
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    owner = Owner(name, ns, meta["uid"])
+    groups = tuple(rt.cluster.engine_groups(ns, name, owner.uid))
+    live = {g.group.name for g in groups if not g.terminating}
+    pods = rt.cluster.endpoint_pods(ns, name, "engine")
+    labels = [(p["metadata"].get("labels") or {}).get(LABEL_GROUP, "") for p in pods]
+    orphans = sum(
+        pod_gpus(p, spec.gpu.resource_name)
+        for p, group in zip(pods, labels, strict=True)
+        if group not in live
+    )
+    unready = any(g.ready < g.replicas for g in groups if not g.terminating)
+    return Snapshot(
+        owner=owner,
+        generation=meta.get("generation"),
+        status=dict(old),
+        groups=groups,
+        gateways_ready=rt.cluster.gateway_ready(ns, gateway_name(name)),
+        pending=tuple(pending_pods(pods, now)) if unready else (),
+        pending_grace_s=rt.settings.pending_grace_s,
+        orphan_gpus=orphans,
+        names_in_use=frozenset(labels) | {g.group.name for g in groups if g.terminating},
+        window=window,
+        apply_all=full_apply or rt.resync_due((ns, name)),
+        rejected=dict(rt.rejected.get((ns, name), {})),
+    )

@@ -1,0 +1,185 @@
+"""Which steps of a transition plan are safe now (pure): every gate of make-before-break.
+
+- a delete waits until every other group is ready;
+- while a transition deletes, at most one new group is in flight (one group in transition);
+- a create waits while deleted groups' pods still hold GPUs that would push the endpoint over
+  its limit (budget + surge), whether or not this transition deletes more; while no node has
+  room now but one will once terminating pods are gone (rather than creating it unpinned);
+  and, when no node has room at all, while pinned groups' pods are not bound yet (an unpinned
+  group could take the GPUs promised to them).
+
+A group's pod template is identified by a hash stamped on its StatefulSet; a group whose hash
+differs from the spec's is replaced like a group of the wrong shape, never patched in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from scaleserve.operator.builders import Manifest, Owner, group_statefulset_name
+from scaleserve.operator.builders.engine import engine_statefulset
+from scaleserve.operator.layout import Group, GroupShape, group_name
+from scaleserve.operator.placement import NodeGPUs, choose_node, take
+from scaleserve.operator.planner import Plan
+from scaleserve.operator.snapshot import ANNOTATION_POD_HASH, EngineGroup, NodeFree
+from scaleserve.operator.spec import EndpointSpec
+from scaleserve.operator.target import Event
+
+
+def pod_hash(spec: EndpointSpec, owner: Owner, shape: GroupShape) -> str:
+    """Hash of the pod template of a group of `shape` (its name and node left out)."""
+    canonical = Group(group_name(0, shape.tensor_parallel), shape.size, shape.tensor_parallel)
+    template = engine_statefulset(spec, owner, canonical, None)["spec"]["template"]
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stamped(manifest: Manifest, hashes: Mapping[GroupShape, str], group: Group) -> Manifest:
+    """A group's StatefulSet carrying the hash of its pod template."""
+    meta = manifest["metadata"]
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        ANNOTATION_POD_HASH: hashes[group.shape],
+    }
+    return manifest
+
+
+@dataclass(frozen=True)
+class Create:
+    group: Group
+    node: str | None
+    manifest: Manifest = field(compare=False)
+
+    def __str__(self) -> str:
+        return f"create {self.group.name}"
+
+
+@dataclass(frozen=True)
+class Delete:
+    group: Group
+    statefulset: str
+
+    def __str__(self) -> str:
+        return f"delete {self.group.name}"
+
+
+Step = Create | Delete
+
+
+@dataclass
+class _Pass:
+    """What the steps taken so far in this pass changed."""
+
+    live: list[EngineGroup]
+    not_ready: set[str]
+    orphans: int
+    now: list[NodeGPUs]
+    after: list[NodeGPUs]
+    promised: int
+    steps: list[Step] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+def safe_steps(
+    spec: EndpointSpec,
+    owner: Owner,
+    live: Sequence[EngineGroup],
+    plan: Plan,
+    free: NodeFree,
+    *,
+    limit: int,
+    orphan_gpus: int,
+    hashes: Mapping[GroupShape, str],
+) -> tuple[tuple[Step, ...], str, tuple[Event, ...]]:
+    """The plan's steps that are safe now, what the rest waits for, and their events."""
+    state = _Pass(
+        list(live),
+        {g.group.name for g in live if not g.is_ready},
+        orphan_gpus,
+        list(free.now),
+        list(free.after_release),
+        free.promised,
+    )
+    deletes = any(s.action == "delete" for s in plan.steps)
+    waiting = ""
+    for step in plan.steps:
+        if step.action == "delete":
+            waiting = _delete(state, owner, step.group)
+        else:
+            waiting = _create(state, spec, owner, step.group, limit, deletes, hashes)
+            if not waiting and deletes:
+                waiting = f"waiting for {step.group.name} to become ready"
+        if waiting:
+            break
+    return tuple(state.steps), waiting, tuple(state.events)
+
+
+def _delete(state: _Pass, owner: Owner, group: Group) -> str:
+    others = state.not_ready - {group.name}
+    if others:
+        return f"waiting for {', '.join(sorted(others))} to become ready"
+    serving = [g.group.name for g in state.live if g.group.name != group.name]
+    state.steps.append(Delete(group, group_statefulset_name(owner.name, group)))
+    why = f"{', '.join(sorted(serving))} serving" if serving else "no spare GPUs"
+    state.events.append(
+        Event("Normal", "GroupDeleted", f"deleted engine group {group.name} ({why})")
+    )
+    state.not_ready.discard(group.name)
+    gone = next(g for g in state.live if g.group.name == group.name)
+    state.live = [g for g in state.live if g.group.name != group.name]
+    # its pods hold their GPUs until they have shut down
+    state.orphans += group.size
+    if gone.node is not None:
+        state.after = _released(state.after, gone.node, group.size)
+    return ""
+
+
+def _released(nodes: Sequence[NodeGPUs], node: str, gpus: int) -> list[NodeGPUs]:
+    """The free list once `gpus` on `node` are released."""
+    if any(n.name == node for n in nodes):
+        return take(nodes, node, -gpus)
+    return [*nodes, NodeGPUs(node, gpus)]
+
+
+def _create(
+    state: _Pass,
+    spec: EndpointSpec,
+    owner: Owner,
+    group: Group,
+    limit: int,
+    deletes: bool,
+    hashes: Mapping[GroupShape, str],
+) -> str:
+    name = group.name
+    if state.not_ready and deletes:
+        return f"waiting for {', '.join(sorted(state.not_ready))} to become ready"
+    # pods of deleted groups hold their GPUs until they are gone: they count against the limit
+    held = sum(g.group.size for g in state.live) + state.orphans
+    if held + group.size > limit:
+        return f"waiting for deleted engine pods to release GPUs before creating {name}"
+    node = choose_node(group.size, state.now)
+    if node is None and choose_node(group.size, state.after) is not None:
+        # make-before-break: wait for terminating pods rather than create it unpinned
+        return f"waiting for terminating pods to release GPUs before creating {name}"
+    if node is None and state.promised:
+        return f"waiting for pinned groups to be scheduled before creating {name}"
+    manifest = stamped(engine_statefulset(spec, owner, group, node), hashes, group)
+    state.steps.append(Create(group, node, manifest))
+    if node is None:
+        message = f"no node has {group.size} free GPUs for group {name}; it stays Pending"
+        state.events.append(Event("Warning", "NoGPUs", message))
+    else:
+        state.now, state.after = (
+            take(state.now, node, group.size),
+            take(state.after, node, group.size),
+        )
+        state.promised += group.size
+    where = f"on node {node}" if node else "unpinned"
+    what = f"{group.replicas}x TP{group.tensor_parallel} {where}"
+    state.events.append(Event("Normal", "GroupCreated", f"created engine group {name}: {what}"))
+    state.live.append(EngineGroup(group, node, group.replicas, 0, False, hashes[group.shape]))
+    state.not_ready.add(name)
+    return ""

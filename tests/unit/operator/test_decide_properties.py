@@ -1,0 +1,293 @@
+"""decide against a simulated cluster: random spec edits, load changes, pod crashes, readiness
+flaps, node loss and operator restarts, with the invariants of make-before-break checked after
+every pass. Only I/O is simulated: the snapshot is built the way observe builds it, the
+decision applied the way act applies it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from scaleserve.operator.builders import Owner
+from scaleserve.operator.decide import Create, Decision, Delete, decide
+from scaleserve.operator.layout import Group, Window, group_shapes
+from scaleserve.operator.placement import NodeGPUs
+from scaleserve.operator.snapshot import ANNOTATION_POD_HASH, EngineGroup, NodeFree, Snapshot
+from scaleserve.operator.spec import EndpointSpec, parse_spec
+
+pytestmark = pytest.mark.unit
+
+PER_NODE = 8
+WINDOW_S = 30
+PASS_S = 10
+SETTLE_PASSES = 40
+EXAMPLES = 60
+STEPS = 40
+
+
+@dataclass
+class SimGroup:
+    group: Group
+    node: str | None
+    pod_hash: str
+    ready: bool = False
+    terminating: bool = False
+    ever_ready: bool = False
+    transitional: bool = False  # created while an older group was still to be replaced
+
+
+class Endpoint(RuleBasedStateMachine):
+    """One autoscaled endpoint on 8-GPU nodes."""
+
+    @initialize(
+        budget=st.sampled_from([8, 16]),
+        surge=st.sampled_from([0, 8]),
+        spare_nodes=st.integers(0, 1),
+        disruption=st.booleans(),
+    )
+    def start(self, budget: int, surge: int, spare_nodes: int, disruption: bool) -> None:
+        self.budget, self.surge, self.disruption = budget, surge, disruption
+        self.max_model_len = 4096
+        self.nodes = {f"n{i}": True for i in range((budget + surge) // PER_NODE + spare_nodes)}
+        self.groups: dict[str, SimGroup] = {}
+        self.status: dict[str, Any] = {}
+        self.load = 1.0
+        self.full_at = WINDOW_S  # the window is full from here (refills after a restart)
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+        self.t = 0.0
+        self.was_ready = False
+        self.passes = 0
+        self.examples_steps = 0
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def spec(self) -> EndpointSpec:
+        return parse_spec(
+            {
+                "model": {"uri": "hf://org/m"},
+                "engine": {"maxModelLen": self.max_model_len},
+                "gpu": {"perNode": PER_NODE},
+                "autoscaling": {
+                    "gpuBudget": self.budget,
+                    "surgeGPUs": self.surge,
+                    "tensorParallelCandidates": [8, 1],
+                    "concurrencyThresholds": [64],
+                    "windowSeconds": WINDOW_S,
+                    "cooldownSeconds": 30,
+                },
+                "rollout": {"allowDisruption": self.disruption},
+            }
+        )
+
+    @rule(length=st.sampled_from([2048, 4096, 8192]))
+    def edit_spec(self, length: int) -> None:
+        self.max_model_len = length
+
+    @rule(load=st.sampled_from([1.0, 30.0, 100.0, 300.0]))
+    def change_load(self, load: float) -> None:
+        self.load = load
+
+    @rule(data=st.data())
+    def crash_or_flap(self, data: st.DataObject) -> None:
+        live = [g for g in self.groups.values() if not g.terminating and g.ready]
+        if live:
+            data.draw(st.sampled_from(live)).ready = False
+
+    @rule(data=st.data())
+    def lose_node(self, data: st.DataObject) -> None:
+        up = [n for n, ok in self.nodes.items() if ok]
+        if len(up) > 1:
+            node = data.draw(st.sampled_from(up))
+            self.nodes[node] = False
+            for g in self.groups.values():
+                if g.node == node:
+                    g.ready = False
+
+    @rule()
+    def restore_nodes(self) -> None:
+        self.nodes = dict.fromkeys(self.nodes, True)
+
+    @rule()
+    def restart_operator(self) -> None:
+        # in-memory state is the concurrency window: it refills; the status survives
+        self.full_at = self.t + WINDOW_S
+
+    @rule(data=st.data())
+    def pods_progress(self, data: st.DataObject) -> None:
+        """The kubelet and the API server: pods start, terminating groups go away."""
+        for g in list(self.groups.values()):
+            if g.terminating:
+                if data.draw(st.booleans()):
+                    del self.groups[g.group.name]
+            elif not g.ready and self._placed(g) and data.draw(st.booleans()):
+                g.ready = g.ever_ready = True
+
+    # --- the operator -----------------------------------------------------------------------
+
+    def _placed(self, g: SimGroup) -> bool:
+        if g.node is None:  # unpinned: the scheduler places it where it fits
+            room = {n: f for n, f in self._free(live_only=False).items() if f >= g.group.size}
+            if not room:
+                return False
+            g.node = min(room)
+        return self.nodes.get(g.node, False)
+
+    def _free(self, *, live_only: bool) -> dict[str, int]:
+        used = dict.fromkeys(self.nodes, 0)
+        for g in self.groups.values():
+            if g.node is not None and not (live_only and g.terminating):
+                used[g.node] += g.group.size
+        return {n: PER_NODE - used[n] for n, ok in self.nodes.items() if ok}
+
+    def snapshot(self) -> Snapshot:
+        window = (
+            Window(self.load, float(WINDOW_S), 3) if self.t >= self.full_at else Window(None, 0, 0)
+        )
+        nodes = [NodeGPUs(n, f) for n, f in self._free(live_only=False).items() if f > 0]
+        after = [NodeGPUs(n, f) for n, f in self._free(live_only=True).items() if f > 0]
+        groups = tuple(
+            EngineGroup(
+                g.group,
+                g.node,
+                g.group.replicas,
+                g.group.replicas if g.ready else 0,
+                g.terminating,
+                g.pod_hash,
+            )
+            for g in self.groups.values()
+        )
+        return Snapshot(
+            owner=Owner("chat", "ns", "uid"),
+            generation=1,
+            status=dict(self.status),
+            groups=groups,
+            gateways_ready=1,
+            free=NodeFree(nodes, after),
+            orphan_gpus=sum(g.group.size for g in self.groups.values() if g.terminating),
+            names_in_use=frozenset(n for n, g in self.groups.items() if g.terminating),
+            window=window,
+        )
+
+    def reconcile(self) -> Decision:
+        self.t += PASS_S
+        self.now += timedelta(seconds=PASS_S)
+        spec = self.spec()
+        decision = decide(spec, self.snapshot(), self.now)
+        self._check_steps(decision)
+        self._apply(decision)
+        self.status = {**self.status, **decision.status}
+        self.passes += 1
+        return decision
+
+    def _check_steps(self, decision: Decision) -> None:
+        live = {n: g for n, g in self.groups.items() if not g.terminating}
+        deleted = {s.group.name for s in decision.steps if isinstance(s, Delete)}
+        creates = [s for s in decision.steps if isinstance(s, Create)]
+        for name in deleted:
+            assert name in live
+            # readiness before removal: every other group is ready
+            assert all(g.ready for n, g in live.items() if n not in deleted)
+            if not self.disruption:  # never disruptive unless opted in
+                assert any(g.ready for n, g in live.items() if n not in deleted) or not any(
+                    g.ready for g in live.values()
+                )
+        if deleted:
+            assert len(creates) <= 1  # one group in transition
+
+    def _apply(self, decision: Decision) -> None:
+        stale_exists = any(
+            not g.terminating and g.pod_hash != self._hash(decision, g)
+            for g in self.groups.values()
+        )
+        for step in decision.steps:
+            if isinstance(step, Delete):
+                self.groups[step.group.name].terminating = True
+                self.groups[step.group.name].ready = False
+            else:
+                annotations = step.manifest["metadata"]["annotations"]
+                self.groups[step.group.name] = SimGroup(
+                    step.group,
+                    step.node,
+                    annotations[ANNOTATION_POD_HASH],
+                    transitional=stale_exists or any(isinstance(s, Delete) for s in decision.steps),
+                )
+
+    def _hash(self, decision: Decision, g: SimGroup) -> str:
+        for step in decision.steps:
+            if isinstance(step, Create) and step.group.shape == g.group.shape:
+                return str(step.manifest["metadata"]["annotations"][ANNOTATION_POD_HASH])
+        return g.pod_hash
+
+    @rule()
+    def operator_pass(self) -> None:
+        ready_before = any(g.ready and not g.terminating for g in self.groups.values())
+        self.reconcile()
+        ready_after = any(g.ready and not g.terminating for g in self.groups.values())
+        if ready_before and not self.disruption:
+            assert ready_after, "the operator took the last ready group away"
+
+    # --- invariants -------------------------------------------------------------------------
+
+    @invariant()
+    def within_budget_and_surge(self) -> None:
+        if hasattr(self, "groups"):
+            held = sum(g.group.size for g in self.groups.values())
+            assert held <= self.budget + self.surge
+
+    @invariant()
+    def one_group_in_transition(self) -> None:
+        if hasattr(self, "groups"):
+            moving = [
+                g
+                for g in self.groups.values()
+                if g.transitional and not g.ever_ready and not g.terminating
+            ]
+            assert len(moving) <= 1
+
+    @precondition(lambda self: hasattr(self, "groups"))
+    @rule()
+    def converges_once_inputs_stop(self) -> None:
+        self.restore_nodes()
+        self.full_at = min(self.full_at, self.t)
+        decision = self.reconcile()
+        for _ in range(SETTLE_PASSES):
+            for g in list(self.groups.values()):
+                if g.terminating:
+                    del self.groups[g.group.name]
+                elif self._placed(g):
+                    g.ready = g.ever_ready = True
+            decision = self.reconcile()
+        live = [g for g in self.groups.values() if not g.terminating]
+        if self.status.get("conditions") and _true(self.status, "Held"):
+            # a single group without spare GPUs holds its pods and says why
+            assert not self.disruption
+            assert len(live) == 1  # two or more groups roll one at a time and keep serving
+            assert self.status["message"].startswith("holding")
+            assert all(g.ready for g in live)
+            return
+        spec = self.spec()
+        shapes = sorted(group_shapes(decision.target, spec.gpu.per_node))
+        assert sorted(g.group.shape for g in live) == shapes, self.status.get("message")
+        assert all(g.ready for g in live)
+        assert not _true(self.status, "Reshaping")
+        assert self.status["phase"] == "Ready"
+        assert len({g.pod_hash for g in live}) == 1
+
+
+def _true(status: dict[str, Any], kind: str) -> bool:
+    return any(c["type"] == kind and c["status"] == "True" for c in status.get("conditions") or [])
+
+
+Endpoint.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestDecideAgainstASimulatedCluster = Endpoint.TestCase

@@ -115,8 +115,8 @@ class EngineService(engine_pb2_grpc.EngineServicer):
                     messages += 1
                     yield message
                 if relay.done:
-                    outcome = relay.outcome
                     break
+            outcome = relay.outcome  # an abort may end a stream before all n choices finish
         except EngineDeadError:
             outcome, error = "unavailable", CoreDeadError("the engine core process died")
         except VLLMValidationError as exc:

@@ -14,7 +14,7 @@ def supports_developer(chat_template: str) -> bool:
 def developer_as_system(
     messages: Sequence[Mapping[str, Any]], chat_template: str
 ) -> Sequence[Mapping[str, Any]]:
-    if supports_developer(chat_template) or not any(m.get("role") == "developer" for m in messages):
+    if not any(m.get("role") == "developer" for m in messages) or supports_developer(chat_template):
         return messages
     converted = [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]
     systems = [i for i, m in enumerate(converted) if m.get("role") == "system"]

@@ -144,7 +144,15 @@ def _reject_unsupported(data: dict[str, Any], kind: str) -> None:
         )
 
 
+CHOICE_FIELDS = frozenset(
+    {"n", "best_of", "logprobs", "top_logprobs", "echo", "logit_bias", "response_format"}
+)
+PLAIN_CHOICES = ChoiceParams()
+
+
 def _choices(data: dict[str, Any], kind: str) -> ChoiceParams:
+    if CHOICE_FIELDS.isdisjoint(data):  # the common request: one plain choice
+        return PLAIN_CHOICES
     if kind == "chat":
         logprobs = params.chat_logprobs(data)
         echo = False

@@ -6,6 +6,7 @@ protocol spells it (`prompt_token_ids`, `sampling.temperature`, ...).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from scaleserve.engine.proto import engine_pb2
 
 MAX_REQUEST_ID_LEN = 256
 MAX_STOP_STRINGS = 16
+MAX_N = 128
+MAX_LOGIT_BIAS = 300
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,53 @@ def sampling_kwargs(p: engine_pb2.SamplingParams, limits: Limits) -> dict[str, A
             f"must be in [0, {limits.max_logprobs}], got {p.logprobs}",
         )
         out["logprobs"] = p.logprobs
+    if p.HasField("prompt_logprobs"):
+        _check(
+            0 <= p.prompt_logprobs <= limits.max_logprobs,
+            "prompt_logprobs",
+            f"must be in [0, {limits.max_logprobs}], got {p.prompt_logprobs}",
+        )
+        out["prompt_logprobs"] = p.prompt_logprobs
+    if p.HasField("n"):
+        _check(1 <= p.n <= MAX_N, "n", f"must be in [1, {MAX_N}], got {p.n}")
+        out["n"] = p.n
+    if p.logit_bias:
+        out["logit_bias"] = _logit_bias(p.logit_bias, limits)
+    if p.HasField("structured_output"):
+        out["structured_outputs"] = structured_output_kwargs(p.structured_output)
     return out
+
+
+def _logit_bias(bias: Any, limits: Limits) -> dict[int, float]:
+    _check(len(bias) <= MAX_LOGIT_BIAS, "logit_bias", f"at most {MAX_LOGIT_BIAS} entries")
+    for token in bias:
+        _check(
+            0 <= token < limits.vocab_size,
+            "logit_bias",
+            f"token id {token} is outside the vocabulary [0, {limits.vocab_size})",
+        )
+    return {int(token): min(100.0, max(-100.0, value)) for token, value in bias.items()}
+
+
+def structured_output_kwargs(s: engine_pb2.StructuredOutput) -> dict[str, Any]:
+    """vllm.sampling_params.StructuredOutputsParams keyword arguments."""
+    kind = s.WhichOneof("kind")
+    if kind == "json_object":
+        _check(s.json_object, "structured_output.json_object", "must be true when set")
+        return {"json_object": True}
+    if kind == "json_schema":
+        try:
+            schema = json.loads(s.json_schema)
+        except ValueError as exc:
+            raise InvalidRequestError(
+                "sampling.structured_output.json_schema", f"is not JSON: {exc}"
+            ) from None
+        _check(isinstance(schema, dict), "structured_output.json_schema", "must be an object")
+        return {"json": schema}
+    if kind in ("regex", "grammar"):
+        _check(bool(getattr(s, kind)), f"structured_output.{kind}", "must not be empty")
+        return {kind: getattr(s, kind)}
+    raise InvalidRequestError("sampling.structured_output", "set one kind of constraint")
 
 
 def _check(ok: bool, name: str, message: str) -> None:

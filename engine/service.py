@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.exceptions import EngineDeadError
 
 from scaleserve.engine.errors import (
@@ -60,8 +60,14 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         prepared = prepare(request, self._limits)
         if prepared.request_id in runtime.in_flight:
             raise DuplicateRequestError(prepared.request_id)
+        kwargs = prepared.sampling
+        if "structured_outputs" in kwargs:
+            kwargs = {
+                **kwargs,
+                "structured_outputs": StructuredOutputsParams(**kwargs["structured_outputs"]),
+            }
         try:
-            params = SamplingParams(**prepared.sampling, output_kind=RequestOutputKind.DELTA)
+            params = SamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
         except VLLMValidationError as exc:
             raise InvalidRequestError(f"sampling.{exc.parameter or 'params'}", str(exc)) from exc
         return prepared, params
@@ -84,7 +90,6 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         outcome = "cancelled"
         tokens = messages = 0
         error: EngineError | None = None
-        want_logprobs = params.logprobs is not None
         try:
             engine = runtime.engine
             if prepared.prompt_len is not None:  # token ids: no tokenization, no thread hop
@@ -101,28 +106,18 @@ class EngineService(engine_pb2_grpc.EngineServicer):
             # vLLM registers the request before generate() first suspends, so from here on an
             # Abort reaches it through engine.abort.
             stream = engine.generate(engine_input, params, request_id)
+            relay = _Relay(params, prepared.prompt_len)
             async for out in stream:
                 runtime.progress()
-                completion = out.outputs[0]
-                new_ids = completion.token_ids
-                if tokens == 0 and new_ids:
+                if tokens == 0 and any(c.token_ids for c in out.outputs):
                     metrics.ttft.observe(time.perf_counter() - started)
-                tokens += len(new_ids)
-                messages += 1
-                if not out.finished:
-                    if want_logprobs:
-                        yield GenerateResponse(
-                            text=completion.text,
-                            token_ids=new_ids,
-                            logprobs=_logprobs(completion, params.logprobs),
-                        )
-                    else:
-                        yield GenerateResponse(text=completion.text, token_ids=new_ids)
-                    continue
-                outcome = completion.finish_reason or "stop"
-                top = params.logprobs if want_logprobs else None
-                yield _last_message(out, completion, tokens, prepared.prompt_len, top)
-                break
+                for message in relay.messages(out):
+                    tokens += len(message.token_ids)
+                    messages += 1
+                    yield message
+                if relay.done:
+                    break
+            outcome = relay.outcome  # an abort may end a stream before all n choices finish
         except EngineDeadError:
             outcome, error = "unavailable", CoreDeadError("the engine core process died")
         except VLLMValidationError as exc:
@@ -195,34 +190,71 @@ def _field_of(exc: VLLMValidationError, prepared: PreparedRequest) -> str:
     return f"sampling.{exc.parameter}"
 
 
-def _last_message(
-    out: Any, completion: Any, tokens: int, prompt_len: int | None, top: int | None
-) -> Any:
-    prompt_tokens = prompt_len if prompt_len is not None else len(out.prompt_token_ids or ())
-    stop_reason = completion.stop_reason
-    return GenerateResponse(
-        text=completion.text,
-        token_ids=completion.token_ids,
-        finish_reason=completion.finish_reason or "stop",
-        stop_reason="" if stop_reason is None else str(stop_reason),
-        usage=Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=tokens,
-            cached_prompt_tokens=out.num_cached_tokens or 0,
-        ),
-        logprobs=_logprobs(completion, top) if top is not None else None,
-    )
+class _Relay:
+    """vLLM's outputs for one request -> protocol messages, one per choice that moved.
+
+    A choice's last message carries its finish_reason; the last choice to finish also carries
+    the request's usage, so a reader knows the stream is complete after n finishes.
+    """
+
+    def __init__(self, params: Any, prompt_len: int | None) -> None:
+        self.n: int = params.n
+        self.top = params.logprobs
+        self.prompt_top = params.prompt_logprobs
+        self.prompt_len = prompt_len
+        self.finished = 0
+        self.tokens = 0
+        self.outcome = "cancelled"
+        self.first = True
+
+    @property
+    def done(self) -> bool:
+        return self.finished >= self.n
+
+    def messages(self, out: Any) -> list[Any]:
+        result = []
+        for completion in out.outputs:
+            self.tokens += len(completion.token_ids)
+            message = GenerateResponse(
+                text=completion.text, token_ids=completion.token_ids, index=completion.index
+            )
+            if self.top is not None:
+                message.logprobs.extend(_logprobs(completion.token_ids, completion.logprobs))
+            if self.first and self.prompt_top is not None and out.prompt_logprobs:
+                ids = out.prompt_token_ids[1:]
+                message.prompt_logprobs.extend(_logprobs(ids, out.prompt_logprobs[1:]))
+            self.first = False
+            if completion.finish_reason is not None:
+                self._finish(message, out, completion)
+            result.append(message)
+        return result
+
+    def _finish(self, message: Any, out: Any, completion: Any) -> None:
+        self.finished += 1
+        message.finish_reason = completion.finish_reason
+        if completion.stop_reason is not None:
+            message.stop_reason = str(completion.stop_reason)
+        if self.outcome == "cancelled" or completion.finish_reason == "abort":
+            self.outcome = completion.finish_reason
+        if self.done:
+            prompt_tokens = self.prompt_len
+            if prompt_tokens is None:
+                prompt_tokens = len(out.prompt_token_ids or ())
+            message.usage.CopyFrom(
+                Usage(
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=self.tokens,
+                    cached_prompt_tokens=out.num_cached_tokens or 0,
+                )
+            )
 
 
-def _logprobs(completion: Any, top: int) -> list[engine_pb2.TokenLogprob]:
-    """One TokenLogprob per new token: the sampled token's logprob and the `top` best."""
+def _logprobs(token_ids: Any, steps: Any) -> list[engine_pb2.TokenLogprob]:
+    """One TokenLogprob per token: its logprob and vLLM's candidates in vLLM's order (the
+    sampled token first, then the best by rank), which the OpenAI formats slice."""
     result = []
-    for token_id, entries in zip(completion.token_ids, completion.logprobs or (), strict=False):
-        sampled = entries.get(token_id)
-        best = sorted(
-            (e for e in entries.items() if e[1].rank is not None and e[1].rank <= top),
-            key=lambda e: e[1].rank,
-        )
+    for token_id, entries in zip(token_ids, steps or (), strict=False):
+        sampled = entries.get(token_id) if entries else None
         result.append(
             engine_pb2.TokenLogprob(
                 token_id=token_id,
@@ -232,7 +264,7 @@ def _logprobs(completion: Any, top: int) -> list[engine_pb2.TokenLogprob]:
                     engine_pb2.TopLogprob(
                         token_id=tid, token=lp.decoded_token or "", logprob=lp.logprob
                     )
-                    for tid, lp in best
+                    for tid, lp in (entries or {}).items()
                 ],
             )
         )

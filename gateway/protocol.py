@@ -7,12 +7,14 @@ offending `param`, in the words OpenAI uses, and nothing unexpected reaches an e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from scaleserve.gateway import params
 from scaleserve.gateway.errors import InvalidRequestError
+from scaleserve.gateway.params import ChoiceParams
 
 MAX_STOP = 4
 MAX_SEED = 2**63 - 1
@@ -46,6 +48,8 @@ class GenerationRequest:
     sampling: Sampling
     stream: bool
     include_usage: bool
+    choices: ChoiceParams = field(default_factory=ChoiceParams)
+    continuous_usage: bool = False  # stream_options.continuous_usage_stats: usage on every chunk
     prompt: str | tuple[int, ...] = ""
     messages: tuple[dict[str, Any], ...] = ()
     add_generation_prompt: bool = True
@@ -130,48 +134,38 @@ def _stop(data: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _reject_unsupported(data: dict[str, Any], kind: str) -> None:
-    n = data.get("n")
-    if n is not None and n != 1:
-        if not _is_int(n) or n < 1:
-            raise InvalidRequestError(
-                "'n' must be a positive integer", param="n", code="invalid_value"
-            )
-        raise InvalidRequestError(
-            "only n=1 is supported: send separate requests for more choices",
-            param="n",
-            code="unsupported_value",
-        )
-    best_of = data.get("best_of")
-    if best_of is not None and best_of != 1:
-        raise InvalidRequestError(
-            "only best_of=1 is supported", param="best_of", code="unsupported_value"
-        )
-    if data.get("logprobs") not in (None, False) or data.get("top_logprobs") not in (None, 0):
-        raise InvalidRequestError(
-            "logprobs are not supported", param="logprobs", code="unsupported_value"
-        )
-    if data.get("echo"):
-        raise InvalidRequestError("echo is not supported", param="echo", code="unsupported_value")
     if data.get("suffix"):
         raise InvalidRequestError(
             "suffix is not supported", param="suffix", code="unsupported_value"
         )
-    if data.get("logit_bias"):
+    if kind == "chat" and (data.get("tools") or data.get("functions")):
         raise InvalidRequestError(
-            "logit_bias is not supported", param="logit_bias", code="unsupported_value"
+            "tools are not supported", param="tools", code="unsupported_value"
         )
+
+
+CHOICE_FIELDS = frozenset(
+    {"n", "best_of", "logprobs", "top_logprobs", "echo", "logit_bias", "response_format"}
+)
+PLAIN_CHOICES = ChoiceParams()
+
+
+def _choices(data: dict[str, Any], kind: str) -> ChoiceParams:
+    if CHOICE_FIELDS.isdisjoint(data):  # the common request: one plain choice
+        return PLAIN_CHOICES
     if kind == "chat":
-        if data.get("tools") or data.get("functions"):
-            raise InvalidRequestError(
-                "tools are not supported", param="tools", code="unsupported_value"
-            )
-        fmt = data.get("response_format")
-        if fmt is not None and fmt != {"type": "text"}:
-            raise InvalidRequestError(
-                "only response_format {'type': 'text'} is supported",
-                param="response_format",
-                code="unsupported_value",
-            )
+        logprobs = params.chat_logprobs(data)
+        echo = False
+    else:
+        logprobs = params.completion_logprobs(data)
+        echo = _boolean(data, "echo", False)
+    return ChoiceParams(
+        n=params.parse_n(data),
+        logprobs=logprobs,
+        echo=echo,
+        logit_bias=params.logit_bias(data),
+        structured=params.response_format(data),
+    )
 
 
 def _sampling(data: dict[str, Any]) -> Sampling:
@@ -206,7 +200,8 @@ def _sampling(data: dict[str, Any]) -> Sampling:
     )
 
 
-def _common(data: dict[str, Any], kind: str) -> tuple[str, Sampling, bool, bool]:
+def _common(data: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The GenerationRequest fields both endpoints share."""
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError(
@@ -214,7 +209,7 @@ def _common(data: dict[str, Any], kind: str) -> tuple[str, Sampling, bool, bool]
         )
     _reject_unsupported(data, kind)
     stream = _boolean(data, "stream", False)
-    include_usage = False
+    include_usage = continuous_usage = False
     options = data.get("stream_options")
     if options is not None:
         if not stream:
@@ -224,14 +219,29 @@ def _common(data: dict[str, Any], kind: str) -> tuple[str, Sampling, bool, bool]
         if not isinstance(options, dict):
             raise InvalidRequestError("'stream_options' must be an object", param="stream_options")
         include_usage = _boolean(options, "include_usage", False)
+        continuous_usage = _boolean(options, "continuous_usage_stats", False)
     user = data.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequestError("'user' must be a string", param="user")
-    return model, _sampling(data), stream, include_usage
+    sampling = _sampling(data)
+    choices = _choices(data, kind)
+    if choices.n > 1 and sampling.temperature == 0:
+        raise InvalidRequestError(
+            f"n must be 1 when using greedy sampling, got {choices.n}.", param="n"
+        )
+    return {
+        "model": model,
+        "sampling": sampling,
+        "stream": stream,
+        "include_usage": include_usage,
+        "continuous_usage": continuous_usage,
+        "choices": choices,
+        "user": user,
+    }
 
 
 def parse_completion(data: dict[str, Any]) -> GenerationRequest:
-    model, sampling, stream, include_usage = _common(data, "completion")
+    common = _common(data, "completion")
     prompt = data.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]  # a batch of one
@@ -255,15 +265,7 @@ def parse_completion(data: dict[str, Any]) -> GenerationRequest:
         raise InvalidRequestError(
             "'prompt' must not be empty", param="prompt", code="invalid_value"
         )
-    return GenerationRequest(
-        kind="completion",
-        model=model,
-        sampling=sampling,
-        stream=stream,
-        include_usage=include_usage,
-        prompt=parsed,
-        user=data.get("user"),
-    )
+    return GenerationRequest(kind="completion", prompt=parsed, **common)
 
 
 def _content(message: dict[str, Any], index: int) -> str:
@@ -287,7 +289,7 @@ def _content(message: dict[str, Any], index: int) -> str:
                     "a text content part needs a string 'text'", param=f"messages[{index}].content"
                 )
             parts.append(text)
-        return "".join(parts)
+        return "\n".join(parts)  # as vLLM's server joins text parts
     raise InvalidRequestError(
         "message content must be a string or a list of text parts",
         param=f"messages[{index}].content",
@@ -299,7 +301,7 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
 def parse_chat(data: dict[str, Any]) -> GenerationRequest:
-    model, sampling, stream, include_usage = _common(data, "chat")
+    common = _common(data, "chat")
     raw = data.get("messages")
     if raw is None:
         raise InvalidRequestError(
@@ -328,13 +330,9 @@ def parse_chat(data: dict[str, Any]) -> GenerationRequest:
         )
     return GenerationRequest(
         kind="chat",
-        model=model,
-        sampling=sampling,
-        stream=stream,
-        include_usage=include_usage,
         messages=tuple(messages),
         add_generation_prompt=_boolean(data, "add_generation_prompt", True),
         continue_final_message=_boolean(data, "continue_final_message", False),
         chat_template_kwargs=kwargs,
-        user=data.get("user"),
+        **common,
     )

@@ -18,6 +18,7 @@ import grpc
 import orjson
 
 from scaleserve.gateway import sse
+from scaleserve.gateway.choices import Collector, Echo, Framer
 from scaleserve.gateway.errors import GatewayError, UpstreamError, from_rpc_error
 from scaleserve.gateway.protocol import GenerationRequest
 from scaleserve.gateway.service import Gateway, Upstream
@@ -116,38 +117,48 @@ class GenerationResponse:
         finally:
             gw.in_flight.add(-1)
 
+    def _echo(self) -> Echo | None:
+        req = self.req
+        if not req.choices.echo:
+            return None
+        tok = self.gateway.resolve(req.model).tokenizer
+        ids = self.prompt_ids
+        text = req.prompt if isinstance(req.prompt, str) else tok.decode(ids)
+        return Echo(text, lambda: tok.decode(ids[:1], skip_special_tokens=False))
+
     async def _stream(self, up: Upstream, send: Any) -> None:
+        req = self.req
         enc = sse.StreamEncoder(
-            "chat" if self.req.kind == "chat" else "completion",
+            "chat" if req.kind == "chat" else "completion",
             self.request_id,
             int(time.time()),
-            self.req.model,
-            self.req.include_usage,
+            req.model,
+            req.include_usage,
         )
+        framer = Framer(req, enc, len(self.prompt_ids), self._echo())
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         self.started = True
         msg = up.first
-        head = enc.role() if self.req.kind == "chat" else b""
+        head = framer.opening()
         try:
-            while not msg.finish_reason:
-                if msg.text:
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": head + enc.delta(msg.text) if head else enc.delta(msg.text),
-                            "more_body": True,
-                        }
-                    )
+            while True:
+                if msg.finish_reason == "abort":
+                    up.complete = True
+                    raise UpstreamError("the engine aborted the request")
+                frame = framer.frame(msg)
+                if framer.done:
+                    break
+                if frame:
+                    body = head + frame if head else frame
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
                     head = b""
                 msg = await up.next()
             up.complete = True
-            if msg.finish_reason == "abort":
-                raise UpstreamError("the engine aborted the request")
-            tail = head + enc.finish(msg.finish_reason, msg.text)
-            if self.req.include_usage:
-                u = msg.usage
+            tail = head + frame
+            u = msg.usage
+            if req.include_usage:
                 tail += enc.usage(u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens)
-            self.gateway.observe_tokens(msg.usage.prompt_tokens, msg.usage.completion_tokens)
+            self.gateway.observe_tokens(u.prompt_tokens, u.completion_tokens)
         except grpc.aio.AioRpcError as exc:
             self.gateway.upstream_failed(up, exc)
             err = from_rpc_error(exc)
@@ -160,14 +171,10 @@ class GenerationResponse:
         await send({"type": "http.response.body", "body": tail + sse.DONE, "more_body": False})
 
     async def _collect(self, up: Upstream, send: Any) -> None:
-        parts: list[str] = []
+        collector = Collector(self.req, self._echo())
         msg = up.first
         try:
-            while True:
-                if msg.text:
-                    parts.append(msg.text)
-                if msg.finish_reason:
-                    break
+            while msg.finish_reason != "abort" and not collector.add(msg):
                 msg = await up.next()
         except grpc.aio.AioRpcError as exc:
             self.gateway.upstream_failed(up, exc)
@@ -176,31 +183,16 @@ class GenerationResponse:
         if msg.finish_reason == "abort":
             raise UpstreamError("the engine aborted the request")
         u = msg.usage
-        text = "".join(parts)
-        choice: dict[str, Any]
-        if self.req.kind == "chat":
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": msg.finish_reason,
-            }
-        else:
-            choice = {
-                "index": 0,
-                "text": text,
-                "logprobs": None,
-                "finish_reason": msg.finish_reason,
-            }
+        chat = self.req.kind == "chat"
         payload: dict[str, Any] = {
             "id": self.request_id,
-            "object": "chat.completion" if self.req.kind == "chat" else "text_completion",
+            "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()),
             "model": self.req.model,
         }
-        if self.req.kind == "chat":
+        if chat:
             payload["system_fingerprint"] = None
-        payload["choices"] = [choice]
+        payload["choices"] = collector.choices()
         payload["usage"] = sse.usage_dict(
             u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens
         )

@@ -16,6 +16,7 @@ import grpc
 
 from scaleserve.engine.proto import engine_pb2
 from scaleserve.gateway.deadlines import CURRENT_FLOW, Sweeper
+from scaleserve.gateway.engine_request import sampling_params
 from scaleserve.gateway.errors import (
     REPLICA_FAILURES,
     RETRYABLE,
@@ -225,29 +226,7 @@ class Gateway:
                     param="max_tokens",
                     code="context_length_exceeded",
                 )
-        if model.vocab_size and any(t >= model.vocab_size for t in s.stop_token_ids):
-            raise InvalidRequestError(
-                "stop_token_ids must be inside the vocabulary",
-                param="stop_token_ids",
-                code="invalid_value",
-            )
-        sp = engine_pb2.SamplingParams(
-            stop=s.stop, stop_token_ids=s.stop_token_ids, ignore_eos=s.ignore_eos
-        )
-        for name in (
-            "max_tokens",
-            "temperature",
-            "top_p",
-            "top_k",
-            "seed",
-            "presence_penalty",
-            "frequency_penalty",
-            "repetition_penalty",
-            "min_tokens",
-        ):
-            value = getattr(s, name)
-            if value is not None:
-                setattr(sp, name, value)
+        sp = sampling_params(req, model.vocab_size)
         return ids, engine_pb2.GenerateRequest(
             request_id=request_id,
             prompt_token_ids=engine_pb2.TokenIds(ids=ids),

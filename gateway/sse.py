@@ -1,8 +1,9 @@
 """Server-sent events for OpenAI streaming responses, built from precomputed bytes.
 
-Everything in a chunk except the text delta is fixed for the whole stream (id, created, model,
-object, choice index), so each stream precomputes the bytes before and after the delta; a token
-frame costs one JSON string escape (orjson) and two concatenations. No I/O here.
+Everything in a plain chunk except the text delta is fixed for the whole stream (id, created,
+model, object, and per choice its index), so each stream precomputes the bytes before and after
+the delta; a token frame costs one JSON string escape (orjson) and two concatenations. Frames
+with logprobs or running usage are built in full. No I/O here.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ def escape(text: str) -> bytes:
 
 
 class StreamEncoder:
-    """Frames for one stream of one choice (index 0)."""
+    """Frames for one stream of `n` choices.
 
-    __slots__ = ("_head", "_include_usage", "_kind", "_prefix", "_suffix", "_usage_tail")
+    `delta` is the per-token fast path (precomputed bytes around the text, one prefix per
+    choice index); `chunk` builds frames that carry logprobs or running usage as well.
+    """
+
+    __slots__ = ("_head", "_include_usage", "_kind", "_prefixes", "_suffix", "_usage_tail")
 
     def __init__(
         self, kind: Kind, request_id: str, created: int, model: str, include_usage: bool = False
@@ -49,41 +54,68 @@ class StreamEncoder:
             head += b',"system_fingerprint":null'
         self._head = head + b',"choices":['
         self._usage_tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        self._prefixes: dict[int, bytes] = {}
         if kind == "chat":
-            self._prefix = self._head + b'{"index":0,"delta":{"content":'
             self._suffix = b'},"logprobs":null,"finish_reason":null}]' + self._usage_tail
         else:
-            self._prefix = self._head + b'{"index":0,"text":'
             self._suffix = b',"logprobs":null,"finish_reason":null}]' + self._usage_tail
 
-    def role(self) -> bytes:
-        """The opening chat frame: the assistant role with empty content."""
+    def _prefix(self, index: int) -> bytes:
+        prefix = self._prefixes.get(index)
+        if prefix is None:
+            field = b',"delta":{"content":' if self._kind == "chat" else b',"text":'
+            prefix = self._head + b'{"index":' + str(index).encode() + field
+            self._prefixes[index] = prefix
+        return prefix
+
+    def role(self, index: int = 0, usage: dict[str, object] | None = None) -> bytes:
+        """The opening chat frame of a choice: the assistant role with empty content."""
         return (
             self._head
-            + b'{"index":0,"delta":{"role":"assistant","content":""},'
+            + b'{"index":'
+            + str(index).encode()
+            + b',"delta":{"role":"assistant","content":""},'
             + b'"logprobs":null,"finish_reason":null}]'
-            + self._usage_tail
+            + self._tail(usage)
         )
 
-    def delta(self, text: str) -> bytes:
+    def delta(self, text: str, index: int = 0) -> bytes:
         """A frame carrying a text delta."""
-        return self._prefix + orjson.dumps(text) + self._suffix
+        return self._prefix(index) + orjson.dumps(text) + self._suffix
 
-    def finish(self, reason: str, text: str = "") -> bytes:
-        """The frame that ends the choice, optionally carrying a last text delta."""
+    def finish(self, reason: str, text: str = "", index: int = 0) -> bytes:
+        """The frame that ends a choice, optionally carrying a last text delta."""
+        return self.chunk(index, text, finish=reason)
+
+    def chunk(
+        self,
+        index: int,
+        text: str,
+        logprobs: object = None,
+        finish: str | None = None,
+        usage: dict[str, object] | None = None,
+    ) -> bytes:
+        """A frame with everything a choice's chunk may carry."""
         if self._kind == "chat":
-            delta = b'{"content":' + orjson.dumps(text) + b"}" if text else b"{}"
-            choice = b'{"index":0,"delta":' + delta
+            delta = b'{"content":' + orjson.dumps(text) + b"}" if text or not finish else b"{}"
+            choice = b'{"index":' + str(index).encode() + b',"delta":' + delta
         else:
-            choice = b'{"index":0,"text":' + orjson.dumps(text)
+            choice = b'{"index":' + str(index).encode() + b',"text":' + orjson.dumps(text)
         return (
             self._head
             + choice
-            + b',"logprobs":null,"finish_reason":'
-            + orjson.dumps(reason)
+            + b',"logprobs":'
+            + orjson.dumps(logprobs)
+            + b',"finish_reason":'
+            + orjson.dumps(finish)
             + b"}]"
-            + self._usage_tail
+            + self._tail(usage)
         )
+
+    def _tail(self, usage: dict[str, object] | None) -> bytes:
+        if usage is None:
+            return self._usage_tail
+        return b',"usage":' + orjson.dumps(usage) + b"}\n\n"
 
     def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> bytes:
         """The closing usage frame (stream_options.include_usage): no choices, usage set."""

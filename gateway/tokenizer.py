@@ -17,6 +17,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
+from scaleserve.gateway.chat_roles import developer_as_system
 from scaleserve.gateway.errors import InvalidRequestError
 
 
@@ -78,8 +79,8 @@ class ModelTokenizer:
         ids: list[int] = self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
         return ids
 
-    def decode(self, ids: Sequence[int]) -> str:
-        text: str = self._tokenizer.decode(list(ids))
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        text: str = self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
         return text
 
     def render_chat(
@@ -100,7 +101,7 @@ class ModelTokenizer:
             )
         context = dict(extra or {})
         context.update(
-            messages=list(messages),
+            messages=list(developer_as_system(messages, self.chat_template)),
             add_generation_prompt=add_generation_prompt,
             bos_token=self.bos_token,
             eos_token=self.eos_token,

@@ -65,8 +65,9 @@ class EngineServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Generate(self, request, context):
-        """Server-streaming generation. Each response carries one or more new tokens (deltas are
-        coalesced when the consumer falls behind); the last one carries finish_reason and usage.
+        """Server-streaming generation. Each response carries one or more new tokens of one choice
+        (deltas are coalesced when the consumer falls behind); a choice's last message carries its
+        finish_reason, and the last message of the last choice to finish also carries usage.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

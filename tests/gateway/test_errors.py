@@ -26,7 +26,7 @@ CASES = [
     (C, body(max_tokens=0), 400, "max_tokens"),
     (C, body(max_tokens="many"), 400, "max_tokens"),
     (C, body(max_tokens=100_000), 400, "max_tokens"),  # beyond the context window
-    (C, body(n=2), 400, "n"),
+    (C, body(n=2, temperature=0), 400, "n"),  # vLLM refuses n > 1 for greedy sampling
     (C, body(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
     (C, body(frequency_penalty=9), 400, "frequency_penalty"),
     (C, body(seed=1.5), 400, "seed"),
@@ -46,7 +46,7 @@ CASES = [
         400,
         "messages[0].role",
     ),
-    (CHAT, {"model": MODEL, "messages": OK_MESSAGES, "n": 3}, 400, "n"),
+    (CHAT, {"model": MODEL, "messages": OK_MESSAGES, "n": 0}, 400, "n"),
     (
         CHAT,
         {"model": MODEL, "messages": OK_MESSAGES, "tools": [{"type": "function"}]},
@@ -59,7 +59,22 @@ CASES = [
         400,
         "max_completion_tokens",
     ),
-    (CHAT, {"model": MODEL, "messages": OK_MESSAGES, "logprobs": True}, 400, "logprobs"),
+    (CHAT, {"model": MODEL, "messages": OK_MESSAGES, "top_logprobs": 2}, 400, "top_logprobs"),
+    (
+        CHAT,
+        {"model": MODEL, "messages": OK_MESSAGES, "logit_bias": {"100000": 5}},
+        400,
+        "logit_bias",
+    ),
+    (
+        CHAT,
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+        },
+        400,
+        "messages[0].content",
+    ),
 ]
 
 

@@ -37,14 +37,19 @@ def completion(**kw: object) -> dict:
         (completion(max_tokens=-5), "max_tokens"),
         (completion(max_tokens=1.5), "max_tokens"),
         (completion(max_completion_tokens=True), "max_completion_tokens"),
-        (completion(n=3), "n"),
+        (completion(n=0), "n"),
+        (completion(n=2, best_of=3), "best_of"),
         (completion(stop=["a", "b", "c", "d", "e"]), "stop"),
         (completion(stop=5), "stop"),
         (completion(presence_penalty=3), "presence_penalty"),
         (completion(seed="x"), "seed"),
         (completion(stream="yes"), "stream"),
         (completion(stream_options={"include_usage": True}), "stream_options"),
-        (completion(logprobs=2), "logprobs"),
+        (completion(logprobs=21), "logprobs"),
+        (completion(logprobs=True), "logprobs"),
+        (completion(logit_bias={"x": 1}), "logit_bias"),
+        (completion(response_format={"type": "json_schema"}), "response_format"),
+        (completion(suffix="x"), "suffix"),
         (completion(prompt=None), "prompt"),
         (completion(prompt=""), "prompt"),
         (completion(prompt=["a", "b"]), "prompt"),
@@ -117,7 +122,7 @@ def test_chat_text_parts_are_joined() -> None:
             ],
         }
     )
-    assert req.messages == ({"role": "user", "content": "ab"},)
+    assert req.messages == ({"role": "user", "content": "a\nb"},)  # joined as vLLM joins them
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"[1]", b"null", b'"x"'])

@@ -75,6 +75,10 @@ def register(subparsers: Any) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument("--duration", type=float, default=20.0, help="seconds per level (default 20)")
     g.add_argument("--replicas", type=int, help="replicas behind the URL (default: its /stats)")
+    g.add_argument(
+        "--stats-url",
+        help="the gateway's /stats (default: the URL's host, port 8001, the internal port)",
+    )
     g.add_argument("--engine", default="vllm", help="engine recorded in the profile")
     g.add_argument(
         "--token-ids",
@@ -176,6 +180,7 @@ def _sweep(args: argparse.Namespace) -> Any:
         replicas=args.replicas,
         tensor_parallel=degrees[0] if degrees else None,
         token_ids=args.token_ids,
+        stats_url=args.stats_url,
     )
 
     def progress(concurrency: int, summary: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ prefix) and exactly `outputTokens` output tokens (`ignore_eos`) for `duration` s
 request starts after that, and the level ends when the last one has. A level's point holds
 TTFT and time-between-tokens p50/p99 (`scaleserve.profiling.load`'s definitions: a stream's TBT
 is its mean time between tokens) and output tokens/s divided by the replica count, which is
-read from the gateway's /stats (replicas taking work) unless given.
+read from the gateway's /stats (replicas taking work; on the gateway's internal port, 8001 by
+default, not the API port) unless given.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import math
 import random
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from scaleserve.profiles import API_VERSION, KIND, Profile, parse_profile
 from scaleserve.profiling.load import RequestRecord, closed_loop_for, openai_stream_by_frames
 from scaleserve.profiling.load import summarize as summarize_records
 
 TOOL = "scaleserve profile"
+GATEWAY_INTERNAL_PORT = 8001  # where a scaleserve gateway serves /stats (docs/contracts.md)
 # a level whose requests fail more often than this measures the failures, not the engine
 MAX_ERROR_SHARE = 0.05
 
@@ -46,6 +49,7 @@ class SweepRequest:
     tensor_parallel: int | None = None  # None: from the gateway's /stats, else 1
     token_ids: tuple[int, int] = (10, 250)  # prompt token ids are drawn from this range
     request_timeout_s: float = 300.0
+    stats_url: str | None = None  # None: /stats on the URL's host at the gateway's internal port
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,13 @@ class Shape:
 def base_url(url: str) -> str:
     url = url.rstrip("/")
     return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def stats_url(request: SweepRequest) -> str:
+    if request.stats_url:
+        return request.stats_url
+    parts = urlsplit(base_url(request.url))
+    return f"{parts.scheme}://{parts.hostname}:{GATEWAY_INTERNAL_PORT}/stats"
 
 
 def shape_from(
@@ -155,6 +166,18 @@ async def _get_json(session: Any, url: str) -> dict[str, Any] | None:
         return await response.json() if response.status == 200 else None
 
 
+async def _stats(session: Any, request: SweepRequest) -> dict[str, Any] | None:
+    """The gateway's /stats, or None where nothing answers there (another server)."""
+    import aiohttp
+
+    try:
+        return await _get_json(session, stats_url(request))
+    except aiohttp.ClientError:
+        if request.stats_url:
+            raise
+        return None
+
+
 async def run_sweep(request: SweepRequest, progress: Any = None) -> Profile:
     """Measure every level in turn (after one warm-up request) and return the profile.
     `progress(concurrency, summary)` is called after each level."""
@@ -166,7 +189,7 @@ async def run_sweep(request: SweepRequest, progress: Any = None) -> Profile:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         try:
             models = await _get_json(session, root + "/v1/models") or {}
-            stats = await _get_json(session, root + "/stats")
+            stats = await _stats(session, request)
         except aiohttp.ClientError as exc:
             raise SweepError(f"{root} does not answer: {exc}") from None
         shape = shape_from(request, models, stats)

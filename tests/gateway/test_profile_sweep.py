@@ -25,6 +25,7 @@ def test_a_sweep_through_the_gateway_writes_a_profile_of_the_tiny_model(
     argv = [
         sys.executable, "-m", "scaleserve", "profile",
         "--url", gateway.url,
+        "--stats-url", gateway.internal_url + "/stats",
         "--gpu", "cpu",
         "--engine", "vllm-cpu",
         "--startup-seconds", "20",

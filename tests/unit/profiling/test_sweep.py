@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -17,6 +18,7 @@ from scaleserve.profiling.sweep import (
     profile_from,
     request_body,
     shape_from,
+    stats_url,
 )
 
 pytestmark = pytest.mark.unit
@@ -57,6 +59,12 @@ def summary(**changes: Any) -> dict[str, Any]:
 def test_the_root_url_is_taken_with_or_without_v1() -> None:
     assert base_url("http://h:1/v1/") == "http://h:1"
     assert base_url("http://h:1") == "http://h:1"
+
+
+def test_stats_are_read_on_the_gateways_internal_port_unless_given() -> None:
+    assert stats_url(REQUEST) == "http://127.0.0.1:8001/stats"
+    given = dataclasses.replace(REQUEST, stats_url="http://gw:9000/stats")
+    assert stats_url(given) == "http://gw:9000/stats"
 
 
 def test_the_shape_comes_from_the_gateway_unless_given() -> None:

@@ -9,18 +9,11 @@ import pytest
 
 from scaleserve.cli import build_parser, main
 from scaleserve.profiles import dump_profile
-from tests.fixtures.profiles import make_profile
+from tests.fixtures.profiles import tp1_tp8_profile
 
 pytestmark = pytest.mark.unit
 
-PROFILE = dump_profile(
-    make_profile(
-        {1: [(1, 40, 8), (64, 400, 20)], 8: [(1, 12, 2.5), (64, 80, 7)]},
-        input_tokens=512,
-        output_tokens=64,
-        startup_s={1: 30, 8: 60},
-    )
-)
+PROFILE = dump_profile(tp1_tp8_profile({1: 30, 8: 60}))
 
 
 def test_help_documents_the_strategies_and_traffic() -> None:

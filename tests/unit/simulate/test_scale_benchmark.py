@@ -10,18 +10,11 @@ import pytest
 
 from benchmarks import simulate_scale
 from scaleserve.profiles import dump_profile
-from tests.fixtures.profiles import make_profile
+from tests.fixtures.profiles import tp1_tp8_profile
 
 pytestmark = pytest.mark.unit
 
-PROFILE = dump_profile(
-    make_profile(
-        {1: [(1, 40, 8), (64, 400, 20)], 8: [(1, 12, 2.5), (64, 80, 7)]},
-        input_tokens=512,
-        output_tokens=64,
-        startup_s={1: 60, 8: 90},
-    )
-)
+PROFILE = dump_profile(tp1_tp8_profile({1: 60, 8: 90}))
 
 
 @pytest.mark.parametrize("strategy", ["thresholds", "objectives"])

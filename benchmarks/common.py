@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 # the OpenAI stream client and the figures live in the package, for `scaleserve profile`
-from scaleserve.profiling.load import RequestRecord, summarize
+from scaleserve.profiling.load import RequestRecord, sse_chunks, summarize
 from scaleserve.profiling.load import openai_stream_by_frames as openai_stream_by_frames
 from scaleserve.profiling.load import percentile as percentile
 
@@ -91,15 +91,7 @@ async def openai_completion_stream(
             if response.status != 200:
                 record.error = f"HTTP {response.status}: {(await response.text())[:200]}"
                 return record
-            async for raw in response.content:
-                line = raw.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    break
-                now = time.perf_counter()
-                chunk = json.loads(data)
+            async for now, chunk in sse_chunks(response):
                 usage = chunk.get("usage") or {}
                 total = int(usage.get("completion_tokens") or 0)
                 if total > seen and chunk.get("choices"):

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,34 +30,15 @@ from benchmarks.common import (  # noqa: E402
     run_closed_loop,
     write_json,
 )
-from benchmarks.stacks import ENGINE_ENV, free_port  # noqa: E402
+from benchmarks.stacks import (  # noqa: E402
+    Proc,
+    free_port,
+    stop_all,
+    vllm_openai_server_cmd,
+    wait_ready,
+)
 
 COLUMNS = ["concurrency", "target", *FIGURE_COLUMNS]
-
-
-def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            cmd, cwd=REPO, env={**os.environ, **ENGINE_ENV}, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-async def wait_http(url: str, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
-    import aiohttp
-
-    end = time.monotonic() + deadline_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < end:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{url}: server exited with {proc.returncode}")
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.5)
-    raise TimeoutError(url)
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,16 +54,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     ours_cmd = [sys.executable, "-m", "scaleserve", "engine", "--model", args.model]
     ours_cmd += ["--served-name", "tiny", "--host", "127.0.0.1", "--port", str(grpc_port)]
     ours_cmd += ["--metrics-port", str(metrics_port), *common]
-    theirs_cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
-    theirs_cmd += ["--model", args.model, "--served-model-name", "tiny", "--host", "127.0.0.1"]
-    theirs_cmd += ["--port", str(http_port), "--disable-uvicorn-access-log", *common]
-    ours = start(ours_cmd, logs / "engine.log")
-    theirs = start(theirs_cmd, logs / "vllm_server.log")
+    theirs_cmd = vllm_openai_server_cmd(args.model, http_port, common)
+    ours = Proc("scaleserve-engine", ours_cmd, logs / "engine.log").start()
+    theirs = Proc("vllm-openai-server", theirs_cmd, logs / "vllm_server.log").start()
     try:
         async with EngineClient(f"127.0.0.1:{grpc_port}") as probe:
             await probe.wait_serving(within_s=600)
         base_url = f"http://127.0.0.1:{http_port}"
-        await wait_http(base_url + "/health", theirs, 600)
+        await wait_ready(base_url + "/health", theirs, 600)
 
         prompt = list(range(10, 10 + args.prompt_tokens))
         extra = {"ignore_eos": True}
@@ -118,13 +96,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await channel.close()
         return {"rows": rows}
     finally:
-        for proc in (ours, theirs):
-            proc.terminate()
-        for proc in (ours, theirs):
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all([ours, theirs])
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

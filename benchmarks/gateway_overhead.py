@@ -280,6 +280,28 @@ def synthetic(port: int, rate: float) -> subprocess.Popen[bytes]:
     )
 
 
+def start_gateway(port: int, engine_port: int, *limits: str) -> subprocess.Popen[bytes]:
+    """`scaleserve gateway` on `port` in front of the synthetic engine on `engine_port`, with the
+    admission flags in `limits`."""
+    return start(
+        [
+            sys.executable,
+            "-m",
+            "scaleserve",
+            "gateway",
+            "--port",
+            str(port),
+            "--internal-port",
+            str(free_port()),
+            "--replicas",
+            f"127.0.0.1:{engine_port}",
+            *limits,
+            "--log-level",
+            "warning",
+        ]
+    )
+
+
 def print_tables(args: argparse.Namespace, table: list[dict], saturation: list[dict]) -> None:
     print(f"\nlatency runs: {args.rate:g} tokens/s per stream, {args.tokens} tokens per request")
     print(
@@ -340,24 +362,7 @@ def main() -> int:
     for mode, rate in modes:
         engine_port, gateway_port = free_port(), free_port()
         engine = synthetic(engine_port, rate)
-        gateway = start(
-            [
-                sys.executable,
-                "-m",
-                "scaleserve",
-                "gateway",
-                "--port",
-                str(gateway_port),
-                "--internal-port",
-                str(free_port()),
-                "--replicas",
-                f"127.0.0.1:{engine_port}",
-                "--max-concurrency",
-                "0",
-                "--log-level",
-                "warning",
-            ]
-        )
+        gateway = start_gateway(gateway_port, engine_port, "--max-concurrency", "0")
         try:
             url = f"http://127.0.0.1:{gateway_port}"
             wait_http(url + "/readyz")

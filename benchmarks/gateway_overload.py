@@ -26,7 +26,13 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.gateway_overhead import free_port, start, stop, synthetic, wait_http  # noqa: E402
+from benchmarks.gateway_overhead import (  # noqa: E402
+    free_port,
+    start_gateway,
+    stop,
+    synthetic,
+    wait_http,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "gateway_overload.json"
 
@@ -103,28 +109,10 @@ def main() -> int:
 
     import uvloop
 
-    engine_port, port, internal = free_port(), free_port(), free_port()
+    engine_port, port = free_port(), free_port()
     engine = synthetic(engine_port, args.rate)
-    gateway = start(
-        [
-            sys.executable,
-            "-m",
-            "scaleserve",
-            "gateway",
-            "--port",
-            str(port),
-            "--internal-port",
-            str(internal),
-            "--replicas",
-            f"127.0.0.1:{engine_port}",
-            "--max-concurrency",
-            str(args.max_concurrency),
-            "--max-queue",
-            str(args.max_queue),
-            "--log-level",
-            "warning",
-        ]
-    )
+    limits = ["--max-concurrency", str(args.max_concurrency), "--max-queue", str(args.max_queue)]
+    gateway = start_gateway(port, engine_port, *limits)
     results = []
     load_before = [round(x, 1) for x in os.getloadavg()]
     try:

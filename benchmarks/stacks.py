@@ -9,8 +9,8 @@ A stack is what a client talks to (one OpenAI base URL) plus the processes behin
 - `scaleserve`: `scaleserve gateway` in front of `scaleserve engine` replicas.
 
 Every engine, theirs and ours, gets the same `EngineSettings`. The command builders are pure
-(unit-tested); `Proc` starts a process with its output in a log file, and `wait_ready` polls an
-HTTP readiness path.
+(unit-tested); `Proc` starts a process with its output in a log file (`scaleserve.dev.processes`,
+the harness the local stack and the tests use), and `wait_ready` polls an HTTP readiness path.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from scaleserve.dev import processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,12 +67,20 @@ class EngineSettings:
 
 
 def vllm_server_cmd(settings: EngineSettings, port: int, python: str = sys.executable) -> list[str]:
+    return vllm_openai_server_cmd(settings.model, port, settings.common_args(), python)
+
+
+def vllm_openai_server_cmd(
+    model: str, port: int, engine_args: Sequence[str], python: str = sys.executable
+) -> list[str]:
+    """vLLM's OpenAI server on loopback serving `model` as SERVED_NAME (the tests' reference
+    server starts with this too, with the test engines' arguments)."""
     return [
         python,
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
-        settings.model,
+        model,
         "--served-model-name",
         SERVED_NAME,
         "--host",
@@ -77,7 +88,7 @@ def vllm_server_cmd(settings: EngineSettings, port: int, python: str = sys.execu
         "--port",
         str(port),
         "--disable-uvicorn-access-log",  # scaleserve's gateway logs no access lines either
-        *settings.common_args(),
+        *engine_args,
     ]
 
 
@@ -174,21 +185,19 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as out:
-            self.popen = subprocess.Popen(
-                self.cmd,
-                cwd=REPO,
-                env={**os.environ, **ENGINE_ENV, **self.env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # its own process group (stop() reaches its children) but the driver's session:
-                # with the kernel's autogroup scheduling each session is a group with an equal
-                # share of the CPU, so a stack split into more sessions (engine and gateway) would
-                # get more of it, or less, than one whole server; in one session every thread is
-                # scheduled on its own, as processes of one container would be
-                process_group=0,
-            )
+        self.log.unlink(missing_ok=True)  # each run's log on its own
+        self.popen = processes.spawn(
+            self.cmd,
+            env={**os.environ, **ENGINE_ENV, **self.env},
+            log=self.log,
+            cwd=REPO,
+            # its own process group (stop() reaches its children) but the driver's session:
+            # with the kernel's autogroup scheduling each session is a group with an equal
+            # share of the CPU, so a stack split into more sessions (engine and gateway) would
+            # get more of it, or less, than one whole server; in one session every thread is
+            # scheduled on its own, as processes of one container would be
+            new_session=False,
+        )
         return self
 
     @property

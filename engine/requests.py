@@ -120,20 +120,12 @@ def sampling_kwargs(p: engine_pb2.SamplingParams, limits: Limits) -> dict[str, A
             value = getattr(p, name)
             _check(-2.0 <= value <= 2.0, name, f"must be in [-2, 2], got {value}")
             out[name] = value
-    if p.HasField("logprobs"):
-        _check(
-            0 <= p.logprobs <= limits.max_logprobs,
-            "logprobs",
-            f"must be in [0, {limits.max_logprobs}], got {p.logprobs}",
-        )
-        out["logprobs"] = p.logprobs
-    if p.HasField("prompt_logprobs"):
-        _check(
-            0 <= p.prompt_logprobs <= limits.max_logprobs,
-            "prompt_logprobs",
-            f"must be in [0, {limits.max_logprobs}], got {p.prompt_logprobs}",
-        )
-        out["prompt_logprobs"] = p.prompt_logprobs
+    for name in ("logprobs", "prompt_logprobs"):
+        if p.HasField(name):
+            count = getattr(p, name)
+            top = limits.max_logprobs
+            _check(0 <= count <= top, name, f"must be in [0, {top}], got {count}")
+            out[name] = count
     if p.HasField("n"):
         _check(1 <= p.n <= MAX_N, "n", f"must be in [1, {MAX_N}], got {p.n}")
         out["n"] = p.n

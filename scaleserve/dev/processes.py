@@ -29,8 +29,13 @@ def spawn(
     env: Mapping[str, str],
     log: Path,
     cwd: Path | None = None,
+    new_session: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start a detached process (its own session and process group), output appended to `log`."""
+    """Start a detached process (its own process group, and its own session unless
+    `new_session` is false), output appended to `log`.
+
+    Staying in the caller's session matters where processes are measured against each other:
+    with the kernel's autogroup scheduling each session gets an equal share of the CPU."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -40,7 +45,8 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=dict(env),
             cwd=cwd,
-            start_new_session=True,
+            start_new_session=new_session,
+            process_group=None if new_session else 0,
         )
     _CHILDREN[proc.pid] = proc
     return proc

@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,21 @@ def summarize(records: Sequence[RequestRecord], wall_s: float) -> dict[str, Any]
     }
 
 
+async def sse_chunks(response: Any) -> AsyncIterator[tuple[float, dict[str, Any]]]:
+    """The JSON chunks of an OpenAI stream (an aiohttp response's SSE `data:` lines) up to
+    `[DONE]`, each with the time it was read."""
+    import orjson
+
+    async for raw in response.content:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return
+        yield time.perf_counter(), orjson.loads(data)
+
+
 async def openai_stream_by_frames(
     session: Any,
     url: str,
@@ -100,8 +115,6 @@ async def openai_stream_by_frames(
     `frame_gaps`. Body keys are sent as given (set `stream` and `stream_options`). A request
     still running after `timeout_s` is abandoned with error "timeout".
     """
-    import orjson
-
     record = RequestRecord(sent=time.perf_counter())
     arrivals: list[float] = []
     usage_tokens = 0
@@ -112,14 +125,7 @@ async def openai_stream_by_frames(
             if response.status != 200:
                 record.error = f"HTTP {response.status}: {(await response.text())[:200]}"
                 return
-            async for raw in response.content:
-                if not raw.startswith(b"data:"):
-                    continue
-                data = raw[5:].strip()
-                if data == b"[DONE]":
-                    break
-                now = time.perf_counter()
-                chunk = orjson.loads(data)
+            async for now, chunk in sse_chunks(response):
                 if "error" in chunk:
                     record.error = f"stream error: {str(chunk['error'])[:200]}"
                     return

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from benchmarks import scalellm, scalellm_load, scalellm_report, stacks
-from benchmarks.common import RequestRecord, openai_stream_by_frames
+from benchmarks.common import RequestRecord, openai_completion_stream, openai_stream_by_frames
 
 pytestmark = pytest.mark.unit
 
@@ -133,6 +133,14 @@ class FakeResponse:
         return None
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The stream clients' clock, which `FakeContent` moves on 10 ms per line read."""
+    now = [0.0]
+    monkeypatch.setattr("scaleserve.profiling.load.time.perf_counter", lambda: now[0])
+    return now
+
+
 class FakeSession:
     def __init__(self, lines: list[bytes], clock: list[float]) -> None:
         self._content = FakeContent(lines, clock)
@@ -143,10 +151,8 @@ class FakeSession:
 
 @pytest.mark.asyncio
 async def test_stream_timing_counts_tokens_from_usage_and_tbt_per_stream(
-    monkeypatch: pytest.MonkeyPatch,
+    clock: list[float],
 ) -> None:
-    clock = [100.0]
-    monkeypatch.setattr("scaleserve.profiling.load.time.perf_counter", lambda: clock[0])
     lines = [
         b'data: {"choices":[{"index":0,"text":"a"}]}\n',
         b"\n",
@@ -161,15 +167,30 @@ async def test_stream_timing_counts_tokens_from_usage_and_tbt_per_stream(
     assert record.tokens == 5
     assert record.messages == 3
     assert record.ttft == pytest.approx(0.01)
-    # text frames at 100.01, 100.04, 100.05: 4 tokens after the first in 0.04 s
+    # text frames at 0.01, 0.04, 0.05: 4 tokens after the first in 0.04 s
     assert record.tbt == pytest.approx([0.01] * 4)
     assert record.frame_gaps == pytest.approx([0.03, 0.01])
 
 
 @pytest.mark.asyncio
-async def test_stream_error_frame_counts_as_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [0.0]
-    monkeypatch.setattr("scaleserve.profiling.load.time.perf_counter", lambda: clock[0])
+async def test_usage_timed_stream_counts_tokens_per_chunk_usage(clock: list[float]) -> None:
+    lines = [
+        b'data: {"choices":[{"index":0,"text":"a"}],"usage":{"completion_tokens":1}}\n',
+        b"\n",
+        b'data: {"choices":[{"index":0,"text":"bc"}],"usage":{"completion_tokens":3}}\n',
+        b'data: {"choices":[],"usage":{"completion_tokens":3}}\n',
+        b"data: [DONE]\n",
+        b'data: {"choices":[{"index":0,"text":"late"}],"usage":{"completion_tokens":9}}\n',
+    ]
+    record = await openai_completion_stream(FakeSession(lines, clock), "http://u", "m", [1], 3)
+    assert record.error == ""
+    assert (record.tokens, record.messages) == (3, 2)
+    assert record.ttft == pytest.approx(0.01)
+    assert record.tbt == pytest.approx([0.01, 0.01])  # 0.02 s for the second message's 2 tokens
+
+
+@pytest.mark.asyncio
+async def test_stream_error_frame_counts_as_an_error(clock: list[float]) -> None:
     lines = [b'data: {"error":{"message":"boom"}}\n']
     record = await openai_stream_by_frames(FakeSession(lines, clock), "u", {})
     assert "boom" in record.error

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from scaleserve.operator.layout import GroupShape
 from scaleserve.operator.objectives import Objectives, Plan, choose, demand, rate_capacity
-from scaleserve.profiles import parse_profile
+from tests.fixtures.profiles import make_profile
 
 pytestmark = pytest.mark.unit
 
@@ -20,29 +20,11 @@ CANDIDATES = (8, 4, 2, 1)
 
 def profile_of(curves: dict[int, tuple[float, float, float]]):
     """tp -> (tbt at 1 request, tbt slope per request, ttft) as a two-point profile."""
-    degrees = [
-        {
-            "tensorParallel": tp,
-            "startupSeconds": 60,
-            "points": [
-                {"concurrency": 1, "ttftMs": ttft, "tbtMs": tbt},
-                {"concurrency": 101, "ttftMs": ttft * 3, "tbtMs": tbt + 100 * slope},
-            ],
-        }
+    points = {
+        tp: [(1, ttft, tbt), (101, ttft * 3, tbt + 100 * slope)]
         for tp, (tbt, slope, ttft) in curves.items()
-    ]
-    return parse_profile(
-        {
-            "apiVersion": "scaleserve.io/v1alpha1",
-            "kind": "PerformanceProfile",
-            "model": "m",
-            "gpu": "g",
-            "engine": "e",
-            "workload": {"inputTokens": 100, "outputTokens": 100},
-            "provenance": {"source": "published", "tool": "hand", "date": "2026-12-06"},
-            "tensorParallel": degrees,
-        }
-    )
+    }
+    return make_profile(points, output_tokens=100)
 
 
 # Wide replicas are fast but carry little per GPU; narrow ones are slower and carry more.

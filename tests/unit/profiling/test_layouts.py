@@ -9,43 +9,28 @@ import pytest
 
 from scaleserve.profiles import parse_profile
 from scaleserve.profiling.layouts import best_by_load, crossover, layouts
+from tests.fixtures.profiles import make_profile
 
 pytestmark = pytest.mark.unit
 
 REFERENCES = Path(__file__).resolve().parents[3] / "profiles"
 
 # TP1: slow tokens that barely grow with load; TP2: fast tokens that grow quickly.
-PROFILE = """
-apiVersion: scaleserve.io/v1alpha1
-kind: PerformanceProfile
-model: m
-gpu: g
-engine: e
-workload: {inputTokens: 90, outputTokens: 11}
-provenance: {source: estimate, tool: t, date: d}
-tensorParallel:
-  - tensorParallel: 1
-    startupSeconds: 1
-    kvCacheTokens: 1000
-    points:
-      - {concurrency: 1, ttftMs: 10, tbtMs: 10}
-      - {concurrency: 11, ttftMs: 10, tbtMs: 20}
-  - tensorParallel: 2
-    startupSeconds: 1
-    points:
-      - {concurrency: 1, ttftMs: 10, tbtMs: 5}
-      - {concurrency: 11, ttftMs: 10, tbtMs: 26}
-"""
+PROFILE = make_profile(
+    {1: [(1, 10, 10), (11, 10, 20)], 2: [(1, 10, 5), (11, 10, 26)]},
+    input_tokens=90,
+    startup_s=1,
+    kv_cache_tokens={1: 1000},
+)
 
 
 def test_layouts_fill_the_budget_with_each_degree_that_divides_it() -> None:
-    profile = parse_profile(PROFILE)
-    assert [layout.name for layout in layouts(profile, 2)] == ["2 x TP1", "1 x TP2"]
-    assert [layout.name for layout in layouts(profile, 3)] == ["3 x TP1"]
+    assert [layout.name for layout in layouts(PROFILE, 2)] == ["2 x TP1", "1 x TP2"]
+    assert [layout.name for layout in layouts(PROFILE, 3)] == ["3 x TP1"]
 
 
 def test_request_latency_and_throughput_follow_the_per_replica_load() -> None:
-    two_tp1, one_tp2 = layouts(parse_profile(PROFILE), 2)
+    two_tp1, one_tp2 = layouts(PROFILE, 2)
     # 2 x TP1 at 4 in flight: 2 per replica, TBT 11 ms; 10 + 10 x 11 = 120 ms
     assert two_tp1.request_latency_ms(4, 11) == pytest.approx(120)
     assert two_tp1.output_tokens_per_s(4, 11) == pytest.approx(4 * 11 * 1000 / 120)
@@ -55,7 +40,7 @@ def test_request_latency_and_throughput_follow_the_per_replica_load() -> None:
 
 
 def test_the_best_layout_changes_where_the_curves_cross_and_stops_at_the_kv_cache() -> None:
-    profile = parse_profile(PROFILE)
+    profile = PROFILE
     two_tp1, one_tp2 = layouts(profile, 2)
     assert best_by_load(profile, 2, 18) == [(1, "1 x TP2"), (4, "2 x TP1")]
     assert crossover(profile, two_tp1, one_tp2, 30) == 4

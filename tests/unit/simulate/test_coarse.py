@@ -5,40 +5,19 @@ from __future__ import annotations
 import pytest
 
 from scaleserve.operator.spec import parse_spec
-from scaleserve.profiles import Profile, parse_profile
+from scaleserve.profiles import Profile
 from scaleserve.simulate.coarse import Curve, act, endpoint_for, serve
 from scaleserve.simulate.compare import Setup
 from scaleserve.simulate.control import ThresholdsControl
+from tests.fixtures.profiles import make_profile
 
 pytestmark = pytest.mark.unit
 
 
 def _profile(busy_ttft_ms: float, busy_tbt_ms: float, busy: int = 3) -> Profile:
-    return parse_profile(
-        {
-            "apiVersion": "scaleserve.io/v1alpha1",
-            "kind": "PerformanceProfile",
-            "model": "hand-written",
-            "gpu": "test",
-            "engine": "test",
-            "workload": {"inputTokens": 100, "outputTokens": 11},
-            "provenance": {"source": "published", "tool": "hand-written", "date": "2026-12-06"},
-            "tensorParallel": [
-                {
-                    "tensorParallel": tp,
-                    "startupSeconds": 60,
-                    "points": [
-                        {"concurrency": 1, "ttftMs": 100 / tp, "tbtMs": 10 / tp},
-                        {
-                            "concurrency": busy,
-                            "ttftMs": busy_ttft_ms / tp,
-                            "tbtMs": busy_tbt_ms / tp,
-                        },
-                    ],
-                }
-                for tp in (1, 8)
-            ],
-        }
+    """TP1 and TP8 (eight times faster) from one request to `busy` in flight."""
+    return make_profile(
+        {tp: [(1, 100 / tp, 10 / tp), (busy, busy_ttft_ms / tp, busy_tbt_ms / tp)] for tp in (1, 8)}
     )
 
 

@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from scaleserve.profiles import parse_profile
 from scaleserve.simulate.engine import Replica, Request
 from scaleserve.simulate.events import EventQueue
+from tests.fixtures.profiles import make_profile
 
 pytestmark = pytest.mark.unit
 
 # tp1: ttft 100 ms and tbt 10 ms at one request, 200/20 at two, 300/30 at three (linear)
-PROFILE = """
-apiVersion: scaleserve.io/v1alpha1
-kind: PerformanceProfile
-model: hand-written
-gpu: test
-engine: test
-workload: {inputTokens: 100, outputTokens: 11}
-provenance: {source: published, tool: hand-written, date: "2026-12-06"}
-tensorParallel:
-  - tensorParallel: 1
-    startupSeconds: 20
-    kvCacheTokens: 250
-    points:
-      - {concurrency: 1, ttftMs: 100, tbtMs: 10}
-      - {concurrency: 3, ttftMs: 300, tbtMs: 30}
-"""
+PROFILE = make_profile({1: [(1, 100, 10), (3, 300, 30)]}, startup_s=20, kv_cache_tokens={1: 250})
 
 
 def _replica(*, kv: bool = False, max_seqs: int = 1024) -> tuple[EventQueue, Replica, list]:
-    profile = parse_profile(PROFILE)
-    degree = profile.degree(1)
+    degree = PROFILE.degree(1)
     assert degree is not None
     if not kv:
         degree = degree.model_copy(update={"kv_cache_tokens": None})

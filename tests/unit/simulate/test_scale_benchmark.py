@@ -9,29 +9,12 @@ from pathlib import Path
 import pytest
 
 from benchmarks import simulate_scale
+from scaleserve.profiles import dump_profile
+from tests.fixtures.profiles import tp1_tp8_profile
 
 pytestmark = pytest.mark.unit
 
-PROFILE = """
-apiVersion: scaleserve.io/v1alpha1
-kind: PerformanceProfile
-model: hand-written
-gpu: test
-engine: test
-workload: {inputTokens: 512, outputTokens: 64}
-provenance: {source: published, tool: hand-written, date: "2026-12-06"}
-tensorParallel:
-  - tensorParallel: 1
-    startupSeconds: 60
-    points:
-      - {concurrency: 1, ttftMs: 40, tbtMs: 8}
-      - {concurrency: 64, ttftMs: 400, tbtMs: 20}
-  - tensorParallel: 8
-    startupSeconds: 90
-    points:
-      - {concurrency: 1, ttftMs: 12, tbtMs: 2.5}
-      - {concurrency: 64, ttftMs: 80, tbtMs: 7}
-"""
+PROFILE = dump_profile(tp1_tp8_profile({1: 60, 8: 90}))
 
 
 @pytest.mark.parametrize("strategy", ["thresholds", "objectives"])

@@ -66,7 +66,9 @@ class Control:
         self.window_s = spec.autoscaling.window_seconds
         self.windows = Windows()
         self.status: dict[str, Any] = {}
-        self.decide_ns = 0  # what decide took in the last pass (both calls when it asked twice)
+        # what decide took in the last pass (both calls when it asked twice), in wall time and
+        # in this thread's CPU time (which leaves out time other processes had the CPU)
+        self.decide_ns = self.decide_cpu_ns = 0
         self._hashes: dict[GroupShape, str] = {}
 
     def initial(self) -> tuple[GroupShape, ...]:
@@ -100,15 +102,18 @@ class Control:
             window=self.windows.get(_KEY, now, self.window_s),
         )
         at = EPOCH + timedelta(seconds=now)
-        started = time.perf_counter_ns()
-        decision = decide(self.spec, snap, at, self.choose)
-        self.decide_ns = time.perf_counter_ns() - started
+        self.decide_ns = self.decide_cpu_ns = 0
+        decision = self._decide(snap, at)
         if decision.needs_free_gpus:
-            snap = replace(snap, free=free())
-            started = time.perf_counter_ns()
-            decision = decide(self.spec, snap, at, self.choose)
-            self.decide_ns += time.perf_counter_ns() - started
+            decision = self._decide(replace(snap, free=free()), at)
         self.status = dict(decision.status)
+        return decision
+
+    def _decide(self, snap: Snapshot, at: datetime) -> Decision:
+        wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        decision = decide(self.spec, snap, at, self.choose)
+        self.decide_ns += time.perf_counter_ns() - wall
+        self.decide_cpu_ns += time.thread_time_ns() - cpu
         return decision
 
     @property

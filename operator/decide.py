@@ -15,13 +15,13 @@ from typing import Any
 
 from scaleserve.operator import status
 from scaleserve.operator.builders import Manifest, Observed, PlacedGroup, desired, gateway_url
-from scaleserve.operator.layout import GroupShape, Layout, describe, group_shapes
+from scaleserve.operator.layout import GroupShape, Layout, describe
 from scaleserve.operator.placement import placeable
 from scaleserve.operator.planner import Plan, plan_transition
 from scaleserve.operator.rollout import Create, Delete, Step, pod_hash, safe_steps, stamped
 from scaleserve.operator.snapshot import EngineGroup, Snapshot
 from scaleserve.operator.spec import EndpointSpec
-from scaleserve.operator.target import Event, Target, choose_target, stamp
+from scaleserve.operator.target import Chooser, Event, Target, choose_target, stamp
 
 WORKLOADS = ("StatefulSet", "Deployment")
 UNLIMITED = 1 << 30
@@ -35,7 +35,7 @@ class Decision:
     workloads: the existing groups' StatefulSets (only those running the current pod spec) and
     the gateway Deployment; needs_free_gpus: decide needs free GPUs per node to go on."""
 
-    target: Layout
+    target: Layout | None  # None: a policy's mix of degrees (see Target)
     steps: tuple[Step, ...] = ()
     config: tuple[Manifest, ...] = ()
     workloads: tuple[Manifest, ...] = ()
@@ -53,11 +53,15 @@ def gpu_limit(spec: EndpointSpec, live: Sequence[EngineGroup], shapes: Sequence[
     return max(held, sum(s.size for s in shapes)) + max(s.size for s in shapes)
 
 
-def decide(spec: EndpointSpec, snap: Snapshot, now: datetime) -> Decision:
+def decide(
+    spec: EndpointSpec, snap: Snapshot, now: datetime, choose: Chooser = choose_target
+) -> Decision:
+    """choose: the policy picking the target (the spec's, unless a caller brings its own);
+    every step towards it is decided here whatever picked it."""
     live = snap.live
     stuck = [p for p in snap.pending if p.seconds >= snap.pending_grace_s]
-    target, events = choose_target(spec, snap, bool(stuck), now)
-    shapes = group_shapes(target.layout, spec.gpu.per_node)
+    target, events = choose(spec, snap, bool(stuck), now)
+    shapes = target.groups(spec.gpu.per_node)
     hashes = {s: pod_hash(spec, snap.owner, s) for s in {*shapes, *(g.group.shape for g in live)}}
     stale = {g.group.name for g in live if g.pod_hash != hashes[g.group.shape]}
     limit = gpu_limit(spec, live, shapes)
@@ -81,7 +85,7 @@ def decide(spec: EndpointSpec, snap: Snapshot, now: datetime) -> Decision:
             stale=stale,
         )
         if plan.disruptive and not spec.rollout.allow_disruption:
-            held = hold_message(spec, live, target.layout, shapes, limit)
+            held = hold_message(spec, live, str(target), shapes, limit)
             if snap.status.get("message") != held:
                 events += (Event("Warning", "RolloutHeld", held),)
         else:
@@ -108,7 +112,7 @@ def decide(spec: EndpointSpec, snap: Snapshot, now: datetime) -> Decision:
 def hold_message(
     spec: EndpointSpec,
     live: Sequence[EngineGroup],
-    target: Layout,
+    target: str,
     shapes: Sequence[GroupShape],
     limit: int,
 ) -> str:
@@ -206,7 +210,7 @@ def _status(
     new = status.build(
         old,
         p,
-        target=str(target.layout),
+        target=str(target),
         note=target.note,
         gateways=snap.gateways_ready,
         generation=snap.generation,

@@ -3,15 +3,17 @@ from the concurrency window, the last status and the groups that exist (pure).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from scaleserve.operator.layout import (
     Current,
+    GroupShape,
     Layout,
     Window,
     choose_layout,
+    describe,
     group_shapes,
     seconds_since_reshape,
 )
@@ -30,10 +32,22 @@ class Event:
 
 @dataclass(frozen=True)
 class Target:
-    layout: Layout
+    """layout: a homogeneous target, split into node-sized groups; or None with `shapes`, the
+    groups themselves (a policy that mixes TP degrees)."""
+
+    layout: Layout | None
     since: str | None  # when the target was chosen (status.lastReshapeTime)
     concurrency: float | None
     note: str = ""
+    shapes: tuple[GroupShape, ...] = ()
+
+    def groups(self, per_node: int) -> tuple[GroupShape, ...]:
+        if self.layout is None:
+            return self.shapes
+        return group_shapes(self.layout, per_node)
+
+    def __str__(self) -> str:
+        return str(self.layout) if self.layout is not None else describe(self.shapes)
 
 
 def stamp(now: datetime) -> str:
@@ -57,6 +71,10 @@ def at_layout(live: Sequence[EngineGroup], layout: Layout, per_node: int) -> boo
     """Whether the groups are exactly `layout`'s and all ready (its reshape is complete)."""
     shapes = sorted(g.group.shape for g in live)
     return shapes == sorted(group_shapes(layout, per_node)) and all(g.is_ready for g in live)
+
+
+# what picks the target: choose_target, or a caller's policy with the same inputs
+Chooser = Callable[[EndpointSpec, Snapshot, bool, datetime], tuple[Target, tuple[Event, ...]]]
 
 
 def choose_target(

@@ -5,7 +5,8 @@ their weight (TP), as its routing does in steady state. A replica taking lam req
 the concurrency c where c / latency(c) = lam (Little's law; latency(c) = ttft(c) + (osl - 1)
 x tbt(c) from the profile); above its most throughput the excess waits in a backlog whose
 drain time adds to TTFT. Groups start (startupSeconds), serve, drain (for one request's
-latency) and go, as in the fine model; the operator's decision runs through the same adapter.
+latency) and go, as in the fine model, on nodes of a cluster the endpoints share; the operator's
+decide runs through the same adapter.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from scaleserve.operator.layout import Group, GroupShape
+from scaleserve.operator.decide import Delete
+from scaleserve.operator.layout import Group, GroupShape, group_name
+from scaleserve.operator.snapshot import EngineGroup, PendingPod
 from scaleserve.profiles import DegreeProfile, Profile
-from scaleserve.simulate.control import Control, LiveGroup, View
+from scaleserve.simulate.control import Control, created_hash, reshape_started
+from scaleserve.simulate.nodes import Nodes
 
 
 @dataclass(frozen=True)
@@ -57,13 +61,17 @@ class Curve:
 class CoarseGroup:
     name: str
     shape: GroupShape
-    ready_at: float
+    ready_at: float | None  # None: pending, no node has room for it yet
+    node: str | None
+    pod_hash: str | None
     gone_at: float | None = None  # set when deleted: it drains until then
+    created: float = 0.0
 
 
 @dataclass
 class CoarseEndpoint:
     control: Control
+    nodes: Nodes  # shared with the other endpoints
     curves: dict[int, Curve]
     startup: dict[int, float]
     output_tokens: int
@@ -73,24 +81,26 @@ class CoarseEndpoint:
     dark_passes: int = 0
 
     def gpus(self) -> int:
-        return sum(g.shape.size for g in self.groups.values())
+        return sum(g.shape.size for g in self.groups.values() if g.node is not None)
 
     def serving(self, now: float) -> list[CoarseGroup]:
-        return [g for g in self.groups.values() if g.ready_at <= now and g.gone_at is None]
+        return [
+            g
+            for g in self.groups.values()
+            if g.ready_at is not None and g.ready_at <= now and g.gone_at is None
+        ]
 
-    def view(self, now: float, in_flight: float, free: int) -> View:
-        live = [g for g in self.groups.values() if g.gone_at is None]
-        draining = [g for g in self.groups.values() if g.gone_at is not None]
-        return View(
-            groups=tuple(
-                LiveGroup(Group(g.name, g.shape.size, g.shape.tensor_parallel), g.ready_at <= now)
-                for g in live
-            ),
-            draining_gpus=sum(g.shape.size for g in draining),
-            draining_names=tuple(g.name for g in draining),
-            in_flight_avg=in_flight,
-            free_gpus=free,
-        )
+    def observed(self, now: float) -> list[EngineGroup]:
+        """The groups as observe reads their StatefulSets (draining: being deleted)."""
+        out = []
+        for g in self.groups.values():
+            n = g.shape.replicas
+            ready = g.ready_at is not None and g.ready_at <= now
+            group = Group(g.name, g.shape.size, g.shape.tensor_parallel)
+            out.append(
+                EngineGroup(group, g.node, n, n if ready else 0, g.gone_at is not None, g.pod_hash)
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,9 @@ def serve(endpoint: CoarseEndpoint, now: float, rate: float, dt: float) -> PassR
     for name in [
         n for n, g in endpoint.groups.items() if g.gone_at is not None and g.gone_at <= now
     ]:
-        del endpoint.groups[name]
+        gone = endpoint.groups.pop(name)
+        if gone.node is not None:
+            endpoint.nodes.release(gone.node, gone.shape.size, terminating=True)
     serving = endpoint.serving(now)
     if serving:
         endpoint.ever_ready = True
@@ -128,25 +140,52 @@ def serve(endpoint: CoarseEndpoint, now: float, rate: float, dt: float) -> PassR
     return PassResult(in_flight + endpoint.backlog, served, ttft, tbt)
 
 
-def act(endpoint: CoarseEndpoint, now: float, result: PassResult, free: int) -> bool:
-    """One operator pass through the adapter; True when a reshape started."""
-    steps = endpoint.control.step(now, endpoint.view(now, result.in_flight, free))
+def act(endpoint: CoarseEndpoint, now: float, result: PassResult) -> bool:
+    """One operator pass (decide on the endpoint's snapshot), its steps applied; True when a
+    reshape started."""
+    nodes = endpoint.nodes
+    for g in endpoint.groups.values():
+        if g.node is None and g.gone_at is None:  # the scheduler, once there is room
+            g.node = nodes.bind(g.shape.size, None)
+            if g.node is not None:
+                g.ready_at = now + endpoint.startup[g.shape.tensor_parallel]
+    pending = [
+        PendingPod(f"{g.name}-0", g.name, now - g.created, "no node has room")
+        for g in endpoint.groups.values()
+        if g.node is None
+    ]
+    decision = endpoint.control.step(
+        now, endpoint.observed(now), result.in_flight, nodes.free, pending
+    )
     drain = result.ttft_s + (endpoint.output_tokens - 1) * result.tbt_s
-    for name in steps.deletes:
-        endpoint.groups[name].gone_at = now + min(drain, 30.0)
-    for g in steps.creates:
-        shape = g.shape
-        ready = now + endpoint.startup[shape.tensor_parallel]
-        endpoint.groups[g.name] = CoarseGroup(g.name, shape, ready)
-    return steps.reshape_started
+    for step in decision.steps:
+        if isinstance(step, Delete):
+            g = endpoint.groups[step.group.name]
+            serving = g.ready_at is not None and g.ready_at <= now
+            g.gone_at = now + min(drain, 30.0) if serving else now  # nothing to drain
+            if g.node is not None:
+                nodes.terminate(g.node, g.shape.size)
+            continue
+        shape = step.group.shape
+        node = nodes.bind(shape.size, step.node)
+        ready = now + endpoint.startup[shape.tensor_parallel] if node is not None else None
+        endpoint.groups[step.group.name] = CoarseGroup(
+            step.group.name, shape, ready, node, created_hash(step), created=now
+        )
+    return reshape_started(decision)
 
 
-def endpoint_for(control: Control, profile: Profile, max_seqs: int = 1024) -> CoarseEndpoint:
+def endpoint_for(
+    control: Control, profile: Profile, nodes: Nodes, max_seqs: int = 1024
+) -> CoarseEndpoint:
+    """An endpoint whose first groups are Ready at t=0 on `nodes`."""
     osl = profile.workload.output_tokens
     curves = {d.tensor_parallel: Curve.of(d, osl, max_seqs) for d in profile.degrees}
     startup = {d.tensor_parallel: d.startup_seconds for d in profile.degrees}
-    endpoint = CoarseEndpoint(control, curves, startup, osl)
+    endpoint = CoarseEndpoint(control, nodes, curves, startup, osl)
     for i, shape in enumerate(control.initial()):
-        name = f"g{i}-tp{shape.tensor_parallel}"
-        endpoint.groups[name] = CoarseGroup(name, shape, 0.0)
+        name = group_name(i, shape.tensor_parallel)
+        node = nodes.bind(shape.size, None)
+        assert node is not None, "the cluster has no room for the first groups"
+        endpoint.groups[name] = CoarseGroup(name, shape, 0.0, node, control.pod_hash(shape))
     return endpoint

@@ -1,185 +1,227 @@
 """The one adapter between the simulator and the operator's decision code.
 
-A pass gets a `View` (what observe would have built: the live groups and whether each is
-Ready, GPUs held by groups still draining, the gateways' time-averaged in-flight requests) and
-returns the steps that are safe now, as data. Thresholds mode runs the operator's own
-`choose_layout` (bands, window, hysteresis, cooldown) and `plan_transition` (make-before-break
-within budget + surge), then keeps the steps the operator's executor would run now: a delete
-only once every new group is Ready, one new group at a time while a transition deletes, no
-create that would take the endpoint over its limit while deleted groups still hold GPUs.
-Objectives mode runs the operator's `objectives.choose` in place of `choose_layout`.
+Each pass builds the Snapshot observe would build from the simulated cluster (the endpoint's
+groups with their shapes, nodes, pod-spec hashes and readiness, groups still draining as
+terminating with their GPUs held, free GPUs per node when decide asks for them, the gateways'
+load sample in the operator's window, and the status the previous pass wrote) and runs the
+operator's own `decide`; the caller applies the Decision's steps to the simulated cluster.
+Thresholds mode is decide as it is. Objectives mode (not an operator mode yet) is decide with
+a target chooser: `objectives.choose` on the request rate behind the window's mean in-flight
+requests; every step towards that target is still decide's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from scaleserve.operator.builders import Owner
 from scaleserve.operator.concurrency import Windows
+from scaleserve.operator.decide import Create, Decision, decide
 from scaleserve.operator.layout import (
-    Current,
-    Group,
     GroupShape,
     Layout,
-    Window,
-    choose_layout,
+    describe,
     group_shapes,
     initial_layout,
     seconds_since_reshape,
 )
 from scaleserve.operator.objectives import Objectives, choose, demand
-from scaleserve.operator.planner import Plan, plan_transition
-from scaleserve.operator.spec import EndpointSpec
+from scaleserve.operator.rollout import pod_hash
+from scaleserve.operator.snapshot import (
+    ANNOTATION_POD_HASH,
+    EngineGroup,
+    NodeFree,
+    PendingPod,
+    Snapshot,
+)
+from scaleserve.operator.spec import EndpointSpec, parse_spec
+from scaleserve.operator.target import (
+    NO_SAMPLES,
+    Chooser,
+    Event,
+    Target,
+    choose_target,
+    seconds_since,
+    stamp,
+)
 from scaleserve.profiles import Profile
 
-_KEY = ("sim", "endpoint", "")
-
-
-@dataclass(frozen=True)
-class LiveGroup:
-    group: Group
-    ready: bool
-
-
-@dataclass(frozen=True)
-class View:
-    groups: tuple[LiveGroup, ...]  # not draining
-    draining_gpus: int
-    draining_names: tuple[str, ...]
-    in_flight_avg: float
-    free_gpus: int  # in the cluster, beyond what the endpoint holds
-
-
-@dataclass(frozen=True)
-class Steps:
-    creates: tuple[Group, ...]
-    deletes: tuple[str, ...]
-    reshape_started: bool  # the target changed in this pass
-    reason: str
+OWNER = Owner("sim", "default", "sim-uid")
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+_KEY = ("default", "sim", OWNER.uid)
 
 
 class Control:
-    """One endpoint's operator state, kept as the CR status keeps it: the target groups, when
-    the target last changed and when a reshape last completed."""
+    """One endpoint's operator: its spec, the gateways' window and the last status written
+    (all decide keeps between passes, so a restarted operator would lose nothing)."""
 
-    def __init__(self, per_node: int, limit: int, window_s: int, target: Layout) -> None:
-        self.per_node = per_node
-        self.limit = limit
-        self.window_s = window_s
+    def __init__(self, spec: EndpointSpec, choose: Chooser = choose_target) -> None:
+        assert spec.autoscaling is not None
+        self.spec, self.choose = spec, choose
+        self.limit = spec.autoscaling.gpu_budget + spec.autoscaling.surge_gpus
+        self.window_s = spec.autoscaling.window_seconds
         self.windows = Windows()
-        self.target: tuple[GroupShape, ...] = group_shapes(target, per_node)
-        self.since: float | None = None
-        self.completed: float | None = None
+        self.status: dict[str, Any] = {}
+        # what decide took in the last pass (both calls when it asked twice), in wall time and
+        # in this thread's CPU time (which leaves out time other processes had the CPU)
+        self.decide_ns = self.decide_cpu_ns = 0
+        self._hashes: dict[GroupShape, str] = {}
 
     def initial(self) -> tuple[GroupShape, ...]:
-        return self.target
+        return group_shapes(initial_layout(self.spec), self.spec.gpu.per_node)
 
-    def _choose(
-        self, window: Window, elapsed: float | None, reshaping: bool
-    ) -> tuple[tuple[GroupShape, ...], str]:
-        raise NotImplementedError
+    def pod_hash(self, shape: GroupShape) -> str:
+        """The hash the operator stamps on a group of `shape` (the warm groups get it too)."""
+        if shape not in self._hashes:
+            self._hashes[shape] = pod_hash(self.spec, OWNER, shape)
+        return self._hashes[shape]
 
-    def step(self, now: float, view: View) -> Steps:
-        self.windows.add(_KEY, now, view.in_flight_avg, self.window_s)
-        window = self.windows.get(_KEY, now, self.window_s)
-        elapsed = seconds_since_reshape(_ago(now, self.since), _ago(now, self.completed))
-        shapes, reason = self._choose(window, elapsed, not _at(view, self.target))
-        started = sorted(shapes) != sorted(self.target)
-        if started:
-            self.target, self.since = shapes, now
-        plan = plan_transition(
-            [g.group for g in view.groups],
-            self.target,
-            view.free_gpus,
-            gpu_limit=self.limit,
-            avoid_names=view.draining_names,
-            releasing_gpus=view.draining_gpus,
+    def step(
+        self,
+        now: float,
+        groups: Sequence[EngineGroup],
+        in_flight_avg: float,
+        free: Callable[[], NodeFree],
+        pending: Sequence[PendingPod] = (),
+    ) -> Decision:
+        """One operator pass; `groups` includes draining ones (terminating, GPUs still held)."""
+        self.windows.add(_KEY, now, in_flight_avg, self.window_s)
+        snap = Snapshot(
+            owner=OWNER,
+            generation=1,
+            status=self.status,
+            groups=tuple(groups),
+            gateways_ready=1,
+            pending=tuple(pending),
+            orphan_gpus=sum(g.group.size for g in groups if g.terminating),
+            names_in_use=frozenset(g.group.name for g in groups),
+            window=self.windows.get(_KEY, now, self.window_s),
         )
-        done = plan.done and _at(view, self.target) and self.since is not None
-        if done and (self.completed is None or self.completed < (self.since or 0.0)):
-            self.completed = now
-        creates, deletes = safe_steps(plan, view, self.limit)
-        return Steps(creates, deletes, started, reason)
+        at = EPOCH + timedelta(seconds=now)
+        self.decide_ns = self.decide_cpu_ns = 0
+        decision = self._decide(snap, at)
+        if decision.needs_free_gpus:
+            decision = self._decide(replace(snap, free=free()), at)
+        self.status = dict(decision.status)
+        return decision
+
+    def _decide(self, snap: Snapshot, at: datetime) -> Decision:
+        wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        decision = decide(self.spec, snap, at, self.choose)
+        self.decide_ns += time.perf_counter_ns() - wall
+        self.decide_cpu_ns += time.thread_time_ns() - cpu
+        return decision
+
+    @property
+    def reshape_unfinished(self) -> bool:
+        """The last target chosen is not reached yet (by the status the last pass wrote)."""
+        since = self.status.get("lastReshapeTime")
+        done = self.status.get("lastReshapeCompletedTime")
+        return since is not None and (done is None or done < since)
+
+
+def reshape_started(decision: Decision) -> bool:
+    return any(e.reason == "ReshapeStarted" for e in decision.events)
+
+
+def created_hash(step: Create) -> str | None:
+    """The pod-spec hash decide stamped on a new group's StatefulSet."""
+    annotations = step.manifest["metadata"].get("annotations") or {}
+    return annotations.get(ANNOTATION_POD_HASH)
 
 
 class ThresholdsControl(Control):
-    """The operator's thresholds mode: `choose_layout` on the window of in-flight requests."""
+    """The operator's thresholds mode: decide as it is."""
 
-    def __init__(self, spec: EndpointSpec) -> None:
-        assert spec.autoscaling is not None
-        self.policy = spec.autoscaling
-        limit = self.policy.gpu_budget + self.policy.surge_gpus
-        super().__init__(spec.gpu.per_node, limit, self.policy.window_seconds, initial_layout(spec))
-        self.layout = initial_layout(spec)
 
-    def _choose(
-        self, window: Window, elapsed: float | None, reshaping: bool
-    ) -> tuple[tuple[GroupShape, ...], str]:
-        decision = choose_layout(self.policy, window, Current(self.layout, elapsed, reshaping))
-        self.layout = decision.layout
-        return group_shapes(decision.layout, self.per_node), decision.reason
+class ObjectivesChooser:
+    """The target of objectives mode: `objectives.choose` on the request rate behind the
+    window's mean in-flight requests (`objectives.demand`). The window must be full, a reshape
+    in progress is finished first, and a move to fewer GPUs waits for the cooldown (counted from
+    the last reshape's completion); a move to more GPUs does not wait."""
+
+    def __init__(self, objectives: Objectives, profile: Profile) -> None:
+        self.objectives, self.profile = objectives, profile
+        self.first = choose(objectives, profile, 0.0, ()).shapes
+
+    def __call__(
+        self, spec: EndpointSpec, snap: Snapshot, hold: bool, now: datetime
+    ) -> tuple[Target, tuple[Event, ...]]:
+        policy, old, window = spec.autoscaling, snap.status, snap.window or NO_SAMPLES
+        assert policy is not None
+        previous = _parse(old.get("targetLayout"), spec.gpu.per_node) or self.first
+        since = old.get("lastReshapeTime")
+        seen = round(window.mean, 2) if window.mean is not None else None
+
+        def keep(note: str) -> tuple[Target, tuple[Event, ...]]:
+            return Target(None, since, seen, note, previous), ()
+
+        live = snap.live
+        at = sorted(g.group.shape for g in live) == sorted(previous)
+        if hold:
+            return keep("holding the layout while degraded")
+        if window.mean is None or window.span_s < policy.window_seconds:
+            return keep("collecting samples")
+        if not (at and all(g.is_ready for g in live)):
+            return keep("reshaping")
+        rate = demand(self.objectives, self.profile, previous, window.mean)
+        plan = choose(self.objectives, self.profile, rate, previous)
+        elapsed = seconds_since_reshape(
+            seconds_since(since, now), seconds_since(old.get("lastReshapeCompletedTime"), now)
+        )
+        fewer = plan.gpus < sum(s.size for s in previous)
+        if fewer and elapsed is not None and elapsed < policy.cooldown_seconds:
+            return keep(f"cooldown before {plan.reason}")
+        if sorted(plan.shapes) == sorted(previous):
+            return keep(plan.reason)
+        message = f"{describe(previous)} -> {describe(plan.shapes)}: {plan.reason}"
+        event = Event("Normal", "ReshapeStarted", message)
+        return Target(None, stamp(now), seen, plan.reason, plan.shapes), (event,)
 
 
 class ObjectivesControl(Control):
-    """The operator's objectives mode: `objectives.choose` on the request rate behind the
-    window's mean in-flight requests (`objectives.demand`). The window must be full, a reshape
-    in progress is finished first, and a move to fewer GPUs waits for the cooldown (counted
-    from the last reshape's completion), so a dip shorter than the cooldown releases nothing;
-    a move to more GPUs does not wait."""
+    """Objectives mode: decide with `ObjectivesChooser` picking the target, on a spec whose
+    budget is the objectives' maxGPUs (its thresholds are not read)."""
 
     def __init__(
         self, objectives: Objectives, profile: Profile, window_s: int, cooldown_s: int, surge: int
     ) -> None:
-        self.objectives, self.profile, self.cooldown_s = objectives, profile, cooldown_s
-        first = choose(objectives, profile, 0.0, ())
-        super().__init__(objectives.per_node, objectives.max_gpus + surge, window_s, Layout(1, 1))
-        self.target = first.shapes
+        self.chooser = ObjectivesChooser(objectives, profile)
+        super().__init__(_objectives_spec(objectives, window_s, cooldown_s, surge), self.chooser)
 
-    def _choose(
-        self, window: Window, elapsed: float | None, reshaping: bool
-    ) -> tuple[tuple[GroupShape, ...], str]:
-        if window.mean is None or window.span_s < self.window_s or reshaping:
-            return self.target, "collecting samples or reshaping"
-        rate = demand(self.objectives, self.profile, self.target, window.mean)
-        plan = choose(self.objectives, self.profile, rate, self.target)
-        fewer = plan.gpus < sum(s.size for s in self.target)
-        if fewer and elapsed is not None and elapsed < self.cooldown_s:
-            return self.target, f"cooldown before {plan.reason}"
-        return plan.shapes, plan.reason
+    def initial(self) -> tuple[GroupShape, ...]:
+        return self.chooser.first
 
 
-def _ago(now: float, stamp: float | None) -> float | None:
-    return None if stamp is None else now - stamp
+def _objectives_spec(
+    objectives: Objectives, window_s: int, cooldown_s: int, surge: int
+) -> EndpointSpec:
+    return parse_spec(
+        {
+            "model": {"uri": "hf://simulated"},
+            "gpu": {"perNode": objectives.per_node},
+            "autoscaling": {
+                "gpuBudget": objectives.max_gpus,
+                "surgeGPUs": surge,
+                "tensorParallelCandidates": [1],
+                "concurrencyThresholds": [],
+                "windowSeconds": window_s,
+                "cooldownSeconds": cooldown_s,
+            },
+        }
+    )
 
 
-def _at(view: View, shapes: tuple[GroupShape, ...]) -> bool:
-    """Whether the live groups are exactly `shapes`, all Ready (the reshape is complete)."""
-    live = sorted(g.group.shape for g in view.groups)
-    return live == sorted(shapes) and all(g.ready for g in view.groups)
-
-
-def safe_steps(plan: Plan, view: View, limit: int) -> tuple[tuple[Group, ...], tuple[str, ...]]:
-    """The plan's steps the operator's executor runs now (scaleserve/operator/executor.py);
-    none for a plan that would take the last serving group away (the operator holds then)."""
-    if plan.disruptive:
-        return (), ()
-    not_ready = {g.group.name for g in view.groups if not g.ready}
-    held = sum(g.group.size for g in view.groups) + view.draining_gpus
-    deletes = any(s.action == "delete" for s in plan.steps)
-    creates: list[Group] = []
-    removed: list[str] = []
-    for step in plan.steps:
-        name = step.group.name
-        if step.action == "delete":
-            if not_ready - {name}:
-                break
-            removed.append(name)
-            not_ready.discard(name)
-            continue
-        if (not_ready and deletes) or (deletes and held + step.group.size > limit):
-            break
-        creates.append(step.group)
-        not_ready.add(name)
-        held += step.group.size
-        if deletes:
-            break
-    return tuple(creates), tuple(removed)
+def _parse(text: str | None, per_node: int) -> tuple[GroupShape, ...]:
+    """The groups of a target as the status shows it ("1x8+4x1"), split as objectives does."""
+    shapes: list[GroupShape] = []
+    for part in (text or "").split("+"):
+        layout = Layout.parse(part)
+        if layout is None:
+            return ()
+        shapes.extend(group_shapes(layout, per_node))
+    return tuple(shapes)

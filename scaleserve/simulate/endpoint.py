@@ -1,11 +1,11 @@
 """One LLMEndpoint in simulated time: its engine groups, the gateway in front of them (the
 real routing policy picks each replica), draining, and the accounting of GPUs and requests.
 
-A group is created (its GPUs held from then on), turns Ready after its degree's
-startupSeconds, and is deleted by draining: it gets no new work at once and goes when its
-last request finishes, or at the drain bound, when what is left is aborted. With no serving
-replica the gateway holds requests (bounded count and time) and sends them in order to the
-first replica that turns Ready.
+A group is created (its GPUs held from then on; one that no node has room for yet is pending
+and holds none until it starts), turns Ready after its degree's startupSeconds, and is deleted
+by draining: it gets no new work at once and goes when its last request finishes, or at the
+drain bound, when what is left is aborted. With no serving replica the gateway holds requests
+(bounded count and time) and sends them in order to the first replica that turns Ready.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ class SimGroup:
     shape: GroupShape
     created: float
     replicas: list[Replica] = field(default_factory=list)
-    state: str = "starting"  # starting | ready | draining
+    state: str = "starting"  # pending | starting | ready | draining
+    node: str | None = None
+    pod_hash: str | None = None
 
     @property
     def in_flight(self) -> int:
@@ -65,6 +67,7 @@ class Endpoint:
         self.arrived = 0
         self.in_flight = 0
         self.on_end: Callable[[float, Request], None] | None = None  # closed-loop streams
+        self.on_removed: Callable[[SimGroup], None] | None = None  # its GPUs are free again
         self._rng = random.Random(seed)
         self._seq = 0
         self._last = 0.0
@@ -93,7 +96,7 @@ class Endpoint:
 
     @property
     def gpus(self) -> int:
-        return sum(g.shape.size for g in self.groups.values())
+        return sum(g.shape.size for g in self.groups.values() if g.state != "pending")
 
     def take_in_flight_avg(self, now: float) -> float:
         """Time-averaged in-flight requests since the last call (the gateways' in_flight_avg)."""
@@ -116,13 +119,24 @@ class Endpoint:
         )
 
     # groups ----------------------------------------------------------------------------
-    def create(self, now: float, name: str, shape: GroupShape, *, warm: bool = False) -> None:
-        """A new group; `warm` groups are Ready at once (the run starts with them serving)."""
+    def create(
+        self,
+        now: float,
+        name: str,
+        shape: GroupShape,
+        *,
+        warm: bool = False,
+        node: str | None = None,
+        pod_hash: str | None = None,
+        pending: bool = False,
+    ) -> None:
+        """A new group; `warm` groups are Ready at once (the run starts with them serving),
+        `pending` ones wait for `start` (no node has room for them yet)."""
         self._account(now)
         degree = self.profile.degree(shape.tensor_parallel)
         if degree is None:
             raise ValueError(f"the profile has no tensorParallel {shape.tensor_parallel}")
-        group = SimGroup(name, shape, now)
+        group = SimGroup(name, shape, now, node=node, pod_hash=pod_hash)
         group.replicas = [
             Replica(
                 f"{name}/{i}",
@@ -137,9 +151,21 @@ class Endpoint:
         self.groups[name] = group
         if warm:
             self._ready(now, group)
-        else:
+        elif pending:
+            group.state = "pending"
             self._changed(now)
-            self.events.schedule(now + degree.startup_seconds, self._ready, group)
+        else:
+            self.start(now, name, node)
+
+    def start(self, now: float, name: str, node: str | None) -> None:
+        """The group's pods are bound to `node`: its engines load and turn Ready."""
+        self._account(now)
+        group = self.groups[name]
+        group.state, group.node = "starting", node
+        self._changed(now)
+        degree = self.profile.degree(group.shape.tensor_parallel)
+        assert degree is not None
+        self.events.schedule(now + degree.startup_seconds, self._ready, group)
 
     def _ready(self, now: float, group: SimGroup) -> None:
         if group.state != "starting":
@@ -154,7 +180,7 @@ class Endpoint:
         """Drain a group: no new work now; gone once idle or at the drain bound."""
         self._account(now)
         group = self.groups[name]
-        was_starting = group.state == "starting"
+        was_starting = group.state in ("pending", "starting")
         group.state = "draining"
         self._changed(now)
         if was_starting or group.in_flight == 0:
@@ -174,6 +200,8 @@ class Endpoint:
         self._account(now)
         del self.groups[group.name]
         self._changed(now)
+        if self.on_removed is not None:
+            self.on_removed(group)
 
     # requests --------------------------------------------------------------------------
     def arrive(self, now: float, request: Request) -> None:

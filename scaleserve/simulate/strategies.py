@@ -11,9 +11,12 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from scaleserve.operator.layout import Group, GroupShape, describe
-from scaleserve.simulate.control import Control, LiveGroup, View
-from scaleserve.simulate.endpoint import Endpoint
+from scaleserve.operator.decide import Delete
+from scaleserve.operator.layout import Group, GroupShape, describe, group_name
+from scaleserve.operator.snapshot import EngineGroup, PendingPod
+from scaleserve.simulate.control import Control, created_hash, reshape_started
+from scaleserve.simulate.endpoint import Endpoint, SimGroup
+from scaleserve.simulate.nodes import Nodes
 
 
 class Strategy:
@@ -100,7 +103,8 @@ class ReplicaAutoscaler(Strategy):
 
 @dataclass
 class Scaleserve(Strategy):
-    """scaleserve's operator (through the adapter in control.py) on a cluster of `cluster_gpus`."""
+    """scaleserve's operator (decide, through the adapter in control.py) on a cluster of
+    `cluster_gpus` in nodes of the spec's perNode GPUs, which the endpoint has to itself."""
 
     control: Control
     cluster_gpus: int
@@ -110,27 +114,60 @@ class Scaleserve(Strategy):
         self.name = f"scaleserve {self.mode}"
         self.gpu_limit = self.control.limit
         self.ours = True
+        self.nodes = Nodes(self.cluster_gpus, self.control.spec.gpu.per_node)
 
     def start(self, now: float, endpoint: Endpoint) -> None:
+        endpoint.on_removed = self._removed
         for i, shape in enumerate(self.control.initial()):
-            endpoint.create(now, f"g{i}-tp{shape.tensor_parallel}", shape, warm=True)
+            node = self.nodes.bind(shape.size, None)
+            assert node is not None, "the cluster has no room for the first groups"
+            name = group_name(i, shape.tensor_parallel)
+            hash_ = self.control.pod_hash(shape)
+            endpoint.create(now, name, shape, warm=True, node=node, pod_hash=hash_)
+
+    def _removed(self, group: SimGroup) -> None:
+        if group.node is not None:
+            self.nodes.release(group.node, group.shape.size, terminating=True)
 
     def tick(self, now: float, endpoint: Endpoint) -> None:
-        live: list[tuple[Group, bool]] = []
-        draining: list[tuple[Group, bool]] = []
-        for g in endpoint.groups.values():
-            group = Group(g.name, g.shape.size, g.shape.tensor_parallel)
-            (draining if g.state == "draining" else live).append((group, g.state == "ready"))
-        view = View(
-            groups=tuple(LiveGroup(g, ready) for g, ready in live),
-            draining_gpus=sum(g.size for g, _ in draining),
-            draining_names=tuple(g.name for g, _ in draining),
-            in_flight_avg=endpoint.take_in_flight_avg(now),
-            free_gpus=max(self.cluster_gpus - endpoint.gpus, 0),
+        for g in [g for g in endpoint.groups.values() if g.state == "pending"]:
+            node = self.nodes.bind(g.shape.size, None)  # the scheduler, once there is room
+            if node is not None:
+                endpoint.start(now, g.name, node)
+        decision = self.control.step(
+            now,
+            [observed(g) for g in endpoint.groups.values()],
+            endpoint.take_in_flight_avg(now),
+            self.nodes.free,
+            [
+                PendingPod(f"{g.name}-0", g.name, now - g.created, "no node has room")
+                for g in endpoint.groups.values()
+                if g.state == "pending"
+            ],
         )
-        steps = self.control.step(now, view)
-        self.reshapes += steps.reshape_started
-        for name in steps.deletes:
-            endpoint.delete(now, name)
-        for group in steps.creates:
-            endpoint.create(now, group.name, group.shape)
+        self.reshapes += reshape_started(decision)
+        for step in decision.steps:
+            if isinstance(step, Delete):
+                group = endpoint.groups[step.group.name]
+                if group.node is not None:
+                    self.nodes.terminate(group.node, group.shape.size)
+                endpoint.delete(now, step.group.name)
+            else:
+                node = self.nodes.bind(step.group.size, step.node)
+                shape, hash_ = step.group.shape, created_hash(step)
+                endpoint.create(
+                    now, step.group.name, shape, node=node, pod_hash=hash_, pending=node is None
+                )
+
+
+def observed(g: SimGroup) -> EngineGroup:
+    """A simulated group as observe reads its StatefulSet (draining: being deleted)."""
+    replicas = g.shape.replicas
+    return EngineGroup(
+        Group(g.name, g.shape.size, g.shape.tensor_parallel),
+        g.node,
+        replicas,
+        replicas if g.state == "ready" else 0,
+        g.state == "draining",
+        g.pod_hash,
+    )

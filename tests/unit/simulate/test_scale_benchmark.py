@@ -43,3 +43,4 @@ def test_endpoints_on_a_shared_cluster_keep_every_invariant(tmp_path: Path, stra
     assert not invariants["cluster_over_capacity"]
     assert invariants["zero_ready_passes_after_first_ready"] == 0
     assert result["decide_us"]["p50"] > 0
+    assert 0 < result["decide_cpu_us"]["p50"] <= result["decide_cpu_us"]["p99"]

@@ -131,6 +131,24 @@ def test_thresholds_mode_reshapes_make_before_break_within_budget_plus_surge() -
     assert 0 < summary["capacity_lost_share"] < 0.5
 
 
+def test_the_operator_pass_writes_its_status_and_holds_without_spare_gpus() -> None:
+    traffic = OpenLoop(duration_s=900, peak_rps=60, shape="diurnal")
+    roomy = Scaleserve(ThresholdsControl(SPEC), cluster_gpus=16)
+    simulate(PROFILE, traffic, roomy, seed=3)
+    assert roomy.control.status["phase"] == "Ready"
+    assert roomy.control.status["targetLayout"] == "1x8"
+    assert (
+        roomy.control.status["lastReshapeCompletedTime"] >= roomy.control.status["lastReshapeTime"]
+    )
+    # one node: the new group has nowhere to go beside the old one, so decide holds
+    tight = Scaleserve(ThresholdsControl(SPEC), cluster_gpus=8)
+    outcome = simulate(PROFILE, traffic, tight, seed=3)
+    assert {layout for _, _, _, layout in outcome.endpoint.timeline} == {"1x8"}
+    assert outcome.endpoint.dark_events == []
+    assert tight.control.status["targetLayout"] == "4x2"
+    assert tight.control.status["message"].startswith("holding 1x8")
+
+
 def _objectives() -> ObjectivesControl:
     goals = Goals(
         ttft_ms=500, tbt_ms=12, min_gpus=1, max_gpus=8, per_node=8, candidates=(8, 4, 2, 1)

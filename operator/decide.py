@@ -126,7 +126,7 @@ def decide(spec: EndpointSpec, snap: Snapshot, now: datetime) -> Decision:
             events += more
     after = _after(live, steps)
     config, workloads = _manifests(spec, snap, after, stale, hashes)
-    progress = replace(_progress(after, plan, waiting, held, stuck, snap), draining=draining)
+    progress = _progress(after, plan, waiting, held, stuck, snap, draining)
     new, more = _status(spec, snap, target, progress, now)
     return Decision(target.layout, steps, config, workloads, new, events + more)
 
@@ -197,7 +197,9 @@ def _progress(
     held: str,
     stuck: Sequence[Any],
     snap: Snapshot,
+    draining: str,
 ) -> status.Progress:
+    """draining: what retired groups wait for; the transition lasts until they are gone."""
     stuck_text = ""
     if stuck:
         worst = max(stuck, key=lambda p: p.seconds)
@@ -211,8 +213,10 @@ def _progress(
         gpus=sum(g.group.size for g in after),
         current_layout=describe(g.group for g in after),
         all_ready=bool(after) and all(g.is_ready for g in after),
-        transition="" if plan.done else plan.summary,
-        waiting=waiting,
+        transition=plan.summary
+        if not plan.done
+        else ("retired groups draining" if draining else ""),
+        waiting="; ".join(w for w in (waiting, draining) if w),
         held=held,
         stuck=stuck_text,
         rejected=_rejected_text(snap.rejected),

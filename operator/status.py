@@ -102,7 +102,6 @@ class Progress:
     held: str  # why the rollout holds ("" if it does not)
     stuck: str  # engine pods stuck Pending ("" if none)
     rejected: str  # children the API server refused ("" if none)
-    draining: str = ""  # retired groups waiting for their requests to finish ("" if none)
 
 
 def _message(p: Progress, target: str, note: str) -> str:
@@ -112,8 +111,6 @@ def _message(p: Progress, target: str, note: str) -> str:
         message = p.transition + (f"; {p.waiting}" if p.waiting else "")
     else:
         message = f"at {target}" + (f" ({note})" if note else "")
-    if p.draining:
-        message = f"{message}; {p.draining}"
     for problem in (p.stuck, p.rejected):
         if problem:
             message = f"{problem}; {message}"

@@ -126,6 +126,8 @@ def decide(spec: EndpointSpec, snap: Snapshot, now: datetime) -> Decision:
             events += more
     after = _after(live, steps)
     config, workloads = _manifests(spec, snap, after, stale, hashes)
+    # the transition lasts until retired groups are gone, the one deleted now included
+    draining = draining or ("deleting retired groups" if retiring else "")
     progress = _progress(after, plan, waiting, held, stuck, snap, draining)
     new, more = _status(spec, snap, target, progress, now)
     return Decision(target.layout, steps, config, workloads, new, events + more)

@@ -90,6 +90,8 @@ def test_a_retired_group_waits_while_requests_are_in_flight_then_is_deleted() ->
     )
     assert drained.steps == (Delete(groups()[0].group, "chat-g0-tp8"),)
     assert [e.reason for e in drained.events] == ["GroupDeleted"]
+    # Ready only once the deleted group is gone (the next pass sees it terminating)
+    assert busy.status["phase"] == drained.status["phase"] == "Reshaping"
     # a gateway that closed its channel to the pod (no request left) no longer lists it
     assert at(70, draining({})).steps == drained.steps
 

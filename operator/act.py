@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scaleserve.operator import status
-from scaleserve.operator.builders import Manifest, Owner
+from scaleserve.operator.builders import LABEL_GROUP, LABEL_SERVING, Manifest, Owner
 from scaleserve.operator.cluster import utcnow
-from scaleserve.operator.decide import Create, Decision, Delete, Event
+from scaleserve.operator.decide import Create, Decision, Delete, Event, Retire, Serve
 from scaleserve.operator.errors import ClusterError
 from scaleserve.operator.runtime import Emit, Runtime
+from scaleserve.operator.snapshot import ANNOTATION_RETIRING
 
 REFUSED = {400, 403, 422}  # the server will not take this object as it is: retrying won't help
 
@@ -65,14 +66,39 @@ async def _delete(rt: Runtime, owner: Owner, step: Delete) -> None:
     rt.cluster.engines.assume_deleted(owner.namespace, step.statefulset, stamp)
 
 
+async def _retire(rt: Runtime, owner: Owner, step: Retire) -> None:
+    """Record when the group was retired (first: a pass that stops halfway retires it again
+    with the same time), then take its pods out of the engine Service."""
+    body = {"metadata": {"annotations": {ANNOTATION_RETIRING: step.since}}}
+    sts = await rt.kube.patch("StatefulSet", owner.namespace, step.statefulset, body)
+    if sts is not None:
+        rt.cluster.assume(sts)
+    await _label_pods(rt, owner, step.group.name, None)
+
+
+async def _label_pods(rt: Runtime, owner: Owner, group: str, value: str | None) -> None:
+    """Set (or, with None, remove) the serving label on a group's pods."""
+    body = {"metadata": {"labels": {LABEL_SERVING: value}}}
+    pods = [
+        p["metadata"]["name"]
+        for p in rt.cluster.endpoint_pods(owner.namespace, owner.name, "engine")
+        if (p["metadata"].get("labels") or {}).get(LABEL_GROUP) == group
+    ]
+    await asyncio.gather(*(rt.kube.patch("Pod", owner.namespace, n, body) for n in pods))
+
+
 async def run_steps(
     rt: Runtime, owner: Owner, decision: Decision, reservations: Mapping[str, dict[str, Any]]
 ) -> dict[str, str]:
-    """Deletes first, then creates (decide has already ordered and gated them)."""
+    """Deletes and retires first, then creates (decide has already ordered and gated them)."""
     refused: dict[str, str] = {}
     for step in decision.steps:
         if isinstance(step, Delete):
             await _delete(rt, owner, step)
+        elif isinstance(step, Retire):
+            await _retire(rt, owner, step)
+        elif isinstance(step, Serve):
+            await _label_pods(rt, owner, step.group.name, "true")
         else:
             refused |= await _create(rt, step, reservations.get(step.group.name))
     return refused

@@ -12,6 +12,7 @@ import aiohttp
 
 from scaleserve.operator.errors import StatsUnavailableError
 from scaleserve.operator.layout import Window
+from scaleserve.operator.snapshot import ReplicaLoad
 
 
 def stats_urls(
@@ -55,6 +56,39 @@ async def read_concurrency(session: aiohttp.ClientSession, urls: Sequence[str]) 
         raise StatsUnavailableError(f"no gateway answered /stats: {results[0]!r}")
     # a gateway that did not answer is assumed to carry the average load of those that did
     return sum(values) * len(urls) / len(values)
+
+
+def _host(address: str) -> str:
+    """The IP of a gateway's replica address ("ip:port" or "[ipv6]:port")."""
+    return address.rsplit(":", 1)[0].strip("[]")
+
+
+async def _replicas_of(session: aiohttp.ClientSession, url: str) -> list[dict[str, Any]]:
+    async with session.get(url) as resp:
+        resp.raise_for_status()
+        data = await resp.json(content_type=None)
+    return list(data.get("replicas") or [])
+
+
+async def read_replica_load(
+    session: aiohttp.ClientSession, urls: Sequence[str]
+) -> dict[str, ReplicaLoad] | None:
+    """Per engine pod IP: requests in flight summed over the gateways, and whether any gateway
+    sends it new requests; None unless every gateway answered (no gateway: nothing routed)."""
+    results = await asyncio.gather(
+        *(_replicas_of(session, u) for u in urls), return_exceptions=True
+    )
+    load: dict[str, ReplicaLoad] = {}
+    for result in results:
+        if isinstance(result, BaseException):
+            return None
+        for r in result:
+            ip = _host(str(r.get("address", "")))
+            seen = load.get(ip, ReplicaLoad(0, False))
+            load[ip] = ReplicaLoad(
+                seen.in_flight + int(r.get("in_flight") or 0), seen.routed or bool(r.get("serving"))
+            )
+    return load
 
 
 Key = tuple[str, str, str]  # namespace, name, uid

@@ -15,10 +15,20 @@ from typing import Any
 
 from scaleserve.operator import status
 from scaleserve.operator.builders import Manifest, Observed, PlacedGroup, desired, gateway_url
+from scaleserve.operator.drain import drain_steps
 from scaleserve.operator.layout import GroupShape, Layout, describe
 from scaleserve.operator.placement import placeable
 from scaleserve.operator.planner import Plan, plan_transition
-from scaleserve.operator.rollout import Create, Delete, Step, pod_hash, safe_steps, stamped
+from scaleserve.operator.rollout import (
+    Create,
+    Delete,
+    Retire,
+    Serve,
+    Step,
+    pod_hash,
+    safe_steps,
+    stamped,
+)
 from scaleserve.operator.snapshot import EngineGroup, Snapshot
 from scaleserve.operator.spec import EndpointSpec
 from scaleserve.operator.target import Chooser, Event, Target, choose_target, stamp
@@ -26,7 +36,17 @@ from scaleserve.operator.target import Chooser, Event, Target, choose_target, st
 WORKLOADS = ("StatefulSet", "Deployment")
 UNLIMITED = 1 << 30
 
-__all__ = ["Create", "Decision", "Delete", "Event", "Step", "decide", "rejected"]
+__all__ = [
+    "Create",
+    "Decision",
+    "Delete",
+    "Event",
+    "Retire",
+    "Serve",
+    "Step",
+    "decide",
+    "rejected",
+]
 
 
 @dataclass(frozen=True)
@@ -58,16 +78,20 @@ def decide(
 ) -> Decision:
     """choose: the policy picking the target (the spec's, unless a caller brings its own);
     every step towards it is decided here whatever picked it."""
-    live = snap.live
+    # retiring groups are on their way out: not planned with, but holding their GPUs and names
+    live = snap.serving
+    retiring = snap.retiring
+    drains, draining, events = drain_steps(spec, snap, now)
     stuck = [p for p in snap.pending if p.seconds >= snap.pending_grace_s]
-    target, events = choose(spec, snap, bool(stuck), now)
+    target, more = choose(spec, snap, bool(stuck), now)
+    events += more
     shapes = target.groups(spec.gpu.per_node)
     hashes = {s: pod_hash(spec, snap.owner, s) for s in {*shapes, *(g.group.shape for g in live)}}
     stale = {g.group.name for g in live if g.pod_hash != hashes[g.group.shape]}
     limit = gpu_limit(spec, live, shapes)
     current = [g.group for g in live]
     plan = plan_transition(current, shapes, UNLIMITED, gpu_limit=limit, stale=stale)
-    steps: tuple[Step, ...] = ()
+    steps: tuple[Step, ...] = drains
     waiting, held = "", ""
     if not plan.done:
         if snap.free is None:
@@ -80,7 +104,7 @@ def decide(
             shapes,
             free,
             gpu_limit=limit,
-            avoid_names=snap.names_in_use,
+            avoid_names=snap.names_in_use | {g.group.name for g in retiring},
             releasing_gpus=releasing,
             stale=stale,
         )
@@ -91,20 +115,24 @@ def decide(
         else:
             if plan.disruptive and snap.status.get("message") != plan.summary:
                 events += (Event("Warning", "NoSpareGPUs", plan.summary),)
-            steps, waiting, more = safe_steps(
+            more_steps, waiting, more = safe_steps(
                 spec,
                 snap.owner,
                 live,
                 plan,
                 snap.free,
                 limit=limit,
-                orphan_gpus=snap.orphan_gpus,
+                orphan_gpus=snap.orphan_gpus + sum(g.group.size for g in retiring),
                 hashes=hashes,
+                since=stamp(now),
             )
+            steps += more_steps
             events += more
     after = _after(live, steps)
     config, workloads = _manifests(spec, snap, after, stale, hashes)
-    progress = _progress(after, plan, waiting, held, stuck, snap)
+    # the transition lasts until retired groups are gone, the one deleted now included
+    draining = draining or ("deleting retired groups" if retiring else "")
+    progress = _progress(after, plan, waiting, held, stuck, snap, draining)
     new, more = _status(spec, snap, target, progress, now)
     return Decision(target.layout, steps, config, workloads, new, events + more)
 
@@ -133,8 +161,8 @@ def hold_message(
 
 
 def _after(live: Sequence[EngineGroup], steps: Sequence[Step]) -> list[EngineGroup]:
-    """The groups once this pass's steps are applied (new ones not ready yet)."""
-    gone = {s.group.name for s in steps if isinstance(s, Delete)}
+    """The groups serving once this pass's steps are applied (new ones not ready yet)."""
+    gone = {s.group.name for s in steps if isinstance(s, Retire | Delete)}
     out = [g for g in live if g.group.name not in gone]
     for s in steps:
         if isinstance(s, Create):
@@ -153,7 +181,7 @@ def _manifests(
     is left as it is: its pods are replaced by a new group, never rolled in place."""
     if not snap.apply_all and snap.generation == snap.status.get("observedGeneration"):
         return (), ()
-    new = {g.group.name for g in after if g.group.name not in {x.group.name for x in snap.live}}
+    new = {g.group.name for g in after if g.group.name not in {x.group.name for x in snap.serving}}
     kept = [
         PlacedGroup(g.group, g.node)
         for g in after
@@ -175,7 +203,9 @@ def _progress(
     held: str,
     stuck: Sequence[Any],
     snap: Snapshot,
+    draining: str,
 ) -> status.Progress:
+    """draining: what retired groups wait for; the transition lasts until they are gone."""
     stuck_text = ""
     if stuck:
         worst = max(stuck, key=lambda p: p.seconds)
@@ -189,8 +219,10 @@ def _progress(
         gpus=sum(g.group.size for g in after),
         current_layout=describe(g.group for g in after),
         all_ready=bool(after) and all(g.is_ready for g in after),
-        transition="" if plan.done else plan.summary,
-        waiting=waiting,
+        transition=plan.summary
+        if not plan.done
+        else ("retired groups draining" if draining else ""),
+        waiting="; ".join(w for w in (waiting, draining) if w),
         held=held,
         stuck=stuck_text,
         rejected=_rejected_text(snap.rejected),

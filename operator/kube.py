@@ -175,6 +175,22 @@ class Kube:
         data = await self.request("GET", path(kind, namespace), query=query)
         return list(data.get("items") or [])
 
+    async def patch(
+        self, kind: str, namespace: str | None, name: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """JSON merge patch (a None value removes a key); None if the object is gone."""
+        try:
+            return await self.request(
+                "PATCH",
+                path(kind, namespace, name),
+                body=body,
+                content_type="application/merge-patch+json",
+            )
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def delete(self, kind: str, namespace: str | None, name: str) -> bool:
         """Delete with foreground propagation off (background GC); False if already gone."""
         body = {"propagationPolicy": "Background"}

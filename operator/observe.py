@@ -12,12 +12,17 @@ from datetime import datetime
 from typing import Any
 
 from scaleserve.operator.builders import LABEL_GROUP, Owner, gateway_name
-from scaleserve.operator.concurrency import endpoint_key, read_concurrency, stats_urls
+from scaleserve.operator.concurrency import (
+    endpoint_key,
+    read_concurrency,
+    read_replica_load,
+    stats_urls,
+)
 from scaleserve.operator.errors import StatsUnavailableError
 from scaleserve.operator.layout import Window
 from scaleserve.operator.placement import pod_gpus
 from scaleserve.operator.runtime import Runtime
-from scaleserve.operator.snapshot import Snapshot, pending_pods
+from scaleserve.operator.snapshot import ReplicaLoad, Snapshot, engine_pods, pending_pods
 from scaleserve.operator.spec import EndpointSpec
 
 
@@ -47,6 +52,16 @@ async def sample(rt: Runtime, spec: EndpointSpec, meta: Mapping[str, Any]) -> Wi
     if value is not None:
         rt.windows.add(key, mono, value, policy.window_seconds)
     return rt.windows.get(key, mono, policy.window_seconds)
+
+
+async def replica_load(rt: Runtime, snap: Snapshot) -> dict[str, ReplicaLoad] | None:
+    """The gateways' report per engine pod, read only while a group is retiring (its drain
+    waits on it)."""
+    if not snap.retiring:
+        return None
+    ns, name = snap.owner.namespace, snap.owner.name
+    pods = rt.cluster.endpoint_pods(ns, name, "gateway")
+    return await read_replica_load(rt.http, stats_urls(rt.settings.stats_url, ns, name, pods))
 
 
 def observe(
@@ -86,4 +101,5 @@ def observe(
         window=window,
         apply_all=full_apply or rt.resync_due((ns, name)),
         rejected=dict(rt.rejected.get((ns, name), {})),
+        pods=engine_pods(pods),
     )

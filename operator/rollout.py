@@ -1,6 +1,7 @@
 """Which steps of a transition plan are safe now (pure): every gate of make-before-break.
 
-- a delete waits until every other group is ready;
+- a group is retired (it stops getting new requests; drain.py deletes it once drained) only
+  when every other group is ready;
 - while a transition deletes, at most one new group is in flight (one group in transition);
 - a create waits while deleted groups' pods still hold GPUs that would push the endpoint over
   its limit (budget + surge), whether or not this transition deletes more; while no node has
@@ -58,6 +59,30 @@ class Create:
 
 
 @dataclass(frozen=True)
+class Retire:
+    """Take a group's pods out of the engine Service (new requests stop, streams go on) and
+    record when, on its StatefulSet."""
+
+    group: Group
+    statefulset: str
+    since: str
+
+    def __str__(self) -> str:
+        return f"retire {self.group.name}"
+
+
+@dataclass(frozen=True)
+class Serve:
+    """Put the label the engine Service selects back on a serving group's pods (pods created
+    before the label existed, or whose label was removed by hand)."""
+
+    group: Group
+
+    def __str__(self) -> str:
+        return f"serve {self.group.name}"
+
+
+@dataclass(frozen=True)
 class Delete:
     group: Group
     statefulset: str
@@ -66,7 +91,7 @@ class Delete:
         return f"delete {self.group.name}"
 
 
-Step = Create | Delete
+Step = Create | Retire | Serve | Delete
 
 
 @dataclass
@@ -93,6 +118,7 @@ def safe_steps(
     limit: int,
     orphan_gpus: int,
     hashes: Mapping[GroupShape, str],
+    since: str,
 ) -> tuple[tuple[Step, ...], str, tuple[Event, ...]]:
     """The plan's steps that are safe now, what the rest waits for, and their events."""
     state = _Pass(
@@ -107,7 +133,7 @@ def safe_steps(
     waiting = ""
     for step in plan.steps:
         if step.action == "delete":
-            waiting = _delete(state, owner, step.group)
+            waiting = _retire(state, owner, step.group, since)
         else:
             waiting = _create(state, spec, owner, step.group, limit, deletes, hashes)
             if not waiting and deletes:
@@ -117,20 +143,19 @@ def safe_steps(
     return tuple(state.steps), waiting, tuple(state.events)
 
 
-def _delete(state: _Pass, owner: Owner, group: Group) -> str:
+def _retire(state: _Pass, owner: Owner, group: Group, since: str) -> str:
     others = state.not_ready - {group.name}
     if others:
         return f"waiting for {', '.join(sorted(others))} to become ready"
     serving = [g.group.name for g in state.live if g.group.name != group.name]
-    state.steps.append(Delete(group, group_statefulset_name(owner.name, group)))
+    state.steps.append(Retire(group, group_statefulset_name(owner.name, group), since))
     why = f"{', '.join(sorted(serving))} serving" if serving else "no spare GPUs"
-    state.events.append(
-        Event("Normal", "GroupDeleted", f"deleted engine group {group.name} ({why})")
-    )
+    message = f"retired engine group {group.name} ({why}): no new requests, deleted once drained"
+    state.events.append(Event("Normal", "GroupRetired", message))
     state.not_ready.discard(group.name)
     gone = next(g for g in state.live if g.group.name == group.name)
     state.live = [g for g in state.live if g.group.name != group.name]
-    # its pods hold their GPUs until they have shut down
+    # its pods hold their GPUs until they have drained and shut down
     state.orphans += group.size
     if gone.node is not None:
         state.after = _released(state.after, gone.node, group.size)

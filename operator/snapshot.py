@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scaleserve.operator.builders import ANNOTATION_NODE, LABEL_GROUP, LABEL_GROUP_GPUS, LABEL_TP
+from scaleserve.operator.builders import (
+    ANNOTATION_NODE,
+    LABEL_GROUP,
+    LABEL_GROUP_GPUS,
+    LABEL_SERVING,
+    LABEL_TP,
+)
 from scaleserve.operator.builders.naming import Owner
 from scaleserve.operator.layout import Group, Window
 from scaleserve.operator.placement import NodeGPUs
@@ -19,6 +25,9 @@ from scaleserve.operator.placement import NodeGPUs
 # hash of the pod template a group was created with: a group whose hash differs from the
 # spec's is replaced by a new group (make-before-break), never rolled in place
 ANNOTATION_POD_HASH = "scaleserve.io/pod-spec-hash"
+# when a group was retired (taken out of the engine Service): on its StatefulSet, so the drain's
+# bound survives an operator restart
+ANNOTATION_RETIRING = "scaleserve.io/retiring-since"
 
 
 @dataclass(frozen=True)
@@ -31,10 +40,47 @@ class EngineGroup:
     ready: int
     terminating: bool
     pod_hash: str | None = None
+    retiring_since: str | None = None  # retired: no new requests, deleted once drained
 
     @property
     def is_ready(self) -> bool:
         return not self.terminating and self.ready >= self.replicas > 0
+
+
+@dataclass(frozen=True)
+class EnginePod:
+    name: str
+    group: str
+    ip: str
+    serving: bool  # carries the label the engine Service selects
+
+
+def engine_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[EnginePod, ...]:
+    """The engine pods that are not terminating, with their group, IP and serving label."""
+    out = []
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        if meta.get("deletionTimestamp"):
+            continue
+        labels = meta.get("labels") or {}
+        out.append(
+            EnginePod(
+                meta.get("name", ""),
+                labels.get(LABEL_GROUP, ""),
+                pod.get("status", {}).get("podIP") or "",
+                labels.get(LABEL_SERVING) == "true",
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """What the gateways report about one engine pod: requests in flight on it (summed over
+    the gateways) and whether any gateway still sends it new requests."""
+
+    in_flight: int
+    routed: bool
 
 
 def _owned_by_other(meta: Mapping[str, Any], owner_uid: str | None) -> bool:
@@ -68,6 +114,7 @@ def parse_group(sts: Mapping[str, Any], owner_uid: str | None = None) -> EngineG
         ready,
         bool(meta.get("deletionTimestamp")) or _owned_by_other(meta, owner_uid),
         annotations.get(ANNOTATION_POD_HASH),
+        annotations.get(ANNOTATION_RETIRING),
     )
 
 
@@ -128,6 +175,9 @@ class Snapshot:
     window: the averaged concurrency (autoscaling endpoints).
     apply_all: re-apply every child this pass (spec changed, resync due, a child deleted).
     rejected: the server's message for each child it refused on the last apply.
+    pods: the engine pods (not terminating).
+    load: the gateways' report per engine pod IP (pods no gateway knows are absent); None when
+        not every gateway answered, or observe skipped it (no group is retiring).
     """
 
     owner: Owner
@@ -143,7 +193,19 @@ class Snapshot:
     window: Window | None = None
     apply_all: bool = False
     rejected: Mapping[str, str] = field(default_factory=dict)
+    pods: tuple[EnginePod, ...] = ()
+    load: Mapping[str, ReplicaLoad] | None = None
 
     @property
     def live(self) -> tuple[EngineGroup, ...]:
+        """The groups not terminating, retiring ones included."""
         return tuple(g for g in self.groups if not g.terminating)
+
+    @property
+    def serving(self) -> tuple[EngineGroup, ...]:
+        """The groups that take new requests (or will, once ready)."""
+        return tuple(g for g in self.live if g.retiring_since is None)
+
+    @property
+    def retiring(self) -> tuple[EngineGroup, ...]:
+        return tuple(g for g in self.live if g.retiring_since is not None)

@@ -191,6 +191,9 @@ class RolloutSettings(_Model):
     # without spare GPUs a single-group endpoint holds its pods; True lets the operator
     # delete the only serving group first (serving stops until its replacement is ready)
     allow_disruption: bool = Field(default=False, alias="allowDisruption")
+    # a retired group gets no new requests and is deleted once the gateways report none in
+    # flight on its pods, or after this many seconds (its engines then drain what is left)
+    drain_seconds: int = Field(default=600, alias="drainSeconds", ge=0)
 
 
 class EndpointSpec(_Model):

@@ -88,7 +88,7 @@ def choose_target(
         return Target(Layout(spec.layout.replicas, spec.layout.tensor_parallel), None, None), ()
     policy = spec.autoscaling
     assert policy is not None
-    old, live, window = snap.status, snap.live, snap.window
+    old, live, window = snap.status, snap.serving, snap.window
     mean = window.mean if window is not None else None
     seen = round(mean, 2) if mean is not None else old.get("observedConcurrency")
     previous = Layout.parse(old.get("targetLayout") or "") or _inferred(live)

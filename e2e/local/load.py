@@ -57,6 +57,7 @@ class Load:
     base_url: str
     model: str = "tiny-llama"
     max_tokens: int = 16
+    ignore_eos: bool = False  # every generation runs to max_tokens (long, predictable streams)
     request_timeout_s: float = 180.0
     outcomes: list[Outcome] = field(default_factory=list)
     _tasks: list[tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=list)
@@ -121,6 +122,7 @@ class Load:
                 max_tokens=self.max_tokens,
                 temperature=0.8,
                 stream=True,
+                extra_body={"ignore_eos": True} if self.ignore_eos else None,
             ) as response:
                 async for line in sse_lines(response.iter_bytes()):
                     if not line.startswith(b"data: ") or line == b"data: [DONE]":

@@ -11,6 +11,7 @@ from scaleserve.operator.builders.naming import (
     ENGINE_METRICS_PORT,
     HOSTNAME_LABEL,
     LABEL_GROUP,
+    LABEL_SERVING,
     Manifest,
     Owner,
     base_labels,
@@ -190,7 +191,7 @@ def engine_statefulset(
             "selector": {"matchLabels": {**engine_selector(owner.name), LABEL_GROUP: group.name}},
             "template": {
                 "metadata": {
-                    "labels": dict(labels),
+                    "labels": {**labels, LABEL_SERVING: "true"},
                     "annotations": scrape_annotations(ENGINE_METRICS_PORT),
                 },
                 "spec": pod_spec,
@@ -223,7 +224,7 @@ def engine_service(owner: Owner) -> Manifest:
         ),
         "spec": {
             "clusterIP": "None",
-            "selector": engine_selector(owner.name),
+            "selector": {**engine_selector(owner.name), LABEL_SERVING: "true"},
             "ports": [{"name": "grpc", "port": ENGINE_GRPC_PORT, "targetPort": "grpc"}],
             "publishNotReadyAddresses": False,
         },

@@ -20,6 +20,10 @@ LABEL_TP = "scaleserve.io/tensor-parallel"
 LABEL_GROUP_GPUS = "scaleserve.io/group-gpus"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 ANNOTATION_NODE = "scaleserve.io/node"
+# on engine pods that take new requests: the engine Service selects it, so removing it from a
+# retired group's pods stops new requests while their streams go on (not in the StatefulSet's
+# selector, which would orphan the pods)
+LABEL_SERVING = "scaleserve.io/serving"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 Manifest = dict[str, Any]

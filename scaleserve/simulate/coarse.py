@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from scaleserve.operator.decide import Delete
+from scaleserve.operator.decide import Delete, Retire, Serve
 from scaleserve.operator.layout import Group, GroupShape, group_name
 from scaleserve.operator.snapshot import EngineGroup, PendingPod
 from scaleserve.profiles import DegreeProfile, Profile
@@ -159,8 +159,12 @@ def act(endpoint: CoarseEndpoint, now: float, result: PassResult) -> bool:
     )
     drain = result.ttft_s + (endpoint.output_tokens - 1) * result.tbt_s
     for step in decision.steps:
-        if isinstance(step, Delete):
+        if isinstance(step, Serve):
+            continue  # simulated pods always carry the serving label
+        if isinstance(step, Retire | Delete):  # drains at once, as in strategies.py
             g = endpoint.groups[step.group.name]
+            if g.gone_at is not None:
+                continue
             serving = g.ready_at is not None and g.ready_at <= now
             g.gone_at = now + min(drain, 30.0) if serving else now  # nothing to drain
             if g.node is not None:

@@ -11,7 +11,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from scaleserve.operator.decide import Delete
+from scaleserve.operator.decide import Create, Delete, Retire
 from scaleserve.operator.layout import Group, GroupShape, describe, group_name
 from scaleserve.operator.snapshot import EngineGroup, PendingPod
 from scaleserve.simulate.control import Control, created_hash, reshape_started
@@ -147,12 +147,16 @@ class Scaleserve(Strategy):
         )
         self.reshapes += reshape_started(decision)
         for step in decision.steps:
-            if isinstance(step, Delete):
-                group = endpoint.groups[step.group.name]
+            # a retired group drains at once and goes when its streams end (the gateways'
+            # /stats are not modelled, so the operator's wait for them collapses into that)
+            if isinstance(step, Retire | Delete):
+                group = endpoint.groups.get(step.group.name)
+                if group is None or group.state == "draining":
+                    continue
                 if group.node is not None:
                     self.nodes.terminate(group.node, group.shape.size)
                 endpoint.delete(now, step.group.name)
-            else:
+            elif isinstance(step, Create):
                 node = self.nodes.bind(step.group.size, step.node)
                 shape, hash_ = step.group.shape, created_hash(step)
                 endpoint.create(

@@ -72,6 +72,8 @@ class StatsServer:
 
     port: int
     loads: dict[tuple[str, str], float] = field(default_factory=dict)
+    # the gateways' per-replica report ("replicas" of /stats): requests in flight per engine
+    replicas: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     reads: int = 0
 
     @property
@@ -89,7 +91,7 @@ class StatsServer:
             "window_s": 2.0,
             "queued": 0,
             "requests_total": 0,
-            "replicas": [],
+            "replicas": self.replicas.get((namespace, endpoint), []),
         }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.control_plane.test_operator_harness import (
@@ -172,6 +173,56 @@ def test_concurrency_reshapes_1x8_to_8x1_and_back_within_budget(
     assert posted["ReshapeCompleted"] >= 2
     ep = frozenset({("namespace", namespace), ("endpoint", "chat")})
     assert metrics[("scaleserve_operator_endpoint_observed_concurrency", ep)] > 0
+
+
+def test_a_retired_group_is_deleted_once_the_gateways_report_its_requests_done(
+    kube_api: Any,
+    namespace: str,
+    gpu_pool: Any,
+    operator: OperatorProcess,
+    stats_server: StatsServer,
+    watch: Watch,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=2, gpus=8)
+    stats_server.set(namespace, "chat", 4.0)
+    create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool))
+    wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+    (old,) = engine_pods(kube_api, namespace, "chat")
+    assert old.status.pod_ip
+    group = old.metadata.labels["scaleserve.io/group"]
+    # a long generation on the TP8 engine, not routed any more once the pod leaves the Service
+    busy = {"address": f"{old.status.pod_ip}:50051", "in_flight": 2, "serving": False}
+    stats_server.replicas[(namespace, "chat")] = [busy]
+
+    stats_server.set(namespace, "chat", 100.0)
+    draining = wait_status(
+        kube_api,
+        namespace,
+        "chat",
+        lambda s: f"draining {group}: 2 request(s) in flight" in s.get("message", ""),
+        "the retired group to drain",
+        timeout_s=90,
+        op=operator,
+    )
+    assert draining["currentLayout"] == "8x1"
+    assert draining["phase"] == "Reshaping"
+    pods = {p.metadata.name: p for p in engine_pods(kube_api, namespace, "chat")}
+    assert old.metadata.name in pods  # still running its streams, out of the engine Service
+    assert "scaleserve.io/serving" not in pods[old.metadata.name].metadata.labels
+    assert all(
+        p.metadata.labels.get("scaleserve.io/serving") == "true"
+        for n, p in pods.items()
+        if n != old.metadata.name
+    )
+    sts = client.AppsV1Api(kube_api).read_namespaced_stateful_set(f"chat-{group}", namespace)
+    assert sts.metadata.annotations["scaleserve.io/retiring-since"]
+
+    stats_server.replicas[(namespace, "chat")] = []  # the generation finished
+    wait_status(kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=90, op=operator)
+    deleted = [m for _, r, m in events(kube_api, namespace, "chat") if r == "GroupDeleted"]
+    assert any(m.startswith(f"deleted engine group {group}: drained in") for m in deleted), deleted
+    assert watch.min_ready_after_serving is not None
+    assert watch.min_ready_after_serving > 0
 
 
 def test_an_operator_restarted_mid_reshape_converges(

@@ -68,7 +68,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 What the operator does in each namespace it serves (operator/kube.py, operator/cluster.py,
 operator/reconcile.py, kopf): watch and patch LLMEndpoints and their status, post events,
 server-side apply the endpoint's children (create + patch), list engine pods and StatefulSets,
-delete replaced engine StatefulSets, read the gateway Deployment. The gateway Role it writes
+take a retired group's pods out of the engine Service, delete
+replaced engine StatefulSets, read the gateway Deployment. The gateway Role it writes
 grants EndpointSlice reads; Kubernetes lets it grant only what it holds itself (RBAC escalation
 prevention), hence its own get/list/watch on endpointslices.
 */}}
@@ -86,9 +87,10 @@ prevention), hence its own get/list/watch on endpointslices.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# patch: a retired engine group's pods lose the label the engine Service selects
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, watch]
+  verbs: [list, watch, patch]
 - apiGroups: [""]
   resources: [services, serviceaccounts]
   verbs: [create, patch]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from scaleserve.operator.builders import Owner
-from scaleserve.operator.decide import Create, Delete, decide, rejected
+from scaleserve.operator.decide import Create, Retire, decide, rejected
 from scaleserve.operator.layout import Group, GroupShape
 from scaleserve.operator.placement import NodeGPUs
 from scaleserve.operator.rollout import pod_hash
@@ -65,7 +65,7 @@ def test_a_spec_edit_creates_a_new_group_before_deleting_an_old_one() -> None:
 def test_two_groups_without_spare_gpus_roll_one_at_a_time_and_keep_serving() -> None:
     groups = ready_groups(2, spec(2))
     decision = decide(spec(2, 8192), snapshot(groups, []), NOW)
-    assert [type(s) for s in decision.steps] == [Delete]
+    assert [type(s) for s in decision.steps] == [Retire]
     assert decision.status["readyReplicas"] == 1
     assert not any(
         c["type"] == "Held" and c["status"] == "True" for c in decision.status["conditions"]
@@ -88,7 +88,7 @@ def test_a_single_group_is_replaced_with_downtime_only_when_opted_in() -> None:
     groups = ready_groups(1, spec(1))
     opted = spec(1, 8192, rollout={"allowDisruption": True})
     decision = decide(opted, snapshot(groups, []), NOW)
-    assert [type(s) for s in decision.steps] == [Delete]
+    assert [type(s) for s in decision.steps] == [Retire]
     assert "NoSpareGPUs" in [e.reason for e in decision.events]
 
 

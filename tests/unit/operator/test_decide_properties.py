@@ -1,7 +1,8 @@
 """decide against a simulated cluster: random spec edits, load changes, pod crashes, readiness
-flaps, node loss and operator restarts, with the invariants of make-before-break checked after
-every pass. Only I/O is simulated: the snapshot is built the way observe builds it, the
-decision applied the way act applies it."""
+flaps, node loss, operator restarts, requests in flight and gateways that lag or do not answer,
+with the invariants of make-before-break and of the drain checked after every pass. Only I/O
+is simulated: the snapshot is built the way observe builds it, the decision applied the way act
+applies it."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from scaleserve.operator.builders import Owner
-from scaleserve.operator.decide import Create, Decision, Delete, decide
+from scaleserve.operator.decide import Create, Decision, Delete, Retire, Serve, decide
 from scaleserve.operator.layout import Group, Window, group_shapes
 from scaleserve.operator.placement import NodeGPUs
-from scaleserve.operator.snapshot import ANNOTATION_POD_HASH, EngineGroup, NodeFree, Snapshot
+from scaleserve.operator.snapshot import (
+    ANNOTATION_POD_HASH,
+    EngineGroup,
+    EnginePod,
+    NodeFree,
+    ReplicaLoad,
+    Snapshot,
+)
 from scaleserve.operator.spec import EndpointSpec, parse_spec
+from scaleserve.operator.target import seconds_since
 
 pytestmark = pytest.mark.unit
 
@@ -29,6 +38,7 @@ PASS_S = 10
 SETTLE_PASSES = 40
 EXAMPLES = 60
 STEPS = 40
+DRAIN_S = 40  # a few passes: the bound is reached with requests still in flight
 
 
 @dataclass
@@ -40,6 +50,14 @@ class SimGroup:
     terminating: bool = False
     ever_ready: bool = False
     transitional: bool = False  # created while an older group was still to be replaced
+    retiring_since: str | None = None
+    labelled: bool = True  # carries the label the engine Service selects
+    routed: bool = True  # the gateways still send it new requests
+    in_flight: int = 0
+
+    @property
+    def serving(self) -> bool:
+        return self.ready and not self.terminating and self.retiring_since is None
 
 
 class Endpoint(RuleBasedStateMachine):
@@ -64,6 +82,7 @@ class Endpoint(RuleBasedStateMachine):
         self.was_ready = False
         self.passes = 0
         self.examples_steps = 0
+        self.stats_ok = True
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -81,7 +100,7 @@ class Endpoint(RuleBasedStateMachine):
                     "windowSeconds": WINDOW_S,
                     "cooldownSeconds": 30,
                 },
-                "rollout": {"allowDisruption": self.disruption},
+                "rollout": {"allowDisruption": self.disruption, "drainSeconds": DRAIN_S},
             }
         )
 
@@ -94,8 +113,26 @@ class Endpoint(RuleBasedStateMachine):
         self.load = load
 
     @rule(data=st.data())
+    def requests(self, data: st.DataObject) -> None:
+        """Requests start on groups the gateways route to and finish anywhere."""
+        for g in self.groups.values():
+            if g.terminating:
+                continue
+            most = 5 if g.routed and g.ready else g.in_flight
+            g.in_flight = data.draw(st.integers(0, most))
+
+    @rule()
+    def gateways_follow_the_endpoint_slices(self) -> None:
+        for g in self.groups.values():
+            g.routed = g.labelled
+
+    @rule()
+    def gateways_flip_answering(self) -> None:
+        self.stats_ok = not self.stats_ok
+
+    @rule(data=st.data())
     def crash_or_flap(self, data: st.DataObject) -> None:
-        live = [g for g in self.groups.values() if not g.terminating and g.ready]
+        live = [g for g in self.groups.values() if g.serving]
         if live:
             data.draw(st.sampled_from(live)).ready = False
 
@@ -159,9 +196,15 @@ class Endpoint(RuleBasedStateMachine):
                 g.group.replicas if g.ready else 0,
                 g.terminating,
                 g.pod_hash,
+                g.retiring_since,
             )
             for g in self.groups.values()
         )
+        live = [(i, g) for i, g in enumerate(self.groups.values()) if not g.terminating]
+        pods = tuple(
+            EnginePod(f"{g.group.name}-0", g.group.name, f"10.0.0.{i}", g.labelled) for i, g in live
+        )
+        load = {f"10.0.0.{i}": ReplicaLoad(g.in_flight, g.routed) for i, g in live}
         return Snapshot(
             owner=Owner("chat", "ns", "uid"),
             generation=1,
@@ -172,6 +215,8 @@ class Endpoint(RuleBasedStateMachine):
             orphan_gpus=sum(g.group.size for g in self.groups.values() if g.terminating),
             names_in_use=frozenset(n for n, g in self.groups.items() if g.terminating),
             window=window,
+            pods=pods,
+            load=load if self.stats_ok else None,
         )
 
     def reconcile(self) -> Decision:
@@ -186,8 +231,18 @@ class Endpoint(RuleBasedStateMachine):
         return decision
 
     def _check_steps(self, decision: Decision) -> None:
-        live = {n: g for n, g in self.groups.items() if not g.terminating}
-        deleted = {s.group.name for s in decision.steps if isinstance(s, Delete)}
+        for step in decision.steps:
+            if isinstance(step, Delete):
+                # no group with requests in flight is deleted before the bound
+                g = self.groups[step.group.name]
+                assert g.retiring_since is not None
+                assert not g.terminating
+                drained = g.in_flight == 0 and not g.routed and self.stats_ok
+                assert drained or (seconds_since(g.retiring_since, self.now) or 0) >= DRAIN_S
+        live = {
+            n: g for n, g in self.groups.items() if not g.terminating and g.retiring_since is None
+        }
+        deleted = {s.group.name for s in decision.steps if isinstance(s, Retire)}
         creates = [s for s in decision.steps if isinstance(s, Create)]
         for name in deleted:
             assert name in live
@@ -202,20 +257,25 @@ class Endpoint(RuleBasedStateMachine):
 
     def _apply(self, decision: Decision) -> None:
         stale_exists = any(
-            not g.terminating and g.pod_hash != self._hash(decision, g)
+            not g.terminating and g.retiring_since is None and g.pod_hash != self._hash(decision, g)
             for g in self.groups.values()
         )
         for step in decision.steps:
             if isinstance(step, Delete):
                 self.groups[step.group.name].terminating = True
                 self.groups[step.group.name].ready = False
+            elif isinstance(step, Retire):
+                self.groups[step.group.name].retiring_since = step.since
+                self.groups[step.group.name].labelled = False
+            elif isinstance(step, Serve):
+                self.groups[step.group.name].labelled = True
             else:
                 annotations = step.manifest["metadata"]["annotations"]
                 self.groups[step.group.name] = SimGroup(
                     step.group,
                     step.node,
                     annotations[ANNOTATION_POD_HASH],
-                    transitional=stale_exists or any(isinstance(s, Delete) for s in decision.steps),
+                    transitional=stale_exists or any(isinstance(s, Retire) for s in decision.steps),
                 )
 
     def _hash(self, decision: Decision, g: SimGroup) -> str:
@@ -226,9 +286,9 @@ class Endpoint(RuleBasedStateMachine):
 
     @rule()
     def operator_pass(self) -> None:
-        ready_before = any(g.ready and not g.terminating for g in self.groups.values())
+        ready_before = any(g.serving for g in self.groups.values())
         self.reconcile()
-        ready_after = any(g.ready and not g.terminating for g in self.groups.values())
+        ready_after = any(g.serving for g in self.groups.values())
         if ready_before and not self.disruption:
             assert ready_after, "the operator took the last ready group away"
 
@@ -255,15 +315,19 @@ class Endpoint(RuleBasedStateMachine):
     def converges_once_inputs_stop(self) -> None:
         self.restore_nodes()
         self.full_at = min(self.full_at, self.t)
+        self.stats_ok = True
         decision = self.reconcile()
         for _ in range(SETTLE_PASSES):
+            self.gateways_follow_the_endpoint_slices()
             for g in list(self.groups.values()):
+                g.in_flight = 0 if g.retiring_since else g.in_flight
                 if g.terminating:
                     del self.groups[g.group.name]
                 elif self._placed(g):
                     g.ready = g.ever_ready = True
             decision = self.reconcile()
         live = [g for g in self.groups.values() if not g.terminating]
+        assert all(g.retiring_since is None for g in live), "a drained group was kept"
         if self.status.get("conditions") and _true(self.status, "Held"):
             # a single group without spare GPUs holds its pods and says why
             assert not self.disruption

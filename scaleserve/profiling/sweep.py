@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from scaleserve.gateway.settings import GatewaySettings
 from scaleserve.profiles import API_VERSION, KIND, Profile, parse_profile
 from scaleserve.profiling.load import RequestRecord, closed_loop_for, openai_stream_by_frames
 from scaleserve.profiling.load import summarize as summarize_records
 
 TOOL = "scaleserve profile"
-GATEWAY_INTERNAL_PORT = 8001  # where a scaleserve gateway serves /stats (docs/contracts.md)
 # a level whose requests fail more often than this measures the failures, not the engine
 MAX_ERROR_SHARE = 0.05
 
@@ -70,7 +70,7 @@ def stats_url(request: SweepRequest) -> str:
     if request.stats_url:
         return request.stats_url
     parts = urlsplit(base_url(request.url))
-    return f"{parts.scheme}://{parts.hostname}:{GATEWAY_INTERNAL_PORT}/stats"
+    return f"{parts.scheme}://{parts.hostname}:{GatewaySettings.internal_port}/stats"
 
 
 def shape_from(

@@ -24,6 +24,7 @@ from scaleserve.engine.metrics import EngineMetrics
 from scaleserve.engine.model_info import model_facts
 from scaleserve.engine.proto import engine_pb2_grpc
 from scaleserve.engine.settings import EngineSettings
+from scaleserve.tracing import tracer_from_env
 
 log = logging.getLogger("scaleserve.engine")
 
@@ -54,8 +55,9 @@ async def serve(settings: EngineSettings) -> int:
 
     from scaleserve.engine.service import EngineService  # imports vLLM
 
+    tracing = tracer_from_env("scaleserve-engine")  # None unless OTEL_* says so
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    service = EngineService(runtime, metrics)
+    service = EngineService(runtime, metrics, tracing.tracer if tracing is not None else None)
     engine_pb2_grpc.add_EngineServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
@@ -99,6 +101,8 @@ async def serve(settings: EngineSettings) -> int:
         await probe.stop()
         if runtime.engine is not None:
             runtime.engine.shutdown()
+        if tracing is not None:
+            tracing.shutdown()  # exports the last spans
 
 
 async def drain(runtime: Runtime, metrics: EngineMetrics, drain_timeout_s: float) -> None:

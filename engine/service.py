@@ -33,6 +33,15 @@ from scaleserve.engine.lifecycle import Phase, Runtime
 from scaleserve.engine.metrics import EngineMetrics
 from scaleserve.engine.proto import engine_pb2, engine_pb2_grpc
 from scaleserve.engine.requests import Limits, PreparedRequest, prepare
+from scaleserve.tracing import (
+    COMPLETION_TOKENS,
+    FINISH_REASON,
+    MODEL,
+    PROMPT_TOKENS,
+    REQUEST_ID,
+    Trace,
+    carrier_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +50,17 @@ Usage = engine_pb2.Usage
 
 
 class EngineService(engine_pb2_grpc.EngineServicer):
-    def __init__(self, runtime: Runtime, metrics: EngineMetrics) -> None:
+    def __init__(self, runtime: Runtime, metrics: EngineMetrics, tracer: Any = None) -> None:
         self.runtime = runtime
         self.metrics = metrics
+        self.tracer = tracer  # an OpenTelemetry tracer when tracing is on (scaleserve.tracing)
         self._limits: Limits | None = None
+
+    def _trace(self, context: Any) -> Trace:
+        """The request's span, a child of the caller's (the traceparent in the metadata)."""
+        metadata = context.invocation_metadata() or ()
+        attributes = {REQUEST_ID: _client_request_id(context), MODEL: self.runtime.served_name}
+        return Trace(self.tracer, "engine.request", carrier_of(metadata), attributes)
 
     def _admit(self, request: engine_pb2.GenerateRequest) -> tuple[PreparedRequest, Any]:
         runtime = self.runtime
@@ -77,12 +93,19 @@ class EngineService(engine_pb2_grpc.EngineServicer):
     ) -> AsyncIterator[engine_pb2.GenerateResponse]:
         started = time.perf_counter()
         metrics = self.metrics
+        trace = self._trace(context) if self.tracer is not None else None
         try:
             prepared, params = self._admit(request)
         except EngineError as exc:
             invalid = isinstance(exc, InvalidRequestError)
             metrics.requests.labels("invalid" if invalid else "refused").inc()
+            if trace is not None:
+                trace.stage("engine.admission", error=exc)
+                trace.fail(str(exc))
+                trace.end()
             await context.abort(exc.code, str(exc))
+        if trace is not None:
+            trace.stage("engine.admission")
         request_id = prepared.request_id or uuid.uuid4().hex
         runtime = self.runtime
         runtime.start(request_id)
@@ -90,6 +113,7 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         outcome = "cancelled"
         tokens = messages = 0
         error: EngineError | None = None
+        engine_input: Any = None
         try:
             engine = runtime.engine
             if prepared.prompt_len is not None:  # token ids: no tokenization, no thread hop
@@ -140,6 +164,8 @@ class EngineService(engine_pb2_grpc.EngineServicer):
             metrics.generated_tokens.inc(tokens)
             metrics.stream_messages.inc(messages)
             metrics.duration.observe(time.perf_counter() - started)
+            if trace is not None:
+                _end_trace(trace, request_id, engine_input, tokens, outcome, error)
         if error is not None:
             code, details = status_for(error)
             await context.abort(code, details)
@@ -170,6 +196,29 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         if facts is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is still loading")
         return facts.to_proto()
+
+
+def _end_trace(
+    trace: Trace,
+    request_id: str,
+    engine_input: Any,
+    tokens: int,
+    outcome: str,
+    error: EngineError | None,
+) -> None:
+    prompt_tokens = len(engine_input["prompt_token_ids"]) if engine_input is not None else 0
+    trace.stage("engine.vllm_generate", error=error)
+    trace.annotate(
+        {
+            "gen_ai.response.id": request_id,
+            PROMPT_TOKENS: prompt_tokens,
+            COMPLETION_TOKENS: tokens,
+            FINISH_REASON: outcome,
+        }
+    )
+    if error is not None:
+        trace.fail(str(error))
+    trace.end()
 
 
 PROMPT_PARAMETERS = {None, "", "prompt", "input_tokens", "prompt_token_ids"}

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from scaleserve.gateway import sse
 from scaleserve.gateway.auth import ApiKeys
-from scaleserve.gateway.deadlines import CURRENT_FLOW, Flow, bind_send
+from scaleserve.gateway.deadlines import CURRENT_FLOW, Flow, bind_send, current_trace
 from scaleserve.gateway.discovery.kubernetes import EndpointSliceDiscovery
 from scaleserve.gateway.discovery.static import StaticDiscovery
 from scaleserve.gateway.errors import (
@@ -40,6 +40,7 @@ from scaleserve.gateway.protocol import parse_chat, parse_completion, parse_json
 from scaleserve.gateway.responses import GenerationResponse, error_response_messages
 from scaleserve.gateway.service import Gateway
 from scaleserve.gateway.settings import GatewaySettings
+from scaleserve.tracing import MODEL, PROMPT_TOKENS, REQUEST_ID, Trace, Tracing, carrier_of
 
 log = logging.getLogger("scaleserve.gateway")
 
@@ -70,12 +71,15 @@ class GatewayApp:
     would otherwise run for every relayed token.
     """
 
-    def __init__(self, api: FastAPI, gateway: Gateway, keys: ApiKeys) -> None:
+    def __init__(
+        self, api: FastAPI, gateway: Gateway, keys: ApiKeys, tracing: Tracing | None = None
+    ) -> None:
         self.api = api
         self.state = api.state
         self.gateway = gateway
         self.keys = keys
         self.max_body = gateway.settings.max_body_bytes
+        self.tracer = tracing.tracer if tracing is not None else None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -147,6 +151,13 @@ class GatewayApp:
         task = asyncio.current_task()
         assert task is not None
         flow = Flow(task, request_id_of(scope))
+        if self.tracer is not None:  # the client's traceparent, if any, is the parent
+            flow.trace = Trace(
+                self.tracer,
+                "gateway.request",
+                carrier_of(scope["headers"]),
+                {REQUEST_ID: flow.request_id, "http.route": scope["path"]},
+            )
         CURRENT_FLOW.set(flow)  # this request's task only (uvicorn runs each in its own)
         send = bind_send(flow, send)
         sweeper = self.gateway.sweeper
@@ -167,6 +178,8 @@ class GatewayApp:
             )
         finally:
             sweeper.flows.discard(flow)
+            if flow.trace is not None:
+                flow.trace.end()
 
     @staticmethod
     async def answer_error(flow: Flow, send: Any, err: GatewayError) -> None:
@@ -184,6 +197,7 @@ class GatewayApp:
         arrived = time.perf_counter()
         route = "chat" if kind == "chat" else "completions"
         admitted = False
+        trace = current_trace()
         try:
             try:
                 if gateway.draining:
@@ -191,17 +205,26 @@ class GatewayApp:
                         "the gateway is shutting down; retry", headers={"connection": "close"}
                     )
                 raw = await self.read_body(scope, receive)
+                if trace is not None:
+                    trace.stage("gateway.receive", {"http.request.body.size": len(raw)})
                 await self.admit(receive)
                 admitted = True
+                if trace is not None:
+                    trace.stage("gateway.queue")
                 data = parse_json(raw)
                 req = parse_chat(data) if kind == "chat" else parse_completion(data)
                 request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + os.urandom(12).hex()
+                if trace is not None:
+                    trace.stage("gateway.parse")
+                    trace.annotate({MODEL: req.model, "gen_ai.response.id": request_id})
                 if len(raw) > INLINE_TOKENIZE_BYTES:  # long prompts: keep the loop for streams
                     prompt_ids, engine_request = await asyncio.to_thread(  # copies the context
                         gateway.prepare, req, request_id
                     )
                 else:
                     prompt_ids, engine_request = gateway.prepare(req, request_id)
+                if trace is not None:
+                    trace.stage("gateway.tokenize", {PROMPT_TOKENS: len(prompt_ids)})
             except GatewayError as err:
                 gateway.observe(route, err.status, arrived)
                 start, body = error_response_messages(err)
@@ -238,7 +261,8 @@ def request_id_of(scope: Any) -> str:
     return "req_" + os.urandom(12).hex()
 
 
-def create_app(settings: GatewaySettings) -> GatewayApp:
+def create_app(settings: GatewaySettings, tracing: Tracing | None = None) -> GatewayApp:
+    """The gateway's app; `tracing` (scaleserve.tracing) turns request traces on."""
     gateway = Gateway(settings)
     keys = ApiKeys.from_path(settings.api_key_file)
 
@@ -272,6 +296,8 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             await asyncio.gather(*tasks, return_exceptions=True)
             await internal.stop()
             await gateway.pool.close()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # flushes the last spans
 
     app = FastAPI(
         title="scaleserve gateway",
@@ -345,4 +371,4 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         status = "draining" if gateway.draining else "not ready"
         return JSONBytes({"status": status}, status_code=503)
 
-    return GatewayApp(app, gateway, keys)
+    return GatewayApp(app, gateway, keys, tracing)

@@ -12,10 +12,11 @@ def _run(args: argparse.Namespace) -> int:
     from scaleserve.gateway.app import create_app
     from scaleserve.gateway.server import serve
     from scaleserve.gateway.settings import SettingsError, from_args
+    from scaleserve.tracing import tracer_from_env
 
     try:
         settings = from_args(args)
-        app = create_app(settings)
+        app = create_app(settings, tracer_from_env("scaleserve-gateway"))
     except (SettingsError, ValueError, OSError) as exc:
         print(f"scaleserve gateway: {exc}", file=sys.stderr)
         return 2

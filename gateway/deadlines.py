@@ -17,9 +17,12 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scaleserve.gateway.errors import EngineTimeoutError, GatewayError
+
+if TYPE_CHECKING:
+    from scaleserve.tracing import Trace
 
 log = logging.getLogger("scaleserve.gateway")
 
@@ -28,6 +31,12 @@ log = logging.getLogger("scaleserve.gateway")
 CURRENT_FLOW: contextvars.ContextVar[Flow | None] = contextvars.ContextVar(
     "scaleserve_gateway_flow", default=None
 )
+
+
+def current_trace() -> Trace | None:
+    """The trace of the request the current task serves (None when tracing is off)."""
+    flow = CURRENT_FLOW.get()
+    return flow.trace if flow is not None else None
 
 
 class Flow:
@@ -43,6 +52,7 @@ class Flow:
         "request_id",
         "started",
         "task",
+        "trace",
         "upstream",
         "writes",
         "writing",
@@ -52,6 +62,7 @@ class Flow:
         self.task = task
         self.request_id = request_id
         self.upstream: Any = None  # service.Upstream once the engine's first message came
+        self.trace: Trace | None = None  # set only when tracing is on
         self.model: Any = None  # key of the model the request was prepared for
         self.started = False  # response headers sent
         self.finished = False  # the last body part sent

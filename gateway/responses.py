@@ -19,6 +19,7 @@ import orjson
 
 from scaleserve.gateway import sse
 from scaleserve.gateway.choices import Collector, Echo, Framer
+from scaleserve.gateway.deadlines import current_trace
 from scaleserve.gateway.errors import GatewayError, UpstreamError, from_rpc_error
 from scaleserve.gateway.protocol import GenerationRequest
 from scaleserve.gateway.service import Gateway, Upstream
@@ -114,6 +115,9 @@ class GenerationResponse:
                     await self._collect(upstream, send)
             finally:
                 await gw.finish(upstream)
+                trace = current_trace()
+                if trace is not None:
+                    trace.stage("gateway.stream", {"gateway.stream.messages": upstream.reads + 1})
         finally:
             gw.in_flight.add(-1)
 
@@ -158,7 +162,7 @@ class GenerationResponse:
             u = msg.usage
             if req.include_usage:
                 tail += enc.usage(u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens)
-            self.gateway.observe_tokens(u.prompt_tokens, u.completion_tokens)
+            self.gateway.observe_tokens(u.prompt_tokens, u.completion_tokens, msg.finish_reason)
         except grpc.aio.AioRpcError as exc:
             self.gateway.upstream_failed(up, exc)
             err = from_rpc_error(exc)
@@ -196,7 +200,7 @@ class GenerationResponse:
         payload["usage"] = sse.usage_dict(
             u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens
         )
-        self.gateway.observe_tokens(u.prompt_tokens, u.completion_tokens)
+        self.gateway.observe_tokens(u.prompt_tokens, u.completion_tokens, msg.finish_reason)
         body = orjson.dumps(payload)
         self.finishing = True
         self.started = True

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from scaleserve.engine.proto import engine_pb2
-from scaleserve.gateway.deadlines import CURRENT_FLOW, Sweeper
+from scaleserve.gateway.deadlines import CURRENT_FLOW, Sweeper, current_trace
 from scaleserve.gateway.engine_request import sampling_params
 from scaleserve.gateway.errors import (
     REPLICA_FAILURES,
@@ -38,6 +38,7 @@ from scaleserve.gateway.routing import RouteRequest, get_policy
 from scaleserve.gateway.settings import GatewaySettings
 from scaleserve.gateway.stats import TimeWeightedGauge
 from scaleserve.gateway.tokenizer import ModelTokenizer
+from scaleserve.tracing import COMPLETION_TOKENS, FINISH_REASON, PROMPT_TOKENS, REPLICA, Trace
 
 log = logging.getLogger("scaleserve.gateway")
 STATUS_WAIT_S = 2.0  # how long a finished call may take to deliver its status
@@ -103,13 +104,23 @@ class Gateway:
             self._request_counters[(route, status)] = counter
         counter.inc()
         self.metrics.duration.observe(time.perf_counter() - arrived)
+        trace = current_trace()
+        if trace is not None:
+            trace.annotate({"http.response.status_code": status})
+            if status >= 500:
+                trace.fail(f"HTTP {status}")
 
     def observe_ttft(self, seconds: float) -> None:
         self.metrics.ttft.observe(seconds)
 
-    def observe_tokens(self, prompt: int, completion: int) -> None:
+    def observe_tokens(self, prompt: int, completion: int, finish_reason: str) -> None:
         self._prompt_tokens.inc(prompt)
         self._completion_tokens.inc(completion)
+        trace = current_trace()
+        if trace is not None:
+            trace.annotate(
+                {PROMPT_TOKENS: prompt, COMPLETION_TOKENS: completion, FINISH_REASON: finish_reason}
+            )
 
     def metrics_disconnect(self) -> None:
         self.metrics.disconnects.inc()
@@ -241,6 +252,9 @@ class Gateway:
         flow = CURRENT_FLOW.get()
         model = flow.model if flow is not None else None
         metadata = (("x-request-id", flow.request_id),) if flow is not None else None
+        trace = flow.trace if flow is not None else None
+        if trace is not None:  # the engine's span joins the request's trace
+            metadata = (*(metadata or ()), *trace.headers())
         ttft = self.settings.first_token_timeout
         exclude: frozenset[str] = frozenset()
         last: GatewayError | None = None
@@ -248,6 +262,8 @@ class Gateway:
             route = RouteRequest(next(self._seq), random.getrandbits(64), prompt_ids)
             choice = self.policy(self.pool.snapshot(exclude, model), route)
             replica = self.pool.get(choice.key) if choice is not None else None
+            if trace is not None:
+                trace.stage("gateway.route", {REPLICA: replica.address} if replica else None)
             if replica is None:
                 break
             if attempt:
@@ -256,8 +272,7 @@ class Gateway:
             self.pool.acquire(replica)
             call = replica.stub.Generate(request, metadata=metadata)
             try:
-                async with asyncio.timeout(ttft):
-                    first = await call.read()
+                first = await self._first_message(call, ttft, replica, trace)
             except grpc.aio.AioRpcError as exc:
                 self.pool.release(replica)
                 code = exc.code()
@@ -287,6 +302,8 @@ class Gateway:
                 exclude = exclude | {replica.address}
                 continue
             upstream = Upstream(replica, call, first, time.perf_counter())
+            if trace is not None:
+                trace.annotate({REPLICA: replica.address})
             if flow is not None:
                 flow.upstream = upstream  # from here the sweeper watches its progress
             return upstream
@@ -296,6 +313,22 @@ class Gateway:
             "no engine replica is available",
             headers={"retry-after": str(self.settings.retry_after)},
         )
+
+    @staticmethod
+    async def _first_message(
+        call: Any, within: float, replica: Replica, trace: Trace | None
+    ) -> Any:
+        """The call's first message within `within` s; with tracing, the wait is a span."""
+        try:
+            async with asyncio.timeout(within):
+                first = await call.read()
+        except BaseException as exc:
+            if trace is not None:
+                trace.stage("gateway.first_token", {REPLICA: replica.address}, error=exc)
+            raise
+        if trace is not None:
+            trace.stage("gateway.first_token", {REPLICA: replica.address})
+        return first
 
     def upstream_failed(self, upstream: Upstream, exc: grpc.aio.AioRpcError) -> None:
         """A call failed after its first message: take an unreachable replica out at once."""

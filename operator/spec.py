@@ -196,6 +196,14 @@ class RolloutSettings(_Model):
     drain_seconds: int = Field(default=600, alias="drainSeconds", ge=0)
 
 
+class TracingSettings(_Model):
+    """OpenTelemetry export of request traces; the builders turn it into OTEL_* env."""
+
+    endpoint: str = Field(min_length=1)
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    sampling_ratio: float = Field(default=1.0, alias="samplingRatio", ge=0.0, le=1.0)
+
+
 class EndpointSpec(_Model):
     model: ModelSource
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -207,6 +215,7 @@ class EndpointSpec(_Model):
     autoscaling: Autoscaling | None = None
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    tracing: TracingSettings | None = None
 
     @model_validator(mode="after")
     def _check_layout(self) -> EndpointSpec:

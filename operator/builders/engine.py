@@ -28,6 +28,7 @@ from scaleserve.operator.builders.security import (
     pod_security_context,
     scratch_volume,
 )
+from scaleserve.operator.builders.tracing import tracing_env
 from scaleserve.operator.layout import Group
 from scaleserve.operator.spec import EndpointSpec
 
@@ -146,6 +147,7 @@ def engine_statefulset(
         "env": [
             {"name": "HOME", "value": ENGINE_HOME},
             {"name": "HF_HOME", "value": "/tmp/hf"},
+            *tracing_env(spec, owner, "engine"),
         ],
         "ports": [
             {"name": "grpc", "containerPort": ENGINE_GRPC_PORT, "protocol": "TCP"},

@@ -25,6 +25,7 @@ from scaleserve.operator.builders.security import (
     pod_security_context,
     scratch_volume,
 )
+from scaleserve.operator.builders.tracing import tracing_env
 from scaleserve.operator.spec import EndpointSpec
 
 API_KEY_DIR = "/etc/scaleserve/api-key"
@@ -137,6 +138,9 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
         "volumeMounts": mounts,
         "securityContext": container_security_context(),
     }
+    env = tracing_env(spec, owner, "gateway")
+    if env:
+        container["env"] = env
     pod_spec: dict[str, Any] = {
         # its token stays mounted: discovery watches the engines' EndpointSlices
         "serviceAccountName": gateway_name(owner.name),

@@ -98,6 +98,15 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.engine.quantization", "Unsupported value"],
     ),
     (
+        "tracing-sampling-ratio",
+        {
+            "model": MODEL,
+            "layout": STATIC,
+            "tracing": {"endpoint": "http://collector:4318", "samplingRatio": 1.5},
+        },
+        ["spec.tracing.samplingRatio", "less than or equal to 1"],
+    ),
+    (
         "routing-policy",
         {"model": MODEL, "gateway": {"routing": "random"}, "layout": STATIC},
         ["spec.gateway.routing"],

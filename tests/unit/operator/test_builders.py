@@ -57,6 +57,10 @@ CASES: dict[str, tuple[dict[str, Any], list[PlacedGroup]]] = {
                 "nodeSelector": {"node-role.example.com/cpu": "true"},
                 "tolerations": [{"key": "dedicated", "value": "cpu", "effect": "NoSchedule"}],
             },
+            "tracing": {
+                "endpoint": "http://otel-collector.observability:4318",
+                "samplingRatio": 0.1,
+            },
         },
         [
             PlacedGroup(Group("g0-tp8", 8, 8), "gpu-node-1"),
@@ -82,8 +86,32 @@ def test_manifests_match_the_golden_files(name: str) -> None:
     assert text == path.read_text()
 
 
-def _by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [m for m in manifests if m["kind"] == kind]
+def _by_kind(manifests: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
+    return [m for m in manifests if m["kind"] in kinds]
+
+
+def _otel_env(manifest: dict[str, Any]) -> dict[str, str]:
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container.get("env", ()) if e["name"].startswith("OTEL")}
+
+
+def test_spec_tracing_becomes_otel_env_on_gateway_and_engine_pods() -> None:
+    manifests = _render("autoscaling-mixed")
+    (gateway,) = _by_kind(manifests, "Deployment")
+    engines = _by_kind(manifests, "StatefulSet")
+    assert engines
+    for pod, component in [(gateway, "gateway")] + [(e, "engine") for e in engines]:
+        assert _otel_env(pod) == {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+            "OTEL_SERVICE_NAME": f"scaleserve-{component}",
+            "OTEL_RESOURCE_ATTRIBUTES": "k8s.namespace.name=serving,scaleserve.endpoint=chat",
+        }
+    # without spec.tracing no pod gets any OTEL_* variable: the processes trace nothing
+    for manifest in _by_kind(_render("static-1x8"), "Deployment", "StatefulSet"):
+        assert _otel_env(manifest) == {}
 
 
 def test_every_child_is_owned_by_the_endpoint_and_labelled() -> None:

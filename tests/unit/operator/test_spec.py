@@ -137,6 +137,14 @@ INVALID = [
         },
         "spec.engine.extraArgs must not set --tensor-parallel-size, port",
     ),
+    (
+        {
+            "model": {"uri": "/m"},
+            "layout": {"replicas": 1, "tensorParallel": 8},
+            "tracing": {"endpoint": "http://collector:4318", "samplingRatio": 1.5},
+        },
+        "spec.tracing.samplingRatio",
+    ),
 ]
 
 

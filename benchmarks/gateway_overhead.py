@@ -19,6 +19,14 @@ share a node. Results: benchmarks/results/gateway_overhead.json.
 
     .venv/bin/python benchmarks/gateway_overhead.py
     .venv/bin/python benchmarks/gateway_overhead.py --concurrency 1,16,64 --quick
+
+With --tracing it measures instead what request tracing costs the gateway: two gateways in front
+of one synthetic engine, tracing off and tracing on (every request sampled, spans exported over
+OTLP/HTTP to benchmarks/otlp_sink.py), driven alternately (off, on, off, on, ...) at each
+concurrency of the latency runs; gateway CPU per request, TTFT and tokens/s side by side.
+Results: benchmarks/results/gateway_tracing_overhead.json.
+
+    .venv/bin/python benchmarks/gateway_overhead.py --tracing --concurrency 16,64
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gateway_overhead.json"
+TRACING_RESULTS = ROOT / "benchmarks" / "results" / "gateway_tracing_overhead.json"
 PROMPT = "The gateway streams tokens to the client over server-sent events."
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -280,7 +289,9 @@ def synthetic(port: int, rate: float) -> subprocess.Popen[bytes]:
     )
 
 
-def start_gateway(port: int, engine_port: int, *limits: str) -> subprocess.Popen[bytes]:
+def start_gateway(
+    port: int, engine_port: int, *limits: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """`scaleserve gateway` on `port` in front of the synthetic engine on `engine_port`, with the
     admission flags in `limits`."""
     return start(
@@ -298,7 +309,8 @@ def start_gateway(port: int, engine_port: int, *limits: str) -> subprocess.Popen
             *limits,
             "--log-level",
             "warning",
-        ]
+        ],
+        env,
     )
 
 
@@ -344,6 +356,10 @@ def main() -> int:
         "--saturation-rate", type=float, default=1000.0, help="paced runs: tokens/s/stream"
     )
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument(
+        "--tracing", action="store_true", help="measure tracing off vs on instead (A/B)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--tracing: off/on alternations")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",") if c]
@@ -352,10 +368,17 @@ def main() -> int:
         args.min_requests = 32
         args.saturation_tokens = 256
 
-    import uvloop
-
     load_before = [round(x, 1) for x in os.getloadavg()]
     print(f"load average before: {load_before}", file=sys.stderr)
+    if args.tracing:
+        from gateway_tracing_ab import tracing_ab
+
+        ab = tracing_ab(args, levels)
+        write(args.output if args.output != str(RESULTS) else TRACING_RESULTS, ab, load_before)
+        return 0
+
+    import uvloop
+
     results: list[dict[str, float | int | str]] = []
     runs: dict[tuple[str, str, int], Run] = {}
     modes = (("latency", args.rate), ("burst", 0.0), ("paced", args.saturation_rate))
@@ -429,13 +452,6 @@ def main() -> int:
             )
     print_tables(args, table, saturation)
     out = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_before": load_before,
-            "loadavg_after": [round(x, 1) for x in os.getloadavg()],
-        },
         "latency": {"rate_tokens_per_s": args.rate, "tokens": args.tokens, "rows": table},
         "saturation": {
             "tokens": args.saturation_tokens,
@@ -443,12 +459,26 @@ def main() -> int:
             "rows": saturation,
         },
         "runs": results,
+    }
+    write(args.output, out, load_before)
+    return 0
+
+
+def write(output: str | Path, results: dict, load_before: list[float]) -> None:
+    out = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": [round(x, 1) for x in os.getloadavg()],
+        },
+        **results,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
-    return 0
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwrote {output}")
 
 
 if __name__ == "__main__":

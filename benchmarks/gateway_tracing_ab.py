@@ -1,0 +1,155 @@
+"""What request tracing costs the gateway, A/B: `gateway_overhead.py --tracing` runs this.
+
+One synthetic engine, two gateways in front of it: tracing off (no OTEL_* env: no provider, no
+spans) and tracing on (OTEL_EXPORTER_OTLP_ENDPOINT at a local sink, benchmarks/otlp_sink.py, and
+every request sampled). At each concurrency the two are driven alternately, off then on, for
+`--rounds` rounds, so that drift in the machine's load hits both alike; the figures per side
+pool the rounds. The cost per request is the gateway process's CPU time over the requests it
+served (warm-ups included on both sides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+from typing import Any
+
+from gateway_overhead import (
+    Run,
+    free_port,
+    measure,
+    pct,
+    start,
+    start_gateway,
+    stop,
+    synthetic,
+    wait_http,
+)
+
+SIDES = ("off", "on")
+
+
+def tracing_ab(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
+    import uvloop
+
+    engine_port, sink_port = free_port(), free_port()
+    engine = synthetic(engine_port, args.rate)
+    sink = start([sys.executable, "benchmarks/otlp_sink.py", "--port", str(sink_port)])
+    traced = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }
+    ports = {side: free_port() for side in SIDES}
+    gateways = {
+        side: start_gateway(
+            ports[side], engine_port, "--max-concurrency", "0", env=traced if side == "on" else None
+        )
+        for side in SIDES
+    }
+    rows = []
+    try:
+        for side in SIDES:
+            wait_http(f"http://127.0.0.1:{ports[side]}/readyz")
+        wait_http(f"http://127.0.0.1:{sink_port}/stats")
+        for c in levels:
+            per_worker = max(2, -(-args.min_requests // c))
+            pooled = {side: Run("gateway", f"tracing-{side}", c) for side in SIDES}
+            for _ in range(args.rounds):
+                for side in SIDES:
+                    run = uvloop.run(
+                        measure(
+                            "gateway",
+                            "latency",
+                            c,
+                            per_worker,
+                            args.tokens,
+                            f"127.0.0.1:{engine_port}",
+                            f"http://127.0.0.1:{ports[side]}",
+                            gateways[side].pid,
+                            "synthetic",
+                            args.tokens / args.rate,
+                        )
+                    )
+                    _pool(pooled[side], run)
+            rows.append(_row(c, pooled["off"], pooled["on"]))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5) as resp:
+            received = json.loads(resp.read())
+    finally:
+        for proc in (*gateways.values(), engine):
+            stop(proc)
+    stop(sink)  # after the traced gateway flushed its last batch at shutdown
+    _print(args, rows, received)
+    return {
+        "tracing": {
+            "rate_tokens_per_s": args.rate,
+            "tokens": args.tokens,
+            "rounds": args.rounds,
+            "sink_received_before_shutdown": received,
+            "rows": rows,
+        }
+    }
+
+
+def _pool(into: Run, run: Run) -> None:
+    into.requests += run.requests
+    into.tokens += run.tokens
+    into.events += run.events
+    into.errors += run.errors
+    into.wall_s += run.wall_s
+    into.gateway_cpu_s += run.gateway_cpu_s
+    into.ttft_ms += run.ttft_ms
+    into.tbt_ms += run.tbt_ms
+
+
+def _row(c: int, off: Run, on: Run) -> dict[str, Any]:
+    def side(r: Run) -> dict[str, float]:
+        return {
+            "requests": r.requests,
+            "cpu_ms_per_request": round(r.gateway_cpu_s * 1000 / max(1, r.requests), 4),
+            "ttft_p50_ms": round(pct(r.ttft_ms, 50), 3),
+            "ttft_p99_ms": round(pct(r.ttft_ms, 99), 3),
+            "tbt_p50_ms": round(pct(r.tbt_ms, 50), 4),
+            "tokens_per_s": round(r.tokens / r.wall_s, 1) if r.wall_s else 0.0,
+            "errors": r.errors,
+        }
+
+    a, b = side(off), side(on)
+    return {
+        "concurrency": c,
+        "off": a,
+        "on": b,
+        "cpu_per_request_on_over_off": round(
+            b["cpu_ms_per_request"] / max(1e-9, a["cpu_ms_per_request"]), 3
+        ),
+        "added_cpu_us_per_request": round(
+            (b["cpu_ms_per_request"] - a["cpu_ms_per_request"]) * 1000, 1
+        ),
+        "added_ttft_p50_ms": round(b["ttft_p50_ms"] - a["ttft_p50_ms"], 3),
+    }
+
+
+def _print(args: argparse.Namespace, rows: list[dict[str, Any]], received: dict) -> None:
+    print(
+        f"\ntracing off vs on (sampling 1.0, OTLP/HTTP to a local sink): {args.rate:g} tokens/s "
+        f"per stream, {args.tokens} tokens per request, {args.rounds} alternating rounds"
+    )
+    print(
+        f"{'conc':>5} {'cpu/req off':>12} {'cpu/req on':>11} {'on/off':>7} {'+us/req':>8} "
+        f"{'TTFT p50 off':>13} {'on':>8} {'tok/s off':>10} {'on':>8} {'err':>4}"
+    )
+    for r in rows:
+        a, b = r["off"], r["on"]
+        print(
+            f"{r['concurrency']:>5} {a['cpu_ms_per_request']:>10.3f}ms "
+            f"{b['cpu_ms_per_request']:>9.3f}ms {r['cpu_per_request_on_over_off']:>7.3f} "
+            f"{r['added_cpu_us_per_request']:>8.1f} {a['ttft_p50_ms']:>11.3f}ms "
+            f"{b['ttft_p50_ms']:>6.3f}ms {a['tokens_per_s']:>10.0f} {b['tokens_per_s']:>8.0f} "
+            f"{a['errors'] + b['errors']:>4}"
+        )
+    print(
+        f"sink received (before shutdown): {received['spans']} spans "
+        f"in {received['exports']} exports"
+    )

@@ -238,7 +238,9 @@ def request_id_of(scope: Any) -> str:
     return "req_" + os.urandom(12).hex()
 
 
-def create_app(settings: GatewaySettings) -> GatewayApp:
+def create_app(settings: GatewaySettings, internal_path: str = "") -> GatewayApp:
+    """The gateway's app; `internal_path`: a worker's internal Unix socket (workers.py) in
+    place of the internal TCP port."""
     gateway = Gateway(settings)
     keys = ApiKeys.from_path(settings.api_key_file)
 
@@ -260,6 +262,7 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             gateway.stats,
             gateway.metrics.render,
             lambda: gateway.sweeper.last_tick,
+            path=internal_path,
         )
         internal.start()
         if not keys.enabled:

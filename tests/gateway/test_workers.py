@@ -35,7 +35,7 @@ def test_two_workers_serve_sum_their_stats_and_drain_on_sigterm(
     gw = gateway_factory(
         engine_replicas, "--workers", "2", "--routing", "round-robin", "--drain-timeout", "3"
     )
-    body = {"model": MODEL, "prompt": "two workers", "max_tokens": MAX_TOKENS}
+    body = {"model": MODEL, "prompt": "two workers", "max_tokens": MAX_TOKENS, "ignore_eos": True}
     with ThreadPoolExecutor(ANSWERS) as pool:  # a connection each: the kernel spreads them
         answers = list(
             pool.map(

@@ -66,8 +66,23 @@ def pct(values: list[float], q: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    """CPU time of `pid` and its descendants (a gateway's workers), in seconds."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        ticks[child] = int(fields[11]) + int(fields[12])  # utime + stime
+    tree, grew = {pid}, True
+    while grew:
+        more = {c for c, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(ticks.get(p, 0) for p in tree) / CLK_TCK
 
 
 @dataclass
@@ -290,7 +305,11 @@ def synthetic(port: int, rate: float) -> subprocess.Popen[bytes]:
 
 
 def start_gateway(
-    port: int, engine_port: int, *limits: str, env: dict[str, str] | None = None
+    port: int,
+    engine_port: int,
+    *limits: str,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`scaleserve gateway` on `port` in front of the synthetic engine on `engine_port`, with the
     admission flags in `limits`."""
@@ -307,6 +326,8 @@ def start_gateway(
             "--replicas",
             f"127.0.0.1:{engine_port}",
             *limits,
+            "--workers",
+            str(workers),
             "--log-level",
             "warning",
         ],
@@ -317,12 +338,12 @@ def start_gateway(
 def print_tables(args: argparse.Namespace, table: list[dict], saturation: list[dict]) -> None:
     print(f"\nlatency runs: {args.rate:g} tokens/s per stream, {args.tokens} tokens per request")
     print(
-        f"{'conc':>5} {'+TTFT p50':>10} {'+TTFT p99':>10} {'+TBT p50':>10} "
+        f"{'workers':>7} {'conc':>5} {'+TTFT p50':>10} {'+TTFT p99':>10} {'+TBT p50':>10} "
         f"{'tok/s':>8} {'cpu ms/1k tok':>14} {'err':>4}"
     )
     for r in table:
         print(
-            f"{r['concurrency']:>5} {r['added_ttft_p50_ms']:>8.3f}ms "
+            f"{r['workers']:>7} {r['concurrency']:>5} {r['added_ttft_p50_ms']:>8.3f}ms "
             f"{r['added_ttft_p99_ms']:>8.3f}ms "
             f"{r['added_tbt_p50_ms']:>8.4f}ms {r['gateway_tokens_per_s']:>8.0f} "
             f"{r['gateway_cpu_s_per_1k_tokens'] * 1000:>14.1f} {r['errors']:>4}"
@@ -332,12 +353,13 @@ def print_tables(args: argparse.Namespace, table: list[dict], saturation: list[d
         f"message, unpaced; paced: {args.saturation_rate:g} tokens/s/stream, coalesced when behind"
     )
     print(
-        f"{'kind':>6} {'conc':>5} {'direct tok/s':>13} {'gateway tok/s':>14} {'events/s':>9} "
-        f"{'tok/event':>9} {'cpu ms/1k tok':>14} {'gw cpu':>7}"
+        f"{'workers':>7} {'kind':>6} {'conc':>5} {'direct tok/s':>13} {'gateway tok/s':>14} "
+        f"{'events/s':>9} {'tok/event':>9} {'cpu ms/1k tok':>14} {'gw cpu':>7}"
     )
     for r in saturation:
         print(
-            f"{r['kind']:>6} {r['concurrency']:>5} {r['direct_tokens_per_s']:>13.0f} "
+            f"{r['workers']:>7} {r['kind']:>6} {r['concurrency']:>5} "
+            f"{r['direct_tokens_per_s']:>13.0f} "
             f"{r['gateway_tokens_per_s']:>14.0f} {r['gateway_events_per_s']:>9.0f} "
             f"{r['tokens_per_event']:>9.2f} {r['gateway_cpu_s_per_1k_tokens'] * 1000:>14.1f} "
             f"{r['gateway_cpu_utilisation']:>7.2f}"
@@ -355,6 +377,9 @@ def main() -> int:
     parser.add_argument(
         "--saturation-rate", type=float, default=1000.0, help="paced runs: tokens/s/stream"
     )
+    parser.add_argument(
+        "--workers", default="1", help="gateway worker counts to compare, side by side (1,2)"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument(
         "--tracing", action="store_true", help="measure tracing off vs on instead (A/B)"
@@ -364,6 +389,7 @@ def main() -> int:
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",") if c]
     sat_levels = [int(c) for c in args.saturation.split(",") if c]
+    worker_counts = [int(w) for w in args.workers.split(",") if w]
     if args.quick:
         args.min_requests = 32
         args.saturation_tokens = 256
@@ -383,19 +409,26 @@ def main() -> int:
     runs: dict[tuple[str, str, int], Run] = {}
     modes = (("latency", args.rate), ("burst", 0.0), ("paced", args.saturation_rate))
     for mode, rate in modes:
-        engine_port, gateway_port = free_port(), free_port()
+        engine_port = free_port()
         engine = synthetic(engine_port, rate)
-        gateway = start_gateway(gateway_port, engine_port, "--max-concurrency", "0")
+        gateways = {
+            w: (port, start_gateway(port, engine_port, "--max-concurrency", "0", workers=w))
+            for w, port in ((w, free_port()) for w in worker_counts)
+        }
         try:
-            url = f"http://127.0.0.1:{gateway_port}"
-            wait_http(url + "/readyz")
-            for c in levels if mode == "latency" else sat_levels:
+            for port, _ in gateways.values():
+                wait_http(f"http://127.0.0.1:{port}/readyz")
+            for i, c in enumerate(levels if mode == "latency" else sat_levels):
                 if mode == "latency":
                     per_worker = max(2, -(-args.min_requests // c))
                     tokens = args.tokens
                 else:
                     per_worker, tokens = 1, args.saturation_tokens
-                for path in ("direct", "gateway"):
+                # A/B: the gateways' order alternates from one level to the next
+                order = worker_counts if i % 2 == 0 else worker_counts[::-1]
+                for w in [None, *order]:
+                    path = "direct" if w is None else f"gateway-w{w}"
+                    port, gateway = gateways[w or worker_counts[0]]
                     run = uvloop.run(
                         measure(
                             path,
@@ -404,7 +437,7 @@ def main() -> int:
                             per_worker,
                             tokens,
                             f"127.0.0.1:{engine_port}",
-                            url,
+                            f"http://127.0.0.1:{port}",
                             gateway.pid,
                             "synthetic",
                             tokens / rate if mode == "latency" else 0.0,
@@ -414,42 +447,49 @@ def main() -> int:
                     results.append(run.summary())
                     print(json.dumps(run.summary()), file=sys.stderr, flush=True)
         finally:
-            stop(gateway)
+            for _, gateway in gateways.values():
+                stop(gateway)
             stop(engine)
 
     table = []
-    for c in levels:
-        d, g = runs[("latency", "direct", c)], runs[("latency", "gateway", c)]
-        table.append(
-            {
-                "concurrency": c,
-                "added_ttft_p50_ms": round(pct(g.ttft_ms, 50) - pct(d.ttft_ms, 50), 3),
-                "added_ttft_p99_ms": round(pct(g.ttft_ms, 99) - pct(d.ttft_ms, 99), 3),
-                "added_tbt_p50_ms": round(pct(g.tbt_ms, 50) - pct(d.tbt_ms, 50), 4),
-                "gateway_tokens_per_s": round(g.tokens / g.wall_s, 1),
-                "gateway_cpu_s_per_1k_tokens": round(g.gateway_cpu_s / max(1, g.tokens) * 1000, 4),
-                "errors": d.errors + g.errors,
-            }
-        )
-    saturation = []
-    for kind in ("burst", "paced"):
-        for c in sat_levels:
-            d, g = runs[(kind, "direct", c)], runs[(kind, "gateway", c)]
-            saturation.append(
+    for w in worker_counts:
+        for c in levels:
+            d, g = runs[("latency", "direct", c)], runs[("latency", f"gateway-w{w}", c)]
+            table.append(
                 {
-                    "kind": kind,
+                    "workers": w,
                     "concurrency": c,
-                    "direct_tokens_per_s": round(d.tokens / d.wall_s, 1),
+                    "added_ttft_p50_ms": round(pct(g.ttft_ms, 50) - pct(d.ttft_ms, 50), 3),
+                    "added_ttft_p99_ms": round(pct(g.ttft_ms, 99) - pct(d.ttft_ms, 99), 3),
+                    "added_tbt_p50_ms": round(pct(g.tbt_ms, 50) - pct(d.tbt_ms, 50), 4),
                     "gateway_tokens_per_s": round(g.tokens / g.wall_s, 1),
-                    "gateway_events_per_s": round(g.events / g.wall_s, 1),
-                    "tokens_per_event": round(g.tokens / max(1, g.events), 2),
                     "gateway_cpu_s_per_1k_tokens": round(
                         g.gateway_cpu_s / max(1, g.tokens) * 1000, 4
                     ),
-                    "gateway_cpu_utilisation": round(g.gateway_cpu_s / g.wall_s, 2),
                     "errors": d.errors + g.errors,
                 }
             )
+    saturation = []
+    for w in worker_counts:
+        for kind in ("burst", "paced"):
+            for c in sat_levels:
+                d, g = runs[(kind, "direct", c)], runs[(kind, f"gateway-w{w}", c)]
+                saturation.append(
+                    {
+                        "workers": w,
+                        "kind": kind,
+                        "concurrency": c,
+                        "direct_tokens_per_s": round(d.tokens / d.wall_s, 1),
+                        "gateway_tokens_per_s": round(g.tokens / g.wall_s, 1),
+                        "gateway_events_per_s": round(g.events / g.wall_s, 1),
+                        "tokens_per_event": round(g.tokens / max(1, g.events), 2),
+                        "gateway_cpu_s_per_1k_tokens": round(
+                            g.gateway_cpu_s / max(1, g.tokens) * 1000, 4
+                        ),
+                        "gateway_cpu_utilisation": round(g.gateway_cpu_s / g.wall_s, 2),
+                        "errors": d.errors + g.errors,
+                    }
+                )
     print_tables(args, table, saturation)
     out = {
         "latency": {"rate_tokens_per_s": args.rate, "tokens": args.tokens, "rows": table},

@@ -261,8 +261,12 @@ def request_id_of(scope: Any) -> str:
     return "req_" + os.urandom(12).hex()
 
 
-def create_app(settings: GatewaySettings, tracing: Tracing | None = None) -> GatewayApp:
-    """The gateway's app; `tracing` (scaleserve.tracing) turns request traces on."""
+def create_app(
+    settings: GatewaySettings, tracing: Tracing | None = None, internal_path: str = ""
+) -> GatewayApp:
+    """The gateway's app; `tracing` (scaleserve.tracing) turns request traces on;
+    `internal_path`: a worker's internal Unix socket (workers.py) in place of the internal TCP
+    port."""
     gateway = Gateway(settings)
     keys = ApiKeys.from_path(settings.api_key_file)
 
@@ -284,6 +288,7 @@ def create_app(settings: GatewaySettings, tracing: Tracing | None = None) -> Gat
             gateway.stats,
             gateway.metrics.render,
             lambda: gateway.sweeper.last_tick,
+            path=internal_path,
         )
         internal.start()
         if not keys.enabled:

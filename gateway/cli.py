@@ -16,19 +16,31 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         settings = from_args(args)
-        app = create_app(settings, tracer_from_env("scaleserve-gateway"))
+        # with several workers this app only runs the same checks before any starts; each
+        # worker makes its own app and tracer
+        app = create_app(
+            settings, tracer_from_env("scaleserve-gateway") if settings.workers == 1 else None
+        )
     except (SettingsError, ValueError, OSError) as exc:
         print(f"scaleserve gateway: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from scaleserve.gateway.workers import serve_workers
+
+        return serve_workers(settings)
+    serve(app, settings)
+    return 0
+
+
+def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     logging.basicConfig(
-        level=settings.log_level.upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
         handlers=[handler],
     )
-    serve(app, settings)
-    return 0
 
 
 class RequestIdFilter(logging.Filter):

@@ -19,7 +19,7 @@ import orjson
 
 from scaleserve.gateway import sse
 from scaleserve.gateway.choices import Collector, Echo, Framer
-from scaleserve.gateway.deadlines import current_trace
+from scaleserve.gateway.deadlines import CURRENT_FLOW, current_trace
 from scaleserve.gateway.errors import GatewayError, UpstreamError, from_rpc_error
 from scaleserve.gateway.protocol import GenerationRequest
 from scaleserve.gateway.service import Gateway, Upstream
@@ -32,6 +32,9 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 JSON_HEADERS = [(b"content-type", b"application/json")]
+# the status a request closed for not reading its response is counted under (the client is
+# told nothing: it does not read)
+WRITE_STALL_STATUS = 408
 
 
 def error_response_messages(err: GatewayError) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -78,6 +81,11 @@ class GenerationResponse:
         try:
             await self._run(send)
         except asyncio.CancelledError:
+            flow = CURRENT_FLOW.get()
+            if flow is not None and flow.ended:
+                # a deadline or the end of a drain: counted by the error it ended with, even
+                # when the stream had started with a 200
+                self.status = flow.error.status if flow.error is not None else WRITE_STALL_STATUS
             if not self.disconnected or task.uncancel() > 0:
                 raise
             self.status = 499

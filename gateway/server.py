@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import Any
@@ -81,7 +82,9 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(app: Any, settings: GatewaySettings) -> None:
+def serve(app: Any, settings: GatewaySettings, sockets: list[socket.socket] | None = None) -> None:
+    """Run `app` until SIGTERM and its drain end; on `sockets` (a worker's share of the pod's
+    listening socket) or on settings.host:port."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -99,7 +102,7 @@ def serve(app: Any, settings: GatewaySettings) -> None:
     # uvicorn re-raises the signal it shut down for once it is done; by then the gateway has
     # drained, so that second delivery ends the process with status 0, not "killed by SIGTERM".
     signal.signal(signal.SIGTERM, _exit_ok)
-    GatewayServer(config, app.gateway.begin_drain).run()
+    GatewayServer(config, app.gateway.begin_drain).run(sockets)
 
 
 def _exit_ok(sig: int, frame: FrameType | None) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 ENV_PREFIX = "SCALESERVE_GATEWAY_"
 ROUTING = ("round-robin", "least-in-flight", "prefix-affinity")
 DISCOVERY = ("static", "kubernetes")
+MAX_WORKERS = 64
 DEADLINES = (
     "first_token_timeout",
     "token_idle_timeout",
@@ -53,6 +54,8 @@ class GatewaySettings:
         drain_timeout: on SIGTERM, how long in-flight requests may still run.
     max_connections: open client connections (uvicorn's limit_concurrency; beyond it, 503);
     backlog: the listen socket's accept queue.
+    workers: gateway processes sharing the API socket (workers.py); the admission and
+        connection limits above are the pod's, divided among them.
     """
 
     host: str = "0.0.0.0"
@@ -83,6 +86,7 @@ class GatewaySettings:
     drain_timeout: float = 30.0
     max_connections: int = 8192
     backlog: int = 2048
+    workers: int = 1
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -115,6 +119,8 @@ class GatewaySettings:
             raise SettingsError("retry_after must be >= 1")
         if self.max_connections < 16 or self.backlog < 16:
             raise SettingsError("max_connections and backlog must be >= 16")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise SettingsError(f"workers must be in 1..{MAX_WORKERS}")
         for address in self.replicas:
             if not _is_address(address):
                 raise SettingsError(f"replica address {address!r} is not host:port")
@@ -216,7 +222,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"open client connections (default {d.max_connections})",
     )
     a("--backlog", type=int, help=f"listen backlog (default {d.backlog})")
+    a("--workers", type=int, help=f"gateway processes sharing the port (default {d.workers})")
     a("--log-level", help=f"log level (default {d.log_level})")
+
+
+def worker_share(total: int, workers: int, index: int) -> int:
+    """Worker `index`'s part of a per-pod limit: the parts add up to `total` (0, unlimited,
+    stays 0), and none is 0 when the total is smaller than the number of workers."""
+    if total == 0:
+        return 0
+    return max(1, total // workers + (1 if index < total % workers else 0))
 
 
 def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> GatewaySettings:

@@ -175,8 +175,26 @@ class SecretKeyRef(_Model):
     key: str = "api-key"
 
 
+class GatewayDeadlines(_Model):
+    """Seconds per wait of a request (the gateway's --first-token-timeout and the others);
+    None leaves the gateway's default."""
+
+    first_token_seconds: float | None = Field(
+        default=None, alias="firstTokenSeconds", ge=1, le=3600
+    )
+    idle_seconds: float | None = Field(default=None, alias="idleSeconds", ge=1, le=3600)
+    queue_seconds: float | None = Field(default=None, alias="queueSeconds", ge=0.1, le=600)
+    receive_seconds: float | None = Field(default=None, alias="receiveSeconds", ge=1, le=600)
+    write_stall_seconds: float | None = Field(
+        default=None, alias="writeStallSeconds", ge=1, le=3600
+    )
+
+
 class GatewaySettings(_Model):
     replicas: int = Field(default=1, ge=1)
+    # processes per pod; None: from the container's CPU limit (builders/gateway.py)
+    workers: int | None = Field(default=None, ge=1, le=64)
+    deadlines: GatewayDeadlines = Field(default_factory=GatewayDeadlines)
     routing: Literal["round-robin", "least-in-flight", "prefix-affinity"] = "least-in-flight"
     image: str = DEFAULT_IMAGE
     api_key_secret: SecretKeyRef | None = Field(default=None, alias="apiKeySecret")

@@ -42,6 +42,17 @@ TERMINATION_GRACE_S = PRE_STOP_S + DRAIN_S + 5 + 10
 # A gateway relays bytes; without requests it would be BestEffort, first to be evicted and
 # starved under load. The user's resources win key by key.
 DEFAULT_REQUESTS = {"cpu": "500m", "memory": "512Mi"}
+MAX_WORKERS = 64  # the CRD's bound on spec.gateway.workers
+QUANTITY_SUFFIXES = {
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    **{s: 1024.0**i for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
+}
 
 
 def _labels(owner: Owner) -> dict[str, str]:
@@ -62,10 +73,42 @@ def gateway_args(spec: EndpointSpec, owner: Owner) -> list[str]:
     ]  # fmt: skip
     if spec.autoscaling is not None:
         args += ["--stats-window", str(spec.autoscaling.window_seconds)]
+    args += ["--workers", str(gateway_workers(spec))]
+    deadlines = spec.gateway.deadlines
+    for flag, value in (
+        ("--first-token-timeout", deadlines.first_token_seconds),
+        ("--token-idle-timeout", deadlines.idle_seconds),
+        ("--queue-timeout", deadlines.queue_seconds),
+        ("--receive-timeout", deadlines.receive_seconds),
+        ("--write-timeout", deadlines.write_stall_seconds),
+    ):
+        if value is not None:
+            args += [flag, f"{value:g}"]
     secret = spec.gateway.api_key_secret
     if secret is not None:
         args += ["--api-key-file", f"{API_KEY_DIR}/{secret.key}"]
     return args
+
+
+def gateway_workers(spec: EndpointSpec) -> int:
+    """Gateway processes per pod: spec.gateway.workers, else one per whole core of the
+    container's CPU limit (a worker is one event loop, one core at most), else 1."""
+    gw = spec.gateway
+    if gw.workers is not None:
+        return gw.workers
+    limit = gw.resources.limits.get("cpu")
+    if limit is None:
+        return 1
+    return max(1, min(MAX_WORKERS, int(cpu_cores(limit))))
+
+
+def cpu_cores(quantity: str | int) -> float:
+    """A Kubernetes quantity (the CRD's pattern) as a number: 2, "1500m", "0.5", "1e3"."""
+    text = str(quantity)
+    for suffix in sorted(QUANTITY_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * QUANTITY_SUFFIXES[suffix]
+    return float(text)
 
 
 def model_hash(spec: EndpointSpec) -> str:

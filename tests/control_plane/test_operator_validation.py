@@ -169,6 +169,16 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.gateway.resources.limits.cpu"],
     ),
     (
+        "gateway-workers-zero",
+        {"model": MODEL, "layout": STATIC, "gateway": {"workers": 0}},
+        ["spec.gateway.workers"],
+    ),
+    (
+        "gateway-idle-deadline-zero",
+        {"model": MODEL, "layout": STATIC, "gateway": {"deadlines": {"idleSeconds": 0}}},
+        ["spec.gateway.deadlines.idleSeconds"],
+    ),
+    (
         "extra-args-tensor-parallel",
         {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"tensor_parallel_size": 2}}},
         ["spec.engine.extraArgs.tensor_parallel_size is managed by the operator", "spec.layout"],

@@ -64,7 +64,9 @@ class GatewayProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stats(self) -> dict:
-        return httpx.get(self.internal_url + "/stats", timeout=15).json()
+        response = httpx.get(self.internal_url + "/stats", timeout=15)
+        response.raise_for_status()  # a pod with a worker not answering says 503
+        return response.json()  # type: ignore[no-any-return]
 
     def wait_in_flight(self, n: int, timeout_s: float = 60) -> None:
         """Until the gateway holds `n` requests (placed on replicas, answered or not); fails

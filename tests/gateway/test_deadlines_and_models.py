@@ -157,6 +157,10 @@ def test_a_stream_on_a_paused_core_ends_with_the_idle_timeout_error(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert strict.stats()["in_flight"] == 0
+    # counted by how it ended (504), not by the 200 its stream had started with
+    metrics = httpx.get(strict.internal_url + "/metrics", timeout=15).text
+    assert 'scaleserve_gateway_requests_total{route="completions",status="504"} 1.0' in metrics
+    assert 'status="200"' not in metrics
 
 
 def test_a_request_without_a_first_token_is_retried_on_another_replica(

@@ -121,3 +121,77 @@ def test_api_keys_are_reloaded_when_the_secret_changes(tmp_path: Path) -> None:
         keys.check("Bearer sk-old")
     (secret / "key").write_text("")  # emptied mid-update: the last good keys stay
     keys.check("Bearer sk-new")
+
+
+class SilentCall:
+    """A Generate call whose engine says nothing after its first message."""
+
+    async def read(self) -> object:
+        await asyncio.Event().wait()
+
+    def done(self) -> bool:
+        return False
+
+    def cancel(self) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (EngineTimeoutError("the engine sent nothing", code="token_idle_timeout"), "504"),
+        (None, "408"),  # closed for not reading: the client is told nothing
+    ],
+)
+async def test_a_started_stream_ended_by_a_deadline_is_counted_by_how_it_ended(
+    error: EngineTimeoutError | None, status: str
+) -> None:
+    from scaleserve.engine.proto import engine_pb2
+    from scaleserve.gateway.deadlines import CURRENT_FLOW
+    from scaleserve.gateway.protocol import parse_completion
+    from scaleserve.gateway.responses import GenerationResponse
+    from scaleserve.gateway.service import Gateway, Upstream
+    from scaleserve.gateway.settings import GatewaySettings
+
+    gw = Gateway(GatewaySettings())
+    first = engine_pb2.GenerateResponse(text=" a", token_ids=[7])
+    upstream = Upstream(SimpleNamespace(outputs=0), SilentCall(), first, 0.0)
+
+    async def open_call(*_: object) -> Upstream:
+        return upstream
+
+    async def finish(_: Upstream) -> None:
+        pass
+
+    gw.open, gw.finish = open_call, finish  # type: ignore[method-assign]
+    req = parse_completion({"model": "m", "prompt": "x", "stream": True})
+    sent: list[dict] = []
+    frame_sent = asyncio.Event()
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message.get("body"):
+            frame_sent.set()
+
+    async def receive() -> dict:
+        await asyncio.Event().wait()
+        return {}
+
+    async def serve() -> None:
+        CURRENT_FLOW.set(flow)
+        response = GenerationResponse(gw, req, "cmpl-1", [1], None, "completions", 0.0)
+        await response({}, receive, send)
+
+    flow = Flow(asyncio.current_task(), "req_1")  # type: ignore[arg-type]
+    task = asyncio.ensure_future(serve())
+    flow.task = task
+    await frame_sent.wait()
+    assert sent[0]["status"] == 200  # the stream had started
+    flow.end(error)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    requests = "scaleserve_gateway_requests_total"
+    sample = gw.metrics.registry.get_sample_value
+    assert sample(requests, {"route": "completions", "status": status}) == 1.0
+    assert sample(requests, {"route": "completions", "status": "200"}) is None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+from scaleserve.gateway.settings import add_arguments, from_args
 from scaleserve.operator.builders import Observed, Owner, desired
 from scaleserve.operator.builders.gateway import DRAIN_S, PRE_STOP_S
 from scaleserve.operator.builders.naming import GATEWAY_INTERNAL_PORT
@@ -70,3 +73,63 @@ def test_gateways_have_a_disruption_budget() -> None:
     assert gateway["spec"]["maxUnavailable"] == 1
     selector = gateway["spec"]["selector"]["matchLabels"]
     assert selector["app.kubernetes.io/component"] == "gateway"
+
+
+def gateway_args(gateway: dict | None = None) -> list[str]:
+    args: list[str] = gateway_pod(gateway)["spec"]["containers"][0]["args"]
+    return args
+
+
+def flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+@pytest.mark.parametrize(
+    ("gateway", "workers"),
+    [
+        (None, "1"),  # no CPU limit
+        ({"resources": {"limits": {"cpu": "2"}}}, "2"),
+        ({"resources": {"limits": {"cpu": "3500m"}}}, "3"),
+        ({"resources": {"limits": {"cpu": "500m"}}}, "1"),
+        ({"resources": {"limits": {"cpu": 4}}}, "4"),
+        ({"workers": 3, "resources": {"limits": {"cpu": "8"}}}, "3"),  # the spec wins
+    ],
+)
+def test_gateway_workers_follow_the_spec_or_the_cpu_limit(
+    gateway: dict | None, workers: str
+) -> None:
+    assert flag(gateway_args(gateway), "--workers") == workers
+
+
+def test_gateway_deadlines_reach_the_gateway_flags_and_unset_ones_keep_its_defaults() -> None:
+    args = gateway_args(
+        {"deadlines": {"firstTokenSeconds": 90, "idleSeconds": 15.5, "writeStallSeconds": 20}}
+    )
+    assert flag(args, "--first-token-timeout") == "90"
+    assert flag(args, "--token-idle-timeout") == "15.5"
+    assert flag(args, "--write-timeout") == "20"
+    assert flag(args, "--queue-timeout") is None
+    assert flag(args, "--receive-timeout") is None
+    # the gateway itself accepts them
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    settings = from_args(parser.parse_args(args), env={})
+    assert (settings.first_token_timeout, settings.token_idle_timeout) == (90.0, 15.5)
+    assert (settings.write_timeout, settings.queue_timeout) == (20.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("gateway", "field"),
+    [
+        ({"workers": 0}, "workers"),
+        ({"workers": 65}, "workers"),
+        ({"deadlines": {"idleSeconds": 0}}, "idleSeconds"),
+        ({"deadlines": {"firstTokenSeconds": 4000}}, "firstTokenSeconds"),
+        ({"deadlines": {"queueSeconds": 0.01}}, "queueSeconds"),
+    ],
+)
+def test_out_of_range_gateway_settings_are_refused_naming_the_field(
+    gateway: dict, field: str
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        parse_spec({**SPEC, "gateway": gateway})

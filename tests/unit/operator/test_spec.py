@@ -171,3 +171,19 @@ def test_the_crd_refuses_the_same_managed_engine_args_as_the_operator() -> None:
                        enable_prefix_caching=True, max_num_seqs=8)
     )  # fmt: skip
     assert set(derived) - {"enable_log_requests"} <= set(MANAGED_ENGINE_ARGS)
+
+
+def test_the_gateway_bounds_match_the_crd() -> None:
+    from scaleserve.operator.spec import GatewayDeadlines, GatewaySettings
+
+    gateway = _spec_schema()["properties"]["gateway"]["properties"]
+    crd = {"workers": gateway["workers"], **gateway["deadlines"]["properties"]}
+    fields = {
+        "workers": GatewaySettings.model_fields["workers"],
+        **{f.alias: f for f in GatewayDeadlines.model_fields.values()},
+    }
+    assert set(crd) == set(fields)
+    for name, field in fields.items():
+        bounds = {type(m).__name__: m for m in field.metadata}
+        assert bounds["Ge"].ge == crd[name]["minimum"], name
+        assert bounds["Le"].le == crd[name]["maximum"], name

@@ -1,0 +1,82 @@
+"""A gateway pod with two worker processes: requests succeed, the internal port reports the
+pod's sums (in flight now, per replica, request and token counters) while streams are open
+on both workers, and SIGTERM still drains every stream to a clean end."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.fixtures.engines import EngineProcess, cores_paused
+from tests.gateway.conftest import MODEL, GatewayFactory
+from tests.gateway.test_deadlines_and_models import stream_frames
+
+pytestmark = pytest.mark.gateway
+
+STREAMS = 12
+ANSWERS = 6
+MAX_TOKENS = 3
+
+
+def metric(text: str, name: str) -> float:
+    """A sample's value in a Prometheus exposition (0 when absent)."""
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_two_workers_serve_sum_their_stats_and_drain_on_sigterm(
+    gateway_factory: GatewayFactory, engine_replicas: list[EngineProcess]
+) -> None:
+    gw = gateway_factory(
+        engine_replicas, "--workers", "2", "--routing", "round-robin", "--drain-timeout", "3"
+    )
+    body = {"model": MODEL, "prompt": "two workers", "max_tokens": MAX_TOKENS, "ignore_eos": True}
+    with ThreadPoolExecutor(ANSWERS) as pool:  # a connection each: the kernel spreads them
+        answers = list(
+            pool.map(
+                lambda _: httpx.post(gw.base_url + "/completions", json=body, timeout=120),
+                range(ANSWERS),
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * ANSWERS, [a.text for a in answers]
+    stats = gw.stats()
+    assert stats["workers"] == 2
+    assert stats["requests_total"] == ANSWERS
+    metrics = httpx.get(gw.internal_url + "/metrics", timeout=15).text
+    ok = 'scaleserve_gateway_requests_total{route="completions",status="200"}'
+    assert metric(metrics, ok) == ANSWERS, metrics
+    completion = 'scaleserve_gateway_tokens_total{kind="completion"}'
+    assert metric(metrics, completion) == ANSWERS * MAX_TOKENS
+
+    events = [threading.Event() for _ in range(STREAMS)]
+    first, second = engine_replicas
+    with ThreadPoolExecutor(STREAMS) as pool, cores_paused(engine_replicas):
+        futures = [pool.submit(stream_frames, gw, ev) for ev in events]
+        gw.wait_in_flight(STREAMS)
+        stats = gw.stats()
+        assert stats["in_flight"] == STREAMS
+        placed = {r["address"]: r["in_flight"] for r in stats["replicas"]}
+        assert sum(placed.values()) == STREAMS  # what the operator's drain reads, summed
+        metrics = httpx.get(gw.internal_url + "/metrics", timeout=15).text
+        assert metric(metrics, "scaleserve_gateway_in_flight") == STREAMS
+        assert first.step_core_until(
+            lambda: sum(ev.is_set() for ev in events) >= placed[first.address]
+        )
+        assert second.step_core_until(lambda: all(ev.is_set() for ev in events))
+        gw.process.send_signal(signal.SIGTERM)
+        results = [f.result(timeout=120) for f in futures]
+        exit_code = gw.process.wait(60)
+    for frames in results:
+        assert frames[-1] == "[DONE]"
+        last = frames[-2]
+        if "error" in last:
+            assert last["error"]["code"] == "shutting_down"
+        else:  # finished within the drain
+            assert last["choices"][0]["finish_reason"] == "length"
+    assert any("error" in frames[-2] for frames in results)
+    assert exit_code == 0, gw.log_tail()

@@ -3,9 +3,10 @@ from the concurrency window, the last status and the groups that exist (pure).""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from scaleserve.operator.layout import (
     Current,
@@ -40,6 +41,8 @@ class Target:
     concurrency: float | None
     note: str = ""
     shapes: tuple[GroupShape, ...] = ()
+    status: Mapping[str, Any] = field(default_factory=dict)  # the policy's own status fields
+    problem: str = ""  # what keeps the policy from choosing (the endpoint is Degraded)
 
     def groups(self, per_node: int) -> tuple[GroupShape, ...]:
         if self.layout is None:
@@ -88,13 +91,14 @@ def choose_target(
         return Target(Layout(spec.layout.replicas, spec.layout.tensor_parallel), None, None), ()
     policy = spec.autoscaling
     assert policy is not None
+    mode = {"mode": "thresholds"}
     old, live, window = snap.status, snap.serving, snap.window
     mean = window.mean if window is not None else None
     seen = round(mean, 2) if mean is not None else old.get("observedConcurrency")
     previous = Layout.parse(old.get("targetLayout") or "") or _inferred(live)
     since = old.get("lastReshapeTime")
     if hold and previous is not None:
-        return Target(previous, since, seen, "holding the layout while degraded"), ()
+        return Target(previous, since, seen, "holding the layout while degraded", (), mode), ()
     elapsed = seconds_since_reshape(
         seconds_since(since, now), seconds_since(old.get("lastReshapeCompletedTime"), now)
     )
@@ -105,9 +109,9 @@ def choose_target(
         Current(previous, elapsed, reshaping),
     )
     if not decision.changed:
-        return Target(decision.layout, since, seen, decision.reason), ()
+        return Target(decision.layout, since, seen, decision.reason, (), mode), ()
     events: tuple[Event, ...] = ()
     if previous is not None:
         message = f"{previous} -> {decision.layout}: {decision.reason}"
         events = (Event("Normal", "ReshapeStarted", message),)
-    return Target(decision.layout, stamp(now), seen, decision.reason), events
+    return Target(decision.layout, stamp(now), seen, decision.reason, (), mode), events

@@ -31,6 +31,7 @@ from scaleserve.operator.target import (
     Target,
     seconds_since,
     stamp,
+    was_held,
 )
 from scaleserve.profiles import Profile, ProfileError
 
@@ -209,7 +210,10 @@ def _steady(
     if window.mean is None or window.span_s < policy.window_seconds:
         return out.keep("collecting samples")
     live = snap.serving
-    if sorted(g.group.shape for g in live) != sorted(previous) or not all(g.is_ready for g in live):
+    shapes = tuple(g.group.shape for g in live)
+    if sorted(shapes) != sorted(previous) and was_held(snap.status) and live:
+        return _held(objectives, profile, shapes, window.mean, out)
+    if sorted(shapes) != sorted(previous) or not all(g.is_ready for g in live):
         return out.keep(f"reshape to {describe(previous)} in progress")
     rate = demand(objectives, profile, previous, window.mean)
     plan = choose(objectives, profile, rate, previous)
@@ -225,6 +229,25 @@ def _steady(
         return out.keep(f"cooldown: {left:.0f}s before {plan.reason}", state)
     if sorted(plan.shapes) == sorted(previous):
         return out.keep(plan.reason, state)
+    return out.move(plan.shapes, plan.reason, state, "ReshapeStarted")
+
+
+def _held(
+    objectives: Objectives,
+    profile: Profile,
+    shapes: tuple[GroupShape, ...],
+    in_flight: float,
+    out: _Out,
+) -> tuple[Target, tuple[Event, ...]]:
+    """A held reshape changed nothing: the target follows the load from the groups there are,
+    back to them (no cooldown) when they carry it again."""
+    plan = choose(objectives, profile, demand(objectives, profile, shapes, in_flight), shapes)
+    state = "Met" if plan.meets else "Unmet"
+    if sorted(plan.shapes) == sorted(out.previous):
+        return out.keep(f"reshape to {describe(out.previous)} held", state)
+    if sorted(plan.shapes) == sorted(shapes):
+        note = f"the held reshape is dropped ({plan.reason})"
+        return out.move(shapes, note, state, "ReshapeCancelled")
     return out.move(plan.shapes, plan.reason, state, "ReshapeStarted")
 
 

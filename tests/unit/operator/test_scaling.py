@@ -254,3 +254,17 @@ def test_p99_objectives_need_the_profiles_p99s() -> None:
     spec = objectives_spec(objectives={"ttftP99Ms": 100})
     with pytest.raises(ProfileError, match=r"tensorParallel\.0\.points\.0\.ttftP99Ms"):
         check_profile(spec, parse_profile(DOCUMENT))
+
+
+def test_a_held_reshape_follows_the_load_back() -> None:
+    spec = objectives_spec()
+    ep = _settled((GroupShape(1, 1),), spec)
+    none = NodeFree([], [])
+    up = decide(spec, ep.snapshot(2000.0, free=none), ep.now)
+    assert up.status["targetLayout"] != "1x1"
+    assert any(c["type"] == "Held" and c["status"] == "True" for c in up.status["conditions"])
+    ep.status = dict(up.status)
+    back = decide(spec, ep.snapshot(0.5, free=none), ep.now + timedelta(seconds=10))
+    assert back.status["targetLayout"] == "1x1"
+    assert [e.reason for e in back.events] == ["ReshapeCancelled"]
+    assert not any(c["type"] == "Held" and c["status"] == "True" for c in back.status["conditions"])

@@ -267,6 +267,10 @@ def _status(
         new["gpuUsage"] = f"{p.gpus}/{policy.budget}"
         if bounds:
             new["gpuBounds"] = bounds
+    # fields of a mode the spec left (a merge patch removes them)
+    for key in ("mode", "gpuUsage", "gpuBounds", "idleSince", "objectives"):
+        if key not in new and old.get(key) is not None:
+            new[key] = None
     if target.concurrency is not None:
         new["observedConcurrency"] = target.concurrency
     if target.since is not None:

@@ -6,6 +6,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -36,26 +37,39 @@ def stats_urls(
     return urls
 
 
-async def _read_one(session: aiohttp.ClientSession, url: str) -> float:
+@dataclass(frozen=True)
+class GatewayLoad:
+    """The gateways' sample: time-averaged requests in flight (summed), and requests held
+    while no engine replica is ready (summed over the gateways that answered)."""
+
+    in_flight: float
+    held: int = 0
+
+
+async def _read_one(session: aiohttp.ClientSession, url: str) -> GatewayLoad:
     async with session.get(url) as resp:
         resp.raise_for_status()
         data = await resp.json(content_type=None)
     value = float(data.get("in_flight_avg", data.get("in_flight", 0.0)))
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{url}: in_flight_avg {value!r}")
-    return value
+    # a gateway that predates holding requests leaves `held` out
+    held = data.get("held")
+    return GatewayLoad(value, held if isinstance(held, int) and held > 0 else 0)
 
 
-async def read_concurrency(session: aiohttp.ClientSession, urls: Sequence[str]) -> float:
-    """Sum of the gateways' time-averaged in-flight requests; gateways that fail are skipped."""
+async def read_concurrency(session: aiohttp.ClientSession, urls: Sequence[str]) -> GatewayLoad:
+    """Sum of the gateways' time-averaged in-flight requests and of the requests they hold;
+    gateways that fail are skipped."""
     if not urls:
         raise StatsUnavailableError("no running gateway pod")
     results = await asyncio.gather(*(_read_one(session, u) for u in urls), return_exceptions=True)
-    values = [r for r in results if isinstance(r, float)]
-    if not values:
+    loads = [r for r in results if isinstance(r, GatewayLoad)]
+    if not loads:
         raise StatsUnavailableError(f"no gateway answered /stats: {results[0]!r}")
     # a gateway that did not answer is assumed to carry the average load of those that did
-    return sum(values) * len(urls) / len(values)
+    mean = sum(r.in_flight for r in loads) * len(urls) / len(loads)
+    return GatewayLoad(mean, sum(r.held for r in loads))
 
 
 def _host(address: str) -> str:

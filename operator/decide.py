@@ -29,6 +29,7 @@ from scaleserve.operator.rollout import (
     safe_steps,
     stamped,
 )
+from scaleserve.operator.scaling import choose_objectives
 from scaleserve.operator.snapshot import EngineGroup, Snapshot
 from scaleserve.operator.spec import EndpointSpec
 from scaleserve.operator.target import Chooser, Event, Target, choose_target, stamp
@@ -68,16 +69,24 @@ def gpu_limit(spec: EndpointSpec, live: Sequence[EngineGroup], shapes: Sequence[
     """Most GPUs the endpoint may hold at once: budget + surge, or (static layouts) what it
     holds or needs plus one group, as far as the cluster has room."""
     if spec.autoscaling is not None:
-        return spec.autoscaling.gpu_budget + spec.autoscaling.surge_gpus
+        return spec.autoscaling.budget + spec.autoscaling.surge_gpus
     held = sum(g.group.size for g in live)
     return max(held, sum(s.size for s in shapes)) + max(s.size for s in shapes)
 
 
+def chooser(spec: EndpointSpec) -> Chooser:
+    """The spec's policy: objectives mode's, or the static layout's and thresholds mode's."""
+    if spec.autoscaling is not None and spec.autoscaling.mode == "objectives":
+        return choose_objectives
+    return choose_target
+
+
 def decide(
-    spec: EndpointSpec, snap: Snapshot, now: datetime, choose: Chooser = choose_target
+    spec: EndpointSpec, snap: Snapshot, now: datetime, choose: Chooser | None = None
 ) -> Decision:
     """choose: the policy picking the target (the spec's, unless a caller brings its own);
     every step towards it is decided here whatever picked it."""
+    choose = choose or chooser(spec)
     # retiring groups are on their way out: not planned with, but holding their GPUs and names
     live = snap.serving
     retiring = snap.retiring
@@ -96,7 +105,8 @@ def decide(
     if not plan.done:
         if snap.free is None:
             return Decision(target.layout, needs_free_gpus=True)
-        size = max(s.size for s in shapes)
+        # no shape left (scale to zero): nothing is created, any size will do
+        size = max((s.size for s in shapes), default=spec.gpu.per_node)
         free = placeable(size, snap.free.now)
         releasing = max(0, placeable(size, snap.free.after_release) - free)
         plan = plan_transition(
@@ -133,6 +143,7 @@ def decide(
     # the transition lasts until retired groups are gone, the one deleted now included
     draining = draining or ("deleting retired groups" if retiring else "")
     progress = _progress(after, plan, waiting, held, stuck, snap, draining)
+    progress = replace(progress, problem=target.problem)
     new, more = _status(spec, snap, target, progress, now)
     return Decision(target.layout, steps, config, workloads, new, events + more)
 
@@ -249,6 +260,17 @@ def _status(
         now=stamp(now),
     )
     new["url"] = gateway_url(snap.owner)
+    new.update(target.status)
+    if spec.autoscaling is not None:
+        policy = spec.autoscaling
+        bounds = f"{policy.least}-{policy.budget}" if policy.mode == "objectives" else ""
+        new["gpuUsage"] = f"{p.gpus}/{policy.budget}"
+        if bounds:
+            new["gpuBounds"] = bounds
+    # fields of a mode the spec left (a merge patch removes them)
+    for key in ("mode", "gpuUsage", "gpuBounds", "idleSince", "objectives"):
+        if key not in new and old.get(key) is not None:
+            new[key] = None
     if target.concurrency is not None:
         new["observedConcurrency"] = target.concurrency
     if target.since is not None:

@@ -23,6 +23,7 @@ from scaleserve.operator.errors import ClusterError
 KINDS: dict[str, tuple[str, str]] = {
     "ServiceAccount": ("/api/v1", "serviceaccounts"),
     "Service": ("/api/v1", "services"),
+    "ConfigMap": ("/api/v1", "configmaps"),
     "Pod": ("/api/v1", "pods"),
     "Node": ("/api/v1", "nodes"),
     "Event": ("/api/v1", "events"),

@@ -101,7 +101,7 @@ def describe(groups: Iterable[GroupShape | Group]) -> str:
 
 def layout_for_band(policy: Autoscaling, band: int) -> Layout:
     tp = policy.tensor_parallel_candidates[band]
-    return Layout(policy.gpu_budget // tp, tp)
+    return Layout(policy.budget // tp, tp)
 
 
 def initial_layout(spec: EndpointSpec) -> Layout:

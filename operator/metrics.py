@@ -19,7 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-PHASES = ("Pending", "Deploying", "Ready", "Reshaping", "Degraded")
+PHASES = ("Pending", "Deploying", "Ready", "Reshaping", "Idle", "Degraded")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # status field -> gauge name suffix and help
 STATUS_GAUGES = {

@@ -39,6 +39,13 @@ class Objectives:
     per_node: int
     candidates: tuple[int, ...]
     hysteresis: float = 0.2
+    ttft_p99_ms: float | None = None
+    tbt_p99_ms: float | None = None
+
+    @property
+    def limits(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """The objectives in `DegreeProfile.capacity`'s order."""
+        return (self.ttft_ms, self.tbt_ms, self.ttft_p99_ms, self.tbt_p99_ms)
 
 
 @dataclass(frozen=True)
@@ -88,11 +95,12 @@ def request_seconds(profile: Profile, degree: DegreeProfile, in_flight: float) -
 
 
 def rate_capacity(
-    profile: Profile, degree: DegreeProfile, ttft_ms: float | None, tbt_ms: float | None
+    profile: Profile, degree: DegreeProfile, *limits: float | None
 ) -> tuple[float, float]:
     """(requests/s, requests in flight) of one replica at the most load meeting the objectives
-    (Little's law: rate = in flight / time per request); (0, 0) when one request misses them."""
-    in_flight = degree.capacity(ttft_ms, tbt_ms)
+    (`Objectives.limits`; Little's law: rate = in flight / time per request); (0, 0) when one
+    request misses them."""
+    in_flight = degree.capacity(*limits)
     if in_flight <= 0:
         return 0.0, 0.0
     return in_flight / request_seconds(profile, degree, in_flight), in_flight
@@ -170,10 +178,10 @@ def _curves(objectives: Objectives, profile: Profile) -> _Curves:
         if d.tensor_parallel in objectives.candidates
         and objectives.per_node % d.tensor_parallel == 0
     ]
-    wanted = (objectives.ttft_ms, objectives.tbt_ms)
+    wanted = objectives.limits
     reachable = any(d.capacity(*wanted) > 0 for d in degrees)
     if not reachable:
-        wanted = (None, None)  # nothing meets the objectives even unloaded: raw capacity
+        wanted = (None, None, None, None)  # nothing meets the objectives unloaded: raw capacity
     rates = {d.tensor_parallel: rate_capacity(profile, d, *wanted) for d in degrees}
     return _Curves(
         profile,

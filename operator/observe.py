@@ -18,12 +18,14 @@ from scaleserve.operator.concurrency import (
     read_replica_load,
     stats_urls,
 )
-from scaleserve.operator.errors import StatsUnavailableError
+from scaleserve.operator.errors import ClusterError, StatsUnavailableError
 from scaleserve.operator.layout import Window
 from scaleserve.operator.placement import pod_gpus
 from scaleserve.operator.runtime import Runtime
+from scaleserve.operator.scaling import check_profile
 from scaleserve.operator.snapshot import ReplicaLoad, Snapshot, engine_pods, pending_pods
 from scaleserve.operator.spec import EndpointSpec
+from scaleserve.profiles import Profile, ProfileError, parse_profile
 
 
 def last_status(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,21 +39,52 @@ def last_status(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
     return old
 
 
-async def sample(rt: Runtime, spec: EndpointSpec, meta: Mapping[str, Any]) -> Window | None:
-    """Add the gateways' in-flight requests to the endpoint's window (autoscaled endpoints)."""
+async def sample(
+    rt: Runtime, spec: EndpointSpec, meta: Mapping[str, Any]
+) -> tuple[Window | None, int]:
+    """Add the gateways' in-flight requests to the endpoint's window (autoscaled endpoints);
+    returns the window and the requests the gateways hold (no engine replica ready)."""
     policy = spec.autoscaling
     if policy is None:
-        return None
+        return None, 0
     ns, name = meta["namespace"], meta["name"]
     pods = rt.cluster.endpoint_pods(ns, name, "gateway")
     key, mono = endpoint_key(meta), rt.clock()
     try:
-        value = await read_concurrency(rt.http, stats_urls(rt.settings.stats_url, ns, name, pods))
+        load = await read_concurrency(rt.http, stats_urls(rt.settings.stats_url, ns, name, pods))
     except StatsUnavailableError:
-        value = None
-    if value is not None:
-        rt.windows.add(key, mono, value, policy.window_seconds)
-    return rt.windows.get(key, mono, policy.window_seconds)
+        load = None
+    if load is not None:
+        rt.windows.add(key, mono, load.in_flight, policy.window_seconds)
+    return rt.windows.get(key, mono, policy.window_seconds), load.held if load else 0
+
+
+async def read_profile(
+    rt: Runtime, spec: EndpointSpec, namespace: str
+) -> tuple[Profile | None, str]:
+    """Objectives mode's performance profile, inline or from its ConfigMap key (read each
+    pass, so an edited ConfigMap takes effect without touching the endpoint), checked against
+    the spec's objectives; (None, why) when it cannot be used."""
+    policy = spec.autoscaling
+    if policy is None or policy.mode != "objectives" or policy.profile is None:
+        return None, ""
+    ref, where = policy.profile.config_map, "spec.autoscaling.profile.inline"
+    try:
+        if ref is None:
+            profile = parse_profile(policy.profile.inline)
+        else:
+            where = f"ConfigMap {ref.name} key {ref.key}"
+            cm = await rt.kube.get("ConfigMap", namespace, ref.name)
+            if cm is None:
+                return None, f"{where}: ConfigMap not found"
+            text = (cm.get("data") or {}).get(ref.key)
+            if text is None:
+                return None, f"{where}: no such key"
+            profile = parse_profile(text)
+        check_profile(spec, profile)
+    except (ProfileError, ClusterError) as exc:
+        return None, f"{where}: {exc}"
+    return profile, ""
 
 
 async def replica_load(rt: Runtime, snap: Snapshot) -> dict[str, ReplicaLoad] | None:

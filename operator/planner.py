@@ -148,7 +148,9 @@ def _plan(
             old = _pick_removal(to_remove, shape.size)
         else:
             old = _pick_removal(to_remove, to_add[0].size if to_add else None)
-            if serving == 1 and current:
+            # removing the last group is a disruption only when something is to replace it
+            # (a target of no groups, scale to zero, removes them all by intent)
+            if serving == 1 and current and to_add:
                 disruptive = True
         to_remove.remove(old)
         steps.append(Step("delete", old))

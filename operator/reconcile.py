@@ -18,7 +18,13 @@ from scaleserve.operator.builders import Owner
 from scaleserve.operator.cluster import utcnow
 from scaleserve.operator.decide import Create, Decision, decide, rejected
 from scaleserve.operator.errors import ChildRejectedError, InvalidSpecError
-from scaleserve.operator.observe import last_status, observe, replica_load, sample
+from scaleserve.operator.observe import (
+    last_status,
+    observe,
+    read_profile,
+    replica_load,
+    sample,
+)
 from scaleserve.operator.runtime import Emit, Runtime
 from scaleserve.operator.snapshot import Snapshot
 from scaleserve.operator.spec import EndpointSpec, SpecError, parse_spec
@@ -41,9 +47,16 @@ async def reconcile(
         except SpecError as exc:
             await _invalid(rt, meta, old, str(exc), now)
             raise InvalidSpecError(str(exc)) from None
-        window = await sample(rt, spec, meta)
+        window, held = await sample(rt, spec, meta)
+        profile, why = await read_profile(rt, spec, meta["namespace"])
         snap = observe(rt, spec, body, old, window, now, full_apply=full_apply)
-        snap = replace(snap, load=await replica_load(rt, snap))
+        snap = replace(
+            snap,
+            load=await replica_load(rt, snap),
+            held=held,
+            profile=profile,
+            profile_error=why,
+        )
         snap, decision, reservations = await _decide(rt, spec, snap, now)
         refused = await act(rt, snap.owner, old, decision, emit, reservations)
         if refused:

@@ -149,7 +149,7 @@ def _retire(state: _Pass, owner: Owner, group: Group, since: str) -> str:
         return f"waiting for {', '.join(sorted(others))} to become ready"
     serving = [g.group.name for g in state.live if g.group.name != group.name]
     state.steps.append(Retire(group, group_statefulset_name(owner.name, group), since))
-    why = f"{', '.join(sorted(serving))} serving" if serving else "no spare GPUs"
+    why = f"{', '.join(sorted(serving))} serving" if serving else "the last group"
     message = f"retired engine group {group.name} ({why}): no new requests, deleted once drained"
     state.events.append(Event("Normal", "GroupRetired", message))
     state.not_ready.discard(group.name)

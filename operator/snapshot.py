@@ -21,6 +21,7 @@ from scaleserve.operator.builders import (
 from scaleserve.operator.builders.naming import Owner
 from scaleserve.operator.layout import Group, Window
 from scaleserve.operator.placement import NodeGPUs
+from scaleserve.profiles import Profile
 
 # hash of the pod template a group was created with: a group whose hash differs from the
 # spec's is replaced by a new group (make-before-break), never rolled in place
@@ -178,6 +179,9 @@ class Snapshot:
     pods: the engine pods (not terminating).
     load: the gateways' report per engine pod IP (pods no gateway knows are absent); None when
         not every gateway answered, or observe skipped it (no group is retiring).
+    profile: the performance profile of objectives mode (inline or read from its ConfigMap);
+        None with `profile_error` saying why when it could not be read or is malformed.
+    held: requests the gateways hold while no engine replica is ready (scale from zero).
     """
 
     owner: Owner
@@ -195,6 +199,9 @@ class Snapshot:
     rejected: Mapping[str, str] = field(default_factory=dict)
     pods: tuple[EnginePod, ...] = ()
     load: Mapping[str, ReplicaLoad] | None = None
+    profile: Profile | None = None
+    profile_error: str = ""
+    held: int = 0
 
     @property
     def live(self) -> tuple[EngineGroup, ...]:

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from scaleserve.profiles import ProfileError, parse_profile
+
 POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_IMAGE = "ghcr.io/scaleserve/scaleserve:0.1.0"
 # Engine arguments set from other fields (builders/engine.py, engine/engine_args.py), which
@@ -132,8 +134,65 @@ class StaticLayout(_Model):
     tensor_parallel: int = Field(alias="tensorParallel", ge=1)
 
 
+class ProfileKeyRef(_Model):
+    name: str = Field(min_length=1)
+    key: str = Field(default="profile.yaml", min_length=1)
+
+
+class ProfileSource(_Model):
+    """A performance profile (docs/profiles.md): a ConfigMap key, or the profile inline."""
+
+    config_map: ProfileKeyRef | None = Field(default=None, alias="configMapKeyRef")
+    inline: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ProfileSource:
+        if (self.config_map is None) == (self.inline is None):
+            raise SpecError(
+                "exactly one of spec.autoscaling.profile.configMapKeyRef and "
+                "spec.autoscaling.profile.inline must be set"
+            )
+        if self.inline is not None:
+            try:
+                parse_profile(self.inline)
+            except ProfileError as exc:
+                raise SpecError(f"spec.autoscaling.profile.inline.{exc}") from None
+        return self
+
+
+class LatencyObjectives(_Model):
+    """Latency objectives per replica; p50s read the profile's typical latencies, p99s its
+    measured p99s."""
+
+    ttft_p50_ms: float | None = Field(default=None, alias="ttftP50Ms", gt=0)
+    ttft_p99_ms: float | None = Field(default=None, alias="ttftP99Ms", gt=0)
+    tbt_p50_ms: float | None = Field(default=None, alias="tbtP50Ms", gt=0)
+    tbt_p99_ms: float | None = Field(default=None, alias="tbtP99Ms", gt=0)
+
+    @model_validator(mode="after")
+    def _any(self) -> LatencyObjectives:
+        if all(v is None for v in self.model_dump().values()):
+            raise SpecError(
+                "spec.autoscaling.objectives must set at least one of ttftP50Ms, ttftP99Ms, "
+                "tbtP50Ms, tbtP99Ms"
+            )
+        return self
+
+
+# fields that belong to one mode only (CRD defaults of the other mode's fields are allowed)
+THRESHOLDS_ONLY = {"gpu_budget": "gpuBudget"}
+OBJECTIVES_ONLY = {
+    "objectives": "objectives",
+    "max_gpus": "maxGPUs",
+    "min_gpus": "minGPUs",
+    "profile": "profile",
+    "scale_to_zero_after_seconds": "scaleToZeroAfterSeconds",
+}
+
+
 class Autoscaling(_Model):
-    gpu_budget: int = Field(alias="gpuBudget", ge=1)
+    mode: Literal["thresholds", "objectives"] = "thresholds"
+    gpu_budget: int | None = Field(default=None, alias="gpuBudget", ge=1)
     surge_gpus: int = Field(default=0, alias="surgeGPUs", ge=0)
     tensor_parallel_candidates: tuple[int, ...] = Field(
         default=(8, 1), alias="tensorParallelCandidates", min_length=1
@@ -144,6 +203,34 @@ class Autoscaling(_Model):
     window_seconds: int = Field(default=60, alias="windowSeconds", ge=1)
     cooldown_seconds: int = Field(default=300, alias="cooldownSeconds", ge=0)
     hysteresis: float = Field(default=0.1, ge=0, lt=1)
+    # objectives mode
+    objectives: LatencyObjectives | None = None
+    min_gpus: int | None = Field(default=None, alias="minGPUs", ge=0)
+    max_gpus: int | None = Field(default=None, alias="maxGPUs", ge=1)
+    profile: ProfileSource | None = None
+    scale_to_zero_after_seconds: int | None = Field(
+        default=None, alias="scaleToZeroAfterSeconds", ge=0
+    )
+
+    @property
+    def budget(self) -> int:
+        """The most GPUs the endpoint's layouts use (gpuBudget, or maxGPUs)."""
+        most = self.gpu_budget if self.mode == "thresholds" else self.max_gpus
+        assert most is not None
+        return most
+
+    @property
+    def least(self) -> int:
+        """The fewest GPUs the endpoint's layouts use (objectives mode: minGPUs, default 1)."""
+        if self.mode == "thresholds":
+            return self.budget
+        return 1 if self.min_gpus is None else self.min_gpus
+
+    @property
+    def idle_seconds(self) -> int:
+        """Seconds of zero load before an endpoint with minGPUs 0 removes its engines."""
+        after = self.scale_to_zero_after_seconds
+        return 600 if after is None else after
 
     @model_validator(mode="after")
     def _check_bands(self) -> Autoscaling:
@@ -154,6 +241,9 @@ class Autoscaling(_Model):
             )
         if any(a <= b for a, b in itertools.pairwise(cands)):
             raise SpecError("spec.autoscaling.tensorParallelCandidates must be strictly descending")
+        if self.mode == "objectives":
+            return self._check_objectives()
+        _only(self, OBJECTIVES_ONLY, "objectives")
         th = self.concurrency_thresholds
         if any(t <= 0 for t in th) or any(a >= b for a, b in itertools.pairwise(th)):
             raise SpecError("spec.autoscaling.concurrencyThresholds must be strictly ascending")
@@ -162,12 +252,38 @@ class Autoscaling(_Model):
                 "spec.autoscaling.concurrencyThresholds must have one entry fewer than "
                 "spec.autoscaling.tensorParallelCandidates"
             )
+        if self.gpu_budget is None:
+            raise SpecError("spec.autoscaling.gpuBudget is required in mode thresholds")
         if any(self.gpu_budget % t for t in cands):
             raise SpecError(
                 "spec.autoscaling.gpuBudget must be a multiple of every "
                 "tensorParallelCandidates entry"
             )
         return self
+
+    def _check_objectives(self) -> Autoscaling:
+        _only(self, THRESHOLDS_ONLY, "thresholds")
+        for name, alias in (("objectives", "objectives"), ("max_gpus", "maxGPUs")):
+            if getattr(self, name) is None:
+                raise SpecError(f"spec.autoscaling.{alias} is required in mode objectives")
+        if self.profile is None:
+            raise SpecError("spec.autoscaling.profile is required in mode objectives")
+        if self.least > self.budget:
+            raise SpecError("spec.autoscaling.minGPUs must not exceed spec.autoscaling.maxGPUs")
+        if self.budget < min(self.tensor_parallel_candidates):
+            raise SpecError(
+                "spec.autoscaling.maxGPUs must be at least the smallest "
+                "tensorParallelCandidates entry"
+            )
+        if self.scale_to_zero_after_seconds is not None and self.least != 0:
+            raise SpecError("spec.autoscaling.scaleToZeroAfterSeconds needs minGPUs 0")
+        return self
+
+
+def _only(policy: Autoscaling, fields: dict[str, str], mode: str) -> None:
+    for name, alias in fields.items():
+        if getattr(policy, name) is not None:
+            raise SpecError(f"spec.autoscaling.{alias} applies to mode {mode} only")
 
 
 class SecretKeyRef(_Model):

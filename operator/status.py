@@ -102,6 +102,7 @@ class Progress:
     held: str  # why the rollout holds ("" if it does not)
     stuck: str  # engine pods stuck Pending ("" if none)
     rejected: str  # children the API server refused ("" if none)
+    problem: str = ""  # what keeps the autoscaling policy from choosing ("" if nothing)
 
 
 def _message(p: Progress, target: str, note: str) -> str:
@@ -111,7 +112,7 @@ def _message(p: Progress, target: str, note: str) -> str:
         message = p.transition + (f"; {p.waiting}" if p.waiting else "")
     else:
         message = f"at {target}" + (f" ({note})" if note else "")
-    for problem in (p.stuck, p.rejected):
+    for problem in (p.stuck, p.rejected, p.problem):
         if problem:
             message = f"{problem}; {message}"
     return message
@@ -130,10 +131,12 @@ def build(
     """The endpoint's status (without the autoscaling fields, added by the caller)."""
     serving = p.ready_replicas > 0 and gateways > 0
     reshaping = bool(p.transition) and not p.held
-    degraded = bool(p.stuck or p.rejected)
+    degraded = bool(p.stuck or p.rejected or p.problem)
     message = _message(p, target, note)
     new: dict[str, Any] = {
-        "phase": phase(
+        "phase": "Idle"
+        if target == "0" and not p.replicas and not degraded
+        else phase(
             groups=p.replicas,
             ready=serving and p.all_ready,
             reshaping=reshaping,
@@ -148,7 +151,7 @@ def build(
         "message": message,
         "observedGeneration": generation,
     }
-    why = "RolloutRejected" if p.rejected else "PodsPending"
+    why = "RolloutRejected" if p.rejected else "PodsPending" if p.stuck else "ProfileUnusable"
     new["conditions"] = conditions(
         old.get("conditions") or [],
         [

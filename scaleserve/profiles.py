@@ -94,16 +94,32 @@ class DegreeProfile(_Model):
     def tbt_ms(self, concurrency: float) -> float:
         return _interpolate(self.points, concurrency, _tbt)
 
-    def capacity(self, ttft_ms: float | None, tbt_ms: float | None) -> float:
-        """The most requests one replica runs with typical TTFT and TBT within the objectives
-        (None: no objective), up to twice the last measured load; 0 when even one request
-        misses them."""
+    def capacity(
+        self,
+        ttft_ms: float | None,
+        tbt_ms: float | None,
+        ttft_p99_ms: float | None = None,
+        tbt_p99_ms: float | None = None,
+    ) -> float:
+        """The most requests one replica runs with typical TTFT and TBT (and their p99s) within
+        the objectives (None: no objective), up to twice the last measured load; 0 when even
+        one request misses them. A p99 objective needs the p99 on every point (`missing_p99`)."""
         limits = [
             _first_crossing(self.points, value, bound)
-            for value, bound in ((_ttft, ttft_ms), (_tbt, tbt_ms))
+            for value, bound in (
+                (_ttft, ttft_ms),
+                (_tbt, tbt_ms),
+                (_ttft_p99, ttft_p99_ms),
+                (_tbt_p99, tbt_p99_ms),
+            )
             if bound is not None
         ]
         return min([2.0 * self.points[-1].concurrency, *limits])
+
+    def missing_p99(self, field: str) -> int | None:
+        """The index of the first point without `field` (ttftP99Ms or tbtP99Ms), or None."""
+        attr = {"ttftP99Ms": "ttft_p99_ms", "tbtP99Ms": "tbt_p99_ms"}[field]
+        return next((i for i, p in enumerate(self.points) if getattr(p, attr) is None), None)
 
 
 class Profile(_Model):
@@ -136,6 +152,16 @@ def _ttft(p: Point) -> float:
 
 def _tbt(p: Point) -> float:
     return p.tbt_ms
+
+
+def _ttft_p99(p: Point) -> float:
+    assert p.ttft_p99_ms is not None
+    return p.ttft_p99_ms
+
+
+def _tbt_p99(p: Point) -> float:
+    assert p.tbt_p99_ms is not None
+    return p.tbt_p99_ms
 
 
 def _first_crossing(

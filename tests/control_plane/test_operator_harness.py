@@ -74,6 +74,8 @@ class StatsServer:
     loads: dict[tuple[str, str], float] = field(default_factory=dict)
     # the gateways' per-replica report ("replicas" of /stats): requests in flight per engine
     replicas: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    # requests a gateway holds while no engine replica is ready (absent unless set)
+    held: dict[tuple[str, str], int] = field(default_factory=dict)
     reads: int = 0
 
     @property
@@ -85,7 +87,7 @@ class StatsServer:
 
     def body(self, namespace: str, endpoint: str) -> dict[str, Any]:
         load = self.loads.get((namespace, endpoint), 0.0)
-        return {
+        body = {
             "in_flight": int(load),
             "in_flight_avg": load,
             "window_s": 2.0,
@@ -93,6 +95,9 @@ class StatsServer:
             "requests_total": 0,
             "replicas": self.replicas.get((namespace, endpoint), []),
         }
+        if (namespace, endpoint) in self.held:
+            body["held"] = self.held[(namespace, endpoint)]
+        return body
 
 
 @pytest.fixture(scope="session")
@@ -352,7 +357,18 @@ def test_the_crd_is_established_with_short_name_and_columns(
     assert crd["spec"]["names"]["shortNames"] == ["llmep"]
     version = crd["spec"]["versions"][0]
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Layout", "Ready", "Concurrency", "URL", "Message", "Age"]
+    assert columns == [
+        "Phase",
+        "Layout",
+        "Ready",
+        "Mode",
+        "GPUs",
+        "Objectives",
+        "Concurrency",
+        "URL",
+        "Message",
+        "Age",
+    ]
     assert version["subresources"] == {"status": {}}
 
 

@@ -19,6 +19,12 @@ NAMESPACE = "default"
 MODEL = {"uri": "hf://org/model"}
 STATIC = {"replicas": 1, "tensorParallel": 8}
 AUTO = {"gpuBudget": 8}
+OBJECTIVES = {
+    "mode": "objectives",
+    "objectives": {"tbtP50Ms": 25},
+    "maxGPUs": 8,
+    "profile": {"configMapKeyRef": {"name": "profile"}},
+}
 
 INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ("no-layout", {"model": MODEL}, ["exactly one of spec.layout and spec.autoscaling"]),
@@ -199,6 +205,52 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         "extra-args-wrong-type",
         {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"enable_prefix_caching": 1}}},
         ["spec.engine.extraArgs.enable_prefix_caching"],
+    ),
+    (
+        "objectives-with-budget",
+        {"model": MODEL, "autoscaling": {**OBJECTIVES, "gpuBudget": 8}},
+        ["spec.autoscaling.gpuBudget applies to mode thresholds only"],
+    ),
+    (
+        "objectives-without-max",
+        {"model": MODEL, "autoscaling": {k: v for k, v in OBJECTIVES.items() if k != "maxGPUs"}},
+        ["spec.autoscaling.maxGPUs is required in mode objectives"],
+    ),
+    (
+        "objectives-min-above-max",
+        {"model": MODEL, "autoscaling": {**OBJECTIVES, "minGPUs": 16}},
+        ["spec.autoscaling.minGPUs must not exceed spec.autoscaling.maxGPUs"],
+    ),
+    (
+        "objectives-scale-to-zero-with-min",
+        {"model": MODEL, "autoscaling": {**OBJECTIVES, "minGPUs": 1, "scaleToZeroAfterSeconds": 9}},
+        ["spec.autoscaling.scaleToZeroAfterSeconds needs minGPUs 0"],
+    ),
+    (
+        "objectives-two-profiles",
+        {
+            "model": MODEL,
+            "autoscaling": {
+                **OBJECTIVES,
+                "profile": {"configMapKeyRef": {"name": "p"}, "inline": {}},
+            },
+        },
+        ["exactly one of spec.autoscaling.profile.configMapKeyRef and"],
+    ),
+    (
+        "objectives-empty",
+        {"model": MODEL, "autoscaling": {**OBJECTIVES, "objectives": {}}},
+        ["spec.autoscaling.objectives"],
+    ),
+    (
+        "thresholds-with-objectives-fields",
+        {"model": MODEL, "autoscaling": {"gpuBudget": 8, "maxGPUs": 8}},
+        ["apply to mode objectives only"],
+    ),
+    (
+        "thresholds-without-budget",
+        {"model": MODEL, "autoscaling": {"windowSeconds": 5}},
+        ["spec.autoscaling.gpuBudget is required in mode thresholds"],
     ),
     (
         "extra-args-model",

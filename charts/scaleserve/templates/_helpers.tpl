@@ -94,6 +94,10 @@ prevention), hence its own get/list/watch on endpointslices.
 - apiGroups: [""]
   resources: [services, serviceaccounts]
   verbs: [create, patch]
+# objectives mode reads its performance profile from a ConfigMap the user names
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
 - apiGroups: [apps]
   resources: [statefulsets]
   verbs: [list, watch, create, patch, delete]

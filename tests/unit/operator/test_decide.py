@@ -3,14 +3,15 @@ without spare GPUs holds, refused children degrade the endpoint; the back-off of
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from scaleserve.operator.builders import Owner
 from scaleserve.operator.decide import Create, Retire, decide, rejected
-from scaleserve.operator.layout import Group, GroupShape
+from scaleserve.operator.layout import Group, GroupShape, Window
 from scaleserve.operator.placement import NodeGPUs
 from scaleserve.operator.rollout import pod_hash
 from scaleserve.operator.runtime import RETRY_MAX_S, backoff_s
@@ -146,3 +147,36 @@ def test_every_child_is_reapplied_within_one_resync_period() -> None:
     assert not rt.resync_due(key)
     clock[0] += delay
     assert rt.resync_due(key)
+
+
+def _autoscaled() -> EndpointSpec:
+    return parse_spec(
+        {
+            "model": {"uri": "hf://org/m"},
+            "autoscaling": {"gpuBudget": 8, "windowSeconds": 30, "cooldownSeconds": 300},
+        }
+    )
+
+
+def test_a_held_reshape_follows_the_load_back_without_a_stale_held_condition() -> None:
+    auto = _autoscaled()
+    groups = ready_groups(1, auto)
+    busy = Window(100.0, 60.0, 6)
+    first = Snapshot(OWNER, 1, {"observedGeneration": 1}, groups, gateways_ready=1, window=busy)
+    up = decide(auto, replace(first, free=NodeFree([], [])), NOW)
+    assert up.status["targetLayout"] == "8x1"
+    assert any(c["type"] == "Held" and c["status"] == "True" for c in up.status["conditions"])
+    # the load falls back within seconds: the held target follows it, no cooldown
+    calm = replace(first, status=up.status, window=Window(3.0, 60.0, 6), free=NodeFree([], []))
+    back = decide(auto, calm, NOW + timedelta(seconds=10))
+    assert back.status["targetLayout"] == "1x8"
+    assert back.steps == ()
+    assert [e.reason for e in back.events] == ["ReshapeCancelled"]
+    assert back.status["phase"] == "Ready"
+    assert not any(
+        c["type"] in ("Held", "Reshaping") and c["status"] == "True"
+        for c in back.status["conditions"]
+    )
+    # still busy: the held target stays
+    still = decide(auto, replace(calm, window=busy), NOW + timedelta(seconds=10))
+    assert still.status["targetLayout"] == "8x1"

@@ -17,8 +17,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from scaleserve.operator.builders import Owner
 from scaleserve.operator.decide import Create, Decision, Delete, Retire, Serve, decide
-from scaleserve.operator.layout import Group, Window, group_shapes
+from scaleserve.operator.layout import Group, Window
 from scaleserve.operator.placement import NodeGPUs
+from scaleserve.operator.scaling import parse_groups
 from scaleserve.operator.snapshot import (
     ANNOTATION_POD_HASH,
     EngineGroup,
@@ -29,6 +30,8 @@ from scaleserve.operator.snapshot import (
 )
 from scaleserve.operator.spec import EndpointSpec, parse_spec
 from scaleserve.operator.target import seconds_since
+from scaleserve.profiles import parse_profile
+from tests.fixtures.profiles import profile_document
 
 pytestmark = pytest.mark.unit
 
@@ -39,6 +42,10 @@ SETTLE_PASSES = 40
 EXAMPLES = 60
 STEPS = 40
 DRAIN_S = 40  # a few passes: the bound is reached with requests still in flight
+# objectives mode: TP1 carries more per GPU, TP8 is faster per request
+PROFILE = profile_document(
+    {8: [(1, 10, 2.0), (101, 30, 52.0)], 1: [(1, 20, 9.0), (101, 60, 39.0)]}, output_tokens=100
+)
 
 
 @dataclass
@@ -68,9 +75,13 @@ class Endpoint(RuleBasedStateMachine):
         surge=st.sampled_from([0, 8]),
         spare_nodes=st.integers(0, 1),
         disruption=st.booleans(),
+        objectives=st.booleans(),
     )
-    def start(self, budget: int, surge: int, spare_nodes: int, disruption: bool) -> None:
+    def start(
+        self, budget: int, surge: int, spare_nodes: int, disruption: bool, objectives: bool
+    ) -> None:
         self.budget, self.surge, self.disruption = budget, surge, disruption
+        self.objectives = objectives
         self.max_model_len = 4096
         self.nodes = {f"n{i}": True for i in range((budget + surge) // PER_NODE + spare_nodes)}
         self.groups: dict[str, SimGroup] = {}
@@ -87,16 +98,26 @@ class Endpoint(RuleBasedStateMachine):
     # --- inputs ---------------------------------------------------------------------------
 
     def spec(self) -> EndpointSpec:
+        # thresholds mode within gpuBudget, or objectives mode within 1..budget GPUs
+        policy: dict[str, Any] = (
+            {
+                "mode": "objectives",
+                "objectives": {"tbtP50Ms": 25},
+                "maxGPUs": self.budget,
+                "profile": {"inline": PROFILE},
+            }
+            if self.objectives
+            else {"gpuBudget": self.budget, "concurrencyThresholds": [64]}
+        )
         return parse_spec(
             {
                 "model": {"uri": "hf://org/m"},
                 "engine": {"maxModelLen": self.max_model_len},
                 "gpu": {"perNode": PER_NODE},
                 "autoscaling": {
-                    "gpuBudget": self.budget,
+                    **policy,
                     "surgeGPUs": self.surge,
                     "tensorParallelCandidates": [8, 1],
-                    "concurrencyThresholds": [64],
                     "windowSeconds": WINDOW_S,
                     "cooldownSeconds": 30,
                 },
@@ -217,6 +238,7 @@ class Endpoint(RuleBasedStateMachine):
             window=window,
             pods=pods,
             load=load if self.stats_ok else None,
+            profile=parse_profile(PROFILE) if self.objectives else None,
         )
 
     def reconcile(self) -> Decision:
@@ -335,8 +357,7 @@ class Endpoint(RuleBasedStateMachine):
             assert self.status["message"].startswith("holding")
             assert all(g.ready for g in live)
             return
-        spec = self.spec()
-        shapes = sorted(group_shapes(decision.target, spec.gpu.per_node))
+        shapes = sorted(parse_groups(decision.status["targetLayout"], PER_NODE) or ())
         assert sorted(g.group.shape for g in live) == shapes, self.status.get("message")
         assert all(g.ready for g in live)
         assert not _true(self.status, "Reshaping")

@@ -187,3 +187,84 @@ def test_the_gateway_bounds_match_the_crd() -> None:
         bounds = {type(m).__name__: m for m in field.metadata}
         assert bounds["Ge"].ge == crd[name]["minimum"], name
         assert bounds["Le"].le == crd[name]["maximum"], name
+
+
+OBJECTIVES = {
+    "mode": "objectives",
+    "objectives": {"ttftP99Ms": 500, "tbtP50Ms": 25},
+    "minGPUs": 0,
+    "maxGPUs": 16,
+    "profile": {"configMapKeyRef": {"name": "llama-h100"}},
+}
+
+
+def _objectives(**changes: Any) -> dict[str, Any]:
+    return {"model": {"uri": "/m"}, "autoscaling": {**OBJECTIVES, **changes}}
+
+
+def test_objectives_mode_parses_with_its_defaults() -> None:
+    auto = parse_spec(_objectives()).autoscaling
+    assert auto is not None
+    assert auto.mode == "objectives"
+    assert (auto.least, auto.budget, auto.idle_seconds) == (0, 16, 600)
+    assert auto.profile is not None
+    assert auto.profile.config_map is not None
+    assert auto.profile.config_map.key == "profile.yaml"
+    props = _spec_schema()["properties"]["autoscaling"]["properties"]
+    assert props["mode"]["default"] == "thresholds"
+    assert props["profile"]["properties"]["configMapKeyRef"]["properties"]["key"]["default"] == (
+        "profile.yaml"
+    )
+    assert parse_spec({"model": {"uri": "/m"}, "autoscaling": {"gpuBudget": 8}}).autoscaling
+
+
+OBJECTIVES_INVALID = [
+    (_objectives(gpuBudget=8), "spec.autoscaling.gpuBudget applies to mode thresholds only"),
+    (_objectives(maxGPUs=None), "spec.autoscaling.maxGPUs is required in mode objectives"),
+    (_objectives(objectives=None), "spec.autoscaling.objectives is required in mode objectives"),
+    (_objectives(objectives={}), "spec.autoscaling.objectives must set at least one"),
+    (_objectives(profile=None), "spec.autoscaling.profile is required in mode objectives"),
+    (_objectives(minGPUs=32), "spec.autoscaling.minGPUs must not exceed spec.autoscaling.maxGPUs"),
+    (
+        _objectives(maxGPUs=4, tensorParallelCandidates=[8]),
+        "spec.autoscaling.maxGPUs must be at least the smallest",
+    ),
+    (
+        _objectives(minGPUs=1, scaleToZeroAfterSeconds=60),
+        "spec.autoscaling.scaleToZeroAfterSeconds needs minGPUs 0",
+    ),
+    (
+        _objectives(profile={"configMapKeyRef": {"name": "p"}, "inline": {}}),
+        "exactly one of spec.autoscaling.profile.configMapKeyRef and",
+    ),
+    (
+        _objectives(profile={"inline": {"kind": "PerformanceProfile"}}),
+        "spec.autoscaling.profile.inline.apiVersion",
+    ),
+    (
+        {"model": {"uri": "/m"}, "autoscaling": {"gpuBudget": 8, "maxGPUs": 8}},
+        "spec.autoscaling.maxGPUs applies to mode objectives only",
+    ),
+    ({"model": {"uri": "/m"}, "autoscaling": {}}, "spec.autoscaling.gpuBudget is required"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), OBJECTIVES_INVALID)
+def test_invalid_objectives_specs_are_rejected_naming_the_field(
+    raw: dict[str, Any], message: str
+) -> None:
+    auto = raw["autoscaling"]
+    raw = {**raw, "autoscaling": {k: v for k, v in auto.items() if v is not None}}
+    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        parse_spec(raw)
+
+
+def test_a_malformed_inline_profile_names_the_field_inside_it() -> None:
+    from tests.fixtures.profiles import profile_document
+
+    document = profile_document({1: [(1, 10.0, 2.0)]})
+    document["tensorParallel"][0]["points"][0]["ttftMs"] = -1
+    with pytest.raises(
+        SpecError, match=r"spec\.autoscaling\.profile\.inline\.tensorParallel\.0\.points\.0\.ttftMs"
+    ):
+        parse_spec(_objectives(profile={"inline": document}))

@@ -140,13 +140,18 @@ def test_the_operator_pass_writes_its_status_and_holds_without_spare_gpus() -> N
     assert (
         roomy.control.status["lastReshapeCompletedTime"] >= roomy.control.status["lastReshapeTime"]
     )
-    # one node: the new group has nowhere to go beside the old one, so decide holds
+    # one node: the new group has nowhere to go beside the old one, so decide holds, and the
+    # held target follows the load back down at the end of the day
     tight = Scaleserve(ThresholdsControl(SPEC), cluster_gpus=8)
     outcome = simulate(PROFILE, traffic, tight, seed=3)
     assert {layout for _, _, _, layout in outcome.endpoint.timeline} == {"1x8"}
     assert outcome.endpoint.dark_events == []
-    assert tight.control.status["targetLayout"] == "4x2"
-    assert tight.control.status["message"].startswith("holding 1x8")
+    assert tight.control.status["lastReshapeTime"]  # a reshape to 4x2 was chosen, and held
+    assert tight.control.status["targetLayout"] == "1x8"
+    assert tight.control.status["message"].startswith("at 1x8")
+    assert not any(
+        c["type"] == "Held" and c["status"] == "True" for c in tight.control.status["conditions"]
+    )
 
 
 def _objectives() -> ObjectivesControl:

@@ -63,7 +63,7 @@ async def _create(rt: Runtime, step: Create, reservation: dict[str, Any] | None)
 async def _delete(rt: Runtime, owner: Owner, step: Delete) -> None:
     await rt.kube.delete("StatefulSet", owner.namespace, step.statefulset)
     stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
-    rt.cluster.engines.assume_deleted(owner.namespace, step.statefulset, stamp)
+    rt.cluster.assume_deleted(owner.namespace, step.statefulset, stamp)
 
 
 async def _retire(rt: Runtime, owner: Owner, step: Retire) -> None:

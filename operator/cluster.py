@@ -1,20 +1,20 @@
 """What the operator reads from the cluster for one endpoint (engine groups, pods, free GPUs).
 
-Reads come from `ClusterView`, watched caches of nodes, pods, engine StatefulSets and gateway
-Deployments (operator/informer.py): a reconcile lists nothing, so its cost does not grow with
-the number of endpoints, and a change of a child's readiness is seen (and can trigger the
-owner's reconcile) as soon as the watch delivers it.
+kopf watches nodes, pods, engine StatefulSets and gateway Deployments and keeps them in its
+indexes (the `*_index` functions below say what each index holds; handlers.py registers them);
+`ClusterView` reads those indexes, so a reconcile lists nothing and its cost does not grow with
+the number of endpoints. The operator's own writes of engine StatefulSets and gateway
+Deployments are laid over the indexes at once (`assume`), from the API server's answer, until
+the watch delivers them: the next pass sees what the last one applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from scaleserve.operator.builders import LABEL_COMPONENT, LABEL_ENDPOINT, LABEL_GROUP
-from scaleserve.operator.informer import Informer, Key
-from scaleserve.operator.kube import Kube
 from scaleserve.operator.placement import (
     PinnedGroup,
     bound_gpus,
@@ -27,23 +27,87 @@ from scaleserve.operator.snapshot import EngineGroup, NodeFree, parse_group
 from scaleserve.operator.spec import EndpointSpec
 
 MANAGED = {"app.kubernetes.io/managed-by": "scaleserve-operator"}
+ENGINE_LABELS = {**MANAGED, LABEL_COMPONENT: "engine"}
+GATEWAY_LABELS = {**MANAGED, LABEL_COMPONENT: "gateway"}
+FINISHED = ("Succeeded", "Failed")
+
+Key = tuple[str, str]  # namespace, name
+# what kopf's indexes look like to a reader: a key -> the values stored under it
+Index = Mapping[Hashable, Iterable[dict[str, Any]]]
 
 
-def _group_key(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
-    meta = pod.get("metadata", {})
-    labels = meta.get("labels") or {}
-    if LABEL_GROUP not in labels:
-        return None
-    return meta.get("namespace", ""), labels.get(LABEL_ENDPOINT, ""), labels[LABEL_GROUP]
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The object as the operator keeps it: managedFields (most of an object's size) and node
+    images dropped; nothing here reads them."""
+    obj = dict(body)
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    obj["metadata"] = meta
+    if obj.get("kind") == "Node" and "images" in (obj.get("status") or {}):
+        obj["status"] = {k: v for k, v in obj["status"].items() if k != "images"}
+    return obj
 
 
-def _endpoint_of(obj: Mapping[str, Any] | None) -> tuple[str, str] | None:
+def endpoint_of(obj: Mapping[str, Any] | None) -> Key | None:
     meta = (obj or {}).get("metadata") or {}
     endpoint = (meta.get("labels") or {}).get(LABEL_ENDPOINT)
     return (meta.get("namespace") or "", endpoint) if endpoint else None
 
 
-def _readiness(obj: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+def _name_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def _version(obj: Mapping[str, Any] | None) -> int:
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+# What kopf's indexes hold (each returns {key: value}; {} keeps the object out of the index).
+
+
+def engines_index(body: Mapping[str, Any]) -> dict[Hashable, dict[str, Any]]:
+    """Engine StatefulSets by (namespace, endpoint)."""
+    owner = endpoint_of(body)
+    return {owner: slim(body)} if owner else {}
+
+
+def gateways_index(body: Mapping[str, Any]) -> dict[Hashable, dict[str, Any]]:
+    """Gateway Deployments by (namespace, name)."""
+    return {_name_of(body): slim(body)}
+
+
+def endpoint_pods_index(body: Mapping[str, Any]) -> dict[Hashable, dict[str, Any]]:
+    """Unfinished pods of an endpoint (engines and gateways) by (namespace, endpoint)."""
+    owner = endpoint_of(body)
+    if owner is None or (body.get("status") or {}).get("phase") in FINISHED:
+        return {}
+    return {owner: slim(body)}
+
+
+def gpu_pods_index(body: Mapping[str, Any]) -> dict[Hashable, dict[str, Any]]:
+    """Bound, unfinished pods asking for an extended resource (GPUs of any vendor), whoever
+    owns them: free GPUs per node depend on these only."""
+    spec = body.get("spec") or {}
+    if not spec.get("nodeName") or (body.get("status") or {}).get("phase") in FINISHED:
+        return {}
+    extended = any(
+        "/" in name
+        for c in spec.get("containers") or []
+        for kind in ("limits", "requests")
+        for name in ((c.get("resources") or {}).get(kind) or {})
+    )
+    return {None: slim(body)} if extended else {}
+
+
+def nodes_index(body: Mapping[str, Any]) -> dict[Hashable, dict[str, Any]]:
+    return {None: slim(body)}
+
+
+def readiness(obj: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
     """What of a child's state its endpoint's status depends on: ready replicas (as far as the
     controller has seen the current spec), desired replicas, and whether it is going away."""
     if obj is None:
@@ -57,82 +121,120 @@ def _readiness(obj: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
     )
 
 
+def _group_key(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    meta = pod.get("metadata", {})
+    labels = meta.get("labels") or {}
+    if LABEL_GROUP not in labels:
+        return None
+    return meta.get("namespace", ""), labels.get(LABEL_ENDPOINT, ""), labels[LABEL_GROUP]
+
+
+def _values(index: Index, key: Hashable) -> list[dict[str, Any]]:
+    return list(index[key]) if key in index else []
+
+
+class Overlay:
+    """Objects the operator wrote (or reserved, or deleted) that the watch may not have
+    delivered yet, by (namespace, name). An indexed object replaces one laid over it once it
+    is newer (by resourceVersion); a deletion mark stays until the watch says more."""
+
+    def __init__(self) -> None:
+        self.objects: dict[Key, tuple[dict[str, Any], bool]] = {}  # (object, deletion mark)
+
+    def put(self, obj: dict[str, Any], *, deleting: bool = False) -> None:
+        self.objects[_name_of(obj)] = (obj, deleting)
+
+    def drop(self, obj: Mapping[str, Any], *, only: Mapping[str, Any] | None = None) -> None:
+        hit = self.objects.get(_name_of(obj))
+        if hit is not None and (only is None or hit[0] is only):
+            del self.objects[_name_of(obj)]
+
+    def seen(self, obj: Mapping[str, Any] | None, *, deleted: bool = False) -> None:
+        """The watch delivered `obj`: what is laid over it is stale unless newer."""
+        if obj is None:
+            return
+        hit = self.objects.get(_name_of(obj))
+        if hit is not None and (deleted or not self._wins(hit, obj)):
+            del self.objects[_name_of(obj)]
+
+    @staticmethod
+    def _wins(hit: tuple[dict[str, Any], bool], indexed: Mapping[str, Any]) -> bool:
+        mine, theirs = _version(hit[0]), _version(indexed)
+        return mine > theirs or (hit[1] and mine == theirs)
+
+    def merge(self, indexed: Iterable[dict[str, Any]], match: Any) -> list[dict[str, Any]]:
+        """`indexed` with the laid-over objects for which `match(obj)` holds in their place."""
+        out = {_name_of(o): o for o in indexed}
+        for key, hit in self.objects.items():
+            if not match(hit[0]):
+                continue
+            current = out.get(key)
+            if current is None or self._wins(hit, current):
+                out[key] = hit[0]
+        return list(out.values())
+
+
 class ClusterView:
-    """Watched caches of what reconciles read. `on_child_change(namespace, endpoint)` is called
-    when an engine StatefulSet or gateway Deployment of an endpoint changes readiness,
-    `on_child_deleted(namespace, endpoint)` when one is deleted."""
+    """kopf's indexes of what reconciles read, with the operator's own writes laid over them.
 
-    def __init__(
-        self,
-        kube: Kube,
-        namespaces: Sequence[str | None] = (),
-        on_child_change: Callable[[str, str], None] | None = None,
-        on_child_deleted: Callable[[str, str], None] | None = None,
-    ) -> None:
-        self._on_child_change = on_child_change
-        self._on_child_deleted = on_child_deleted
-        self.nodes = Informer(kube, "Node")
-        self.pods = Informer(
-            kube, "Pod", fields="status.phase!=Succeeded,status.phase!=Failed", index=_endpoint_of
-        )
-        self.engines = Informer(
-            kube,
-            "StatefulSet",
-            labels={**MANAGED, LABEL_COMPONENT: "engine"},
-            on_change=self._child,
-            index=_endpoint_of,
-        )
-        # the gateways live in the watched namespaces (the operator may read only those)
-        self.gateways = [
-            Informer(
-                kube,
-                "Deployment",
-                namespace=ns,
-                labels={**MANAGED, LABEL_COMPONENT: "gateway"},
-                on_change=self._child,
-            )
-            for ns in (list(namespaces) or [None])
-        ]
+    `indexes` maps each index's name (the `*_index` functions above without the suffix) to
+    kopf's index of that name (or, in tests, a mapping of the same shape)."""
 
+    def __init__(self, indexes: Mapping[str, Index]) -> None:
+        self.indexes = indexes
+        self.engines, self.gateways = Overlay(), Overlay()
+        self._seen: dict[tuple[str, Key], tuple[Any, ...] | None] = {}
         self._pin_memo: dict[Key, tuple[dict[str, Any], PinnedGroup | None, bool]] = {}
         self._pod_memo: dict[Key, tuple[dict[str, Any], str, int]] = {}
 
-    @property
-    def informers(self) -> list[Informer]:
-        return [self.nodes, self.pods, self.engines, *self.gateways]
+    def child_event(self, kind: str, event_type: str | None, obj: Mapping[str, Any]) -> bool:
+        """A watch event of an engine StatefulSet or gateway Deployment; returns whether its
+        endpoint's status may depend on what changed (then the endpoint's pass is due). The
+        initial listing (`event_type` None) and the operator's own writes change nothing."""
+        deleted = event_type == "DELETED"
+        (self.engines if kind == "StatefulSet" else self.gateways).seen(obj, deleted=deleted)
+        key = (kind, _name_of(obj))
+        before = self._seen.get(key)
+        now = None if deleted else readiness(obj)
+        if deleted:
+            self._seen.pop(key, None)
+        else:
+            self._seen[key] = now
+        return event_type is not None and (deleted or before != now)
 
-    def _child(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        owner = _endpoint_of(new) or _endpoint_of(old)
-        if owner and new is None and self._on_child_deleted:
-            self._on_child_deleted(*owner)  # before the prompt pass, so it re-applies everything
-        if owner and self._on_child_change and _readiness(old) != _readiness(new):
-            self._on_child_change(*owner)
+    def engine_statefulsets(self, namespace: str, endpoint: str) -> list[dict[str, Any]]:
+        indexed = _values(self.indexes["engines"], (namespace, endpoint))
+        return self.engines.merge(indexed, lambda o: endpoint_of(o) == (namespace, endpoint))
 
     def engine_groups(
         self, namespace: str, endpoint: str, owner_uid: str | None = None
     ) -> list[EngineGroup]:
-        items = self.engines.indexed((namespace, endpoint))
-        groups = [parse_group(s, owner_uid) for s in items]
+        groups = [parse_group(s, owner_uid) for s in self.engine_statefulsets(namespace, endpoint)]
         return sorted((g for g in groups if g is not None), key=lambda g: g.group.name)
 
     def endpoint_pods(self, namespace: str, endpoint: str, component: str) -> list[dict[str, Any]]:
         return [
             p
-            for p in self.pods.indexed((namespace, endpoint))
+            for p in _values(self.indexes["endpoint_pods"], (namespace, endpoint))
             if (p["metadata"].get("labels") or {}).get(LABEL_COMPONENT) == component
         ]
+
+    def _all_engines(self) -> list[dict[str, Any]]:
+        index = self.indexes["engines"]
+        return self.engines.merge((s for k in index for s in index[k]), lambda _: True)
 
     def _pins(self) -> list[tuple[PinnedGroup, bool]]:
         """Every pinned engine group with whether it is terminating; parsed once per version
         of its StatefulSet (placement runs for every new group, over every group)."""
         fresh: dict[Key, tuple[dict[str, Any], PinnedGroup | None, bool]] = {}
-        for key, sts in self.engines.objects.items():
+        for sts in self._all_engines():
+            key = _name_of(sts)
             hit = self._pin_memo.get(key)
             if hit is None or hit[0] is not sts:
                 group = parse_group(sts)
                 pin = None
                 if group is not None and group.node is not None:
-                    owner = _endpoint_of(sts) or ("", "")
+                    owner = endpoint_of(sts) or ("", "")
                     pin = PinnedGroup(group.node, group.group.size, (*owner, group.group.name))
                 hit = (sts, pin, group is not None and group.terminating)
             fresh[key] = hit
@@ -142,11 +244,11 @@ class ClusterView:
     def _gpu_pods(self, resource: str) -> list[dict[str, Any]]:
         """Bound pods that hold `resource` (the only ones free GPUs depend on)."""
         fresh: dict[Key, tuple[dict[str, Any], str, int]] = {}
-        for key, pod in self.pods.objects.items():
+        for pod in _values(self.indexes["gpu_pods"], None):
+            key = _name_of(pod)
             hit = self._pod_memo.get(key)
             if hit is None or hit[0] is not pod or hit[1] != resource:
-                bound = bool(pod.get("spec", {}).get("nodeName"))
-                hit = (pod, resource, pod_gpus(pod, resource) if bound else 0)
+                hit = (pod, resource, pod_gpus(pod, resource))
             fresh[key] = hit
         self._pod_memo = fresh
         return [pod for pod, _, gpus in fresh.values() if gpus > 0]
@@ -156,7 +258,7 @@ class ClusterView:
         pins = self._pins()
         pinned = [pin for pin, _ in pins]
         staying = [pin for pin, terminating in pins if not terminating]
-        nodes, pods = list(self.nodes), self._gpu_pods(spec.gpu.resource_name)
+        nodes, pods = _values(self.indexes["nodes"], None), self._gpu_pods(spec.gpu.resource_name)
         common: dict[str, Any] = {
             "resource": spec.gpu.resource_name,
             "node_selector": spec.node_selector,
@@ -177,31 +279,41 @@ class ClusterView:
         )
 
     def gateway_ready(self, namespace: str, name: str) -> int:
-        for informer in self.gateways:
-            deployment = informer.get(namespace, name)
-            if deployment is not None:
-                return int(deployment.get("status", {}).get("readyReplicas") or 0)
-        return 0
+        indexed = _values(self.indexes["gateways"], (namespace, name))
+        found = self.gateways.merge(indexed, lambda o: _name_of(o) == (namespace, name))
+        return int((found[0].get("status") or {}).get("readyReplicas") or 0) if found else 0
 
     def reserve(self, statefulset: Mapping[str, Any]) -> dict[str, Any]:
-        """Put an engine StatefulSet about to be applied into the cache, so placements made
+        """Lay an engine StatefulSet about to be applied over the index, so placements made
         before the API server answers count its GPUs; `release` takes it back on failure."""
         reservation = {**statefulset, "metadata": dict(statefulset["metadata"])}
-        self.engines.assume(reservation)
+        self.engines.put(reservation)
         return reservation
 
     def release(self, reservation: dict[str, Any]) -> None:
-        self.engines.discard(reservation)
+        self.engines.drop(reservation, only=reservation)
 
     def assume(self, obj: dict[str, Any]) -> None:
-        """Take the API server's answer to the operator's own apply of a watched child."""
+        """Take the API server's answer to the operator's own apply of a watched child (its
+        watch event then reports no change)."""
         labels = (obj.get("metadata") or {}).get("labels") or {}
-        if obj.get("kind") == "StatefulSet" and labels.get(LABEL_COMPONENT) == "engine":
-            self.engines.assume(obj)
-        elif obj.get("kind") == "Deployment" and labels.get(LABEL_COMPONENT) == "gateway":
-            for informer in self.gateways:
-                if informer.namespace in (None, obj["metadata"].get("namespace")):
-                    informer.assume(obj)
+        kind = obj.get("kind")
+        if kind == "StatefulSet" and labels.get(LABEL_COMPONENT) == "engine":
+            self.engines.put(slim(obj))
+        elif kind == "Deployment" and labels.get(LABEL_COMPONENT) == "gateway":
+            self.gateways.put(slim(obj))
+        else:
+            return
+        self._seen[(kind, _name_of(obj))] = readiness(obj)
+
+    def assume_deleted(self, namespace: str, name: str, stamp: str) -> None:
+        """Mark an engine StatefulSet the operator just deleted as terminating until the watch
+        says more."""
+        for sts in self._all_engines():
+            if _name_of(sts) == (namespace, name):
+                meta = {**sts["metadata"], "deletionTimestamp": stamp}
+                self.engines.put({**sts, "metadata": meta}, deleting=True)
+                return
 
 
 def utcnow() -> datetime:

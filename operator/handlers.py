@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import aiohttp
 import kopf
 
-from scaleserve.operator import informer
-from scaleserve.operator.cluster import ClusterView
+from scaleserve.operator import cluster
+from scaleserve.operator.builders import LABEL_ENDPOINT
+from scaleserve.operator.cluster import ENGINE_LABELS, GATEWAY_LABELS, ClusterView
 from scaleserve.operator.concurrency import Windows, endpoint_key
 from scaleserve.operator.errors import ChildRejectedError, ClusterError, InvalidSpecError
 from scaleserve.operator.kube import Kube
@@ -19,18 +21,18 @@ from scaleserve.operator.metrics import OperatorMetrics, serve
 from scaleserve.operator.reconcile import reconcile
 from scaleserve.operator.runtime import Emit, Runtime
 from scaleserve.operator.settings import OperatorSettings
-from scaleserve.operator.triggers import EventPoster, Post, Requeue
 
 GROUP, VERSION, PLURAL = "scaleserve.io", "v1alpha1", "llmendpoints"
 RETRY_DELAY_S = 5.0
+COALESCE_S = 0.2
+INDEXES = ("engines", "gateways", "endpoint_pods", "gpu_pods", "nodes")
+ENDPOINT_PODS = {LABEL_ENDPOINT: kopf.PRESENT}
 
 
 log = logging.getLogger("scaleserve.operator")
 
 
-def _emitter(
-    body: kopf.Body | dict[str, Any], metrics: OperatorMetrics, post: Post | None = None
-) -> Emit:
+def _emitter(body: kopf.Body, metrics: OperatorMetrics) -> Emit:
     where = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
 
     def emit(kind: str, reason: str, message: str) -> None:
@@ -42,28 +44,24 @@ def _emitter(
             reason,
             message,
         )
-        if post is None and isinstance(body, kopf.Body):
-            kopf.event(body, type=kind, reason=reason, message=message)
-        elif post is not None:
-            post(body, kind, reason, message)  # outside kopf's handlers
+        kopf.event(body, type=kind, reason=reason, message=message)
 
     return emit
 
 
 async def _reconcile(
     runtime: Runtime,
-    body: kopf.Body | dict[str, Any],
+    body: kopf.Body,
     logger: Any,
     *,
     full_apply: bool,
     retry: bool,
-    post: Post | None = None,
 ) -> None:
     metrics = runtime.metrics
     started = time.perf_counter()
     outcome = "error"
     try:
-        await reconcile(runtime, body, _emitter(body, metrics, post), full_apply=full_apply)
+        await reconcile(runtime, body, _emitter(body, metrics), full_apply=full_apply)
         outcome = "ok"
     except InvalidSpecError as exc:
         outcome = "invalid"
@@ -83,9 +81,48 @@ async def _reconcile(
         metrics.reconcile_duration.observe(time.perf_counter() - started)
 
 
+def _watch_children(registry: kopf.OperatorRegistry) -> None:
+    """kopf watches what reconciles read, into its indexes (cluster.py says what each holds),
+    and wakes an endpoint's daemon when one of its children changes what its status depends
+    on, so `Ready` and the next step of a reshape do not wait for the interval."""
+    indexes: list[tuple[tuple[str, str, str], str, Any, dict[str, Any] | None]] = [
+        (("apps", "v1", "statefulsets"), "engines", cluster.engines_index, ENGINE_LABELS),
+        (("apps", "v1", "deployments"), "gateways", cluster.gateways_index, GATEWAY_LABELS),
+        (("", "v1", "pods"), "endpoint_pods", cluster.endpoint_pods_index, ENDPOINT_PODS),
+        # every bound pod may hold GPUs on a node the operator places groups on
+        (("", "v1", "pods"), "gpu_pods", cluster.gpu_pods_index, None),
+        (("", "v1", "nodes"), "nodes", cluster.nodes_index, None),
+    ]
+    for (group, version, plural), name, fn, labels in indexes:
+
+        async def index(body: kopf.Body, fn: Any = fn, **_: Any) -> Any:
+            return fn(body)  # async: kopf runs sync handlers in threads
+
+        kopf.index(group, version, plural, id=name, labels=labels, registry=registry)(index)
+
+    @kopf.on.event(
+        "apps", "v1", "statefulsets", id="engine", labels=ENGINE_LABELS, registry=registry
+    )
+    @kopf.on.event(
+        "apps", "v1", "deployments", id="gateway", labels=GATEWAY_LABELS, registry=registry
+    )
+    async def child(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime | None = memo.get("runtime")
+        owner = cluster.endpoint_of(body)
+        if runtime is None or owner is None:
+            return
+        if runtime.cluster.child_event(body.get("kind", ""), type, body):
+            if type == "DELETED":
+                runtime.dirty.add(owner)  # the next pass re-applies every child
+            wake = runtime.wakes.get(owner)  # none once the endpoint is gone
+            if wake is not None:
+                wake.set()
+
+
 def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     """A registry holding the operator's handlers, configured by `config` (no globals)."""
     registry = kopf.OperatorRegistry()
+    _watch_children(registry)
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -94,35 +131,21 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         return info or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(id="startup", registry=registry)
-    async def startup(memo: kopf.Memo, **_: Any) -> None:
+    async def startup(memo: kopf.Memo, **kwargs: Any) -> None:
         kube = await Kube.connect(config.field_manager)
         timeout = aiohttp.ClientTimeout(total=config.stats_timeout_s)
         runtime = Runtime(config, kube, aiohttp.ClientSession(timeout=timeout), Windows())
-        events = EventPoster(kube)
-
-        async def promptly(body: dict[str, Any]) -> None:
-            await _reconcile(runtime, body, log, full_apply=False, retry=False, post=events.post)
-
-        requeue = Requeue(kube, promptly)
-        # reconciles read watched caches; a child's readiness change reconciles its endpoint
-        runtime.view = ClusterView(
-            kube, config.namespaces, requeue.add, lambda ns, name: runtime.dirty.add((ns, name))
-        )
-        tasks = await informer.start(runtime.view.informers)
-        tasks.append(asyncio.create_task(requeue.run(), name="requeue"))
-        memo["runtime"], memo["events"], memo["tasks"] = runtime, events, tasks
+        # kopf's indexes, by their handlers' ids (kopf fills them before any endpoint handler)
+        runtime.view = ClusterView({name: kwargs[name] for name in INDEXES})
+        memo["runtime"] = runtime
         if config.metrics_port:
             memo["metrics_server"] = await serve(runtime.metrics.registry, config.metrics_port)
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        await informer.stop(memo.get("tasks") or [])
         metrics_server = memo.get("metrics_server")
         if metrics_server is not None:
             await metrics_server.cleanup()
-        events: EventPoster | None = memo.get("events")
-        if events is not None:
-            await events.close()
         runtime: Runtime | None = memo.get("runtime")
         if runtime is not None:
             await runtime.http.close()
@@ -132,21 +155,25 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     @kopf.on.create(GROUP, VERSION, PLURAL, id="apply", registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, id="apply", field="spec", registry=registry)
     async def apply(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-        await _reconcile(memo["runtime"], body, logger, full_apply=True, retry=True)
+        runtime: Runtime = memo["runtime"]
+        runtime.wake(_key(body))  # children's changes wake the daemon from now on
+        await _reconcile(runtime, body, logger, full_apply=True, retry=True)
 
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=config.reconcile_interval_s,
-        # create/resume have just reconciled: the first tick can wait a whole interval
-        initial_delay=config.reconcile_interval_s,
-        id="reconcile",
-        sharp=False,
-        registry=registry,
+    @kopf.daemon(
+        GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=5.0, registry=registry
     )
-    async def tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-        await _reconcile(memo["runtime"], body, logger, full_apply=False, retry=False)
+    async def passes(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        # one pass per interval, or at once when a child's change wakes it; create/resume
+        # have just reconciled, so the first pass waits (kopf cancels the daemon on deletion)
+        runtime: Runtime = memo["runtime"]
+        wake = runtime.wake(_key(body))
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), config.reconcile_interval_s)
+            if wake.is_set():
+                await asyncio.sleep(COALESCE_S)  # a burst of child changes makes one pass
+                wake.clear()
+            await _reconcile(runtime, body, logger, full_apply=False, retry=False)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="forget", optional=True, registry=registry)
     async def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -159,6 +186,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             runtime.forget((meta["namespace"], meta["name"]))
 
     return registry
+
+
+def _key(body: kopf.Body) -> tuple[str, str]:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
 
 
 def kopf_settings() -> kopf.OperatorSettings:

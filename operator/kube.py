@@ -1,15 +1,14 @@
-"""A small async Kubernetes REST client: server-side apply, get, list, delete, status patch.
+"""The operator's one Kubernetes client, for its writes: server-side apply, merge patch,
+delete, status patch. (Reads come from kopf's watches and indexes: cluster.py.)
 
 Built on kubernetes_asyncio's ApiClient (auth, TLS, kubeconfig) with the paths of the few kinds
-the operator manages spelled out, so no discovery round-trips are needed.
+the operator writes spelled out, so no discovery round-trips are needed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
@@ -25,8 +24,6 @@ KINDS: dict[str, tuple[str, str]] = {
     "Service": ("/api/v1", "services"),
     "ConfigMap": ("/api/v1", "configmaps"),
     "Pod": ("/api/v1", "pods"),
-    "Node": ("/api/v1", "nodes"),
-    "Event": ("/api/v1", "events"),
     "StatefulSet": ("/apis/apps/v1", "statefulsets"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
@@ -35,14 +32,13 @@ KINDS: dict[str, tuple[str, str]] = {
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "LLMEndpoint": ("/apis/scaleserve.io/v1alpha1", "llmendpoints"),
 }
-CLUSTER_SCOPED = {"Node"}
-MAX_IN_FLIGHT = 32  # concurrent requests (watches not counted)
+MAX_IN_FLIGHT = 32  # concurrent requests
 
 
 def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
     prefix, plural = KINDS[kind]
     parts = [prefix]
-    if namespace is not None and kind not in CLUSTER_SCOPED:
+    if namespace is not None:
         parts.append(f"namespaces/{namespace}")
     parts.append(plural)
     if name is not None:
@@ -111,34 +107,6 @@ class Kube:
             raise ClusterError(f"{method} {url}: {resp.status} {_reason(data)}", status=resp.status)
         return dict(json.loads(data)) if data else {}
 
-    @asynccontextmanager
-    async def stream(
-        self, url: str, query: list[tuple[str, str]], timeout_s: float = 330
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """A watch: the response's lines (one JSON event each) as they arrive."""
-        try:
-            resp = await self._api.call_api(
-                url,
-                "GET",
-                {},
-                query,
-                {"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=timeout_s,
-            )
-        except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ClusterError(f"watch {url}: {exc}") from None
-        try:
-            if not 200 <= resp.status <= 299:
-                data = await resp.read()
-                reason = f"watch {url}: {resp.status} {_reason(data)}"
-                raise ClusterError(reason, status=resp.status)
-            yield _lines(resp)
-        finally:
-            resp.release()
-
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply with the operator's field manager (conflicts forced)."""
         meta = manifest["metadata"]
@@ -151,30 +119,6 @@ class Kube:
             query=query,
             content_type="application/apply-patch+yaml",
         )
-
-    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.request("GET", path(kind, namespace, name))
-        except ClusterError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def list(
-        self,
-        kind: str,
-        namespace: str | None = None,
-        *,
-        labels: dict[str, str] | None = None,
-        fields: str | None = None,
-    ) -> list[dict[str, Any]]:
-        query: list[tuple[str, str]] = []
-        if labels:
-            query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items())))
-        if fields:
-            query.append(("fieldSelector", fields))
-        data = await self.request("GET", path(kind, namespace), query=query)
-        return list(data.get("items") or [])
 
     async def patch(
         self, kind: str, namespace: str | None, name: str, body: dict[str, Any]
@@ -230,19 +174,6 @@ class Kube:
         else:
             ops.append({"op": "add", "path": "/status", "value": status})
         await self.request("PATCH", url, body=ops, content_type="application/json-patch+json")
-
-
-async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    # split by hand: readline() refuses lines over aiohttp's buffer limit (large objects)
-    buffer = b""
-    async for chunk in resp.content.iter_any():
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield line
-    if buffer.strip():
-        yield buffer
 
 
 def _reason(data: bytes) -> str:

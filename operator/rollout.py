@@ -15,6 +15,7 @@ differs from the spec's is replaced like a group of the wrong shape, never patch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -30,8 +31,23 @@ from scaleserve.operator.spec import EndpointSpec
 from scaleserve.operator.target import Event
 
 
+@dataclass(frozen=True)
+class _Keyed:
+    """A spec compared and hashed by its JSON (the spec holds dicts, so it is not hashable)."""
+
+    text: str
+    spec: EndpointSpec = field(compare=False, hash=False)
+
+
 def pod_hash(spec: EndpointSpec, owner: Owner, shape: GroupShape) -> str:
-    """Hash of the pod template of a group of `shape` (its name and node left out)."""
+    """Hash of the pod template of a group of `shape` (its name and node left out); every pass
+    asks for it, the spec rarely changes: computed once per spec, owner and shape."""
+    return _pod_hash(_Keyed(spec.model_dump_json(), spec), owner, shape)
+
+
+@functools.lru_cache(maxsize=4096)  # a few shapes per endpoint
+def _pod_hash(keyed: _Keyed, owner: Owner, shape: GroupShape) -> str:
+    spec = keyed.spec
     canonical = Group(group_name(0, shape.tensor_parallel), shape.size, shape.tensor_parallel)
     template = engine_statefulset(spec, owner, canonical, None)["spec"]["template"]
     text = json.dumps(template, sort_keys=True, separators=(",", ":"))

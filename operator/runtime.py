@@ -1,4 +1,4 @@
-"""What the operator's handlers share: settings, clients, watched caches, windows, locks."""
+"""What the operator's handlers share: settings, clients, kopf's indexes, windows, locks."""
 
 from __future__ import annotations
 
@@ -40,8 +40,11 @@ class Runtime:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     clock: Callable[[], float] = time.monotonic
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    # watched caches the reconciles read (set at start-up, once the watches have listed)
+    # kopf's indexes the reconciles read (set at start-up)
     view: ClusterView | None = None
+    # per endpoint: set when a child changed what the endpoint's status depends on; its
+    # daemon (handlers.py) runs a pass at once instead of waiting for the next interval
+    wakes: dict[Key, asyncio.Event] = field(default_factory=dict)
     # the last status written per endpoint, with the endpoint's UID: only the operator writes
     # the status, so it is newer than that of a body read before the write (a timer's body, or
     # a pass that waited for the endpoint's lock), and events are not emitted twice
@@ -59,6 +62,9 @@ class Runtime:
 
     def lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
+
+    def wake(self, key: Key) -> asyncio.Event:
+        return self.wakes.setdefault(key, asyncio.Event())
 
     def resync_due(self, key: Key) -> bool:
         """Whether a pass re-applies every child: a child was deleted, the resync period has
@@ -91,6 +97,7 @@ class Runtime:
     def forget(self, key: Key) -> None:
         """Drop an endpoint's in-memory state (it was deleted)."""
         self.locks.pop(key, None)
+        self.wakes.pop(key, None)
         self.written.pop(key, None)
         self.last_apply.pop(key, None)
         self.rejected.pop(key, None)

@@ -1,25 +1,86 @@
-"""The watched caches reconciles read: own writes seen at once, stale events ignored, readiness
-changes of a child requeue its endpoint."""
+"""What reconciles read: kopf's indexes of the watched children and nodes, with the operator's
+own writes laid over them at once; readiness changes of a child wake its endpoint."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
+from scaleserve.operator import cluster
 from scaleserve.operator.builders import ANNOTATION_NODE
 from scaleserve.operator.cluster import ClusterView
-from scaleserve.operator.kube import Kube
 from scaleserve.operator.placement import NodeGPUs, choose_node
 from scaleserve.operator.spec import parse_spec
-from scaleserve.operator.triggers import event_manifest
 
 pytestmark = pytest.mark.unit
 
 SPEC = parse_spec(
     {"model": {"uri": "hf://org/tiny"}, "layout": {"replicas": 1, "tensorParallel": 1}}
 )
+Fn = Callable[[Mapping[str, Any]], dict[Hashable, dict[str, Any]]]
+# the indexes handlers.py registers with kopf, by kind (kopf applies the label filters)
+FUNCS: dict[str, list[tuple[str, Fn]]] = {
+    "StatefulSet": [("engines", cluster.engines_index)],
+    "Deployment": [("gateways", cluster.gateways_index)],
+    "Pod": [("endpoint_pods", cluster.endpoint_pods_index), ("gpu_pods", cluster.gpu_pods_index)],
+    "Node": [("nodes", cluster.nodes_index)],
+}
+
+
+class _Lookup(Mapping[Hashable, list[dict[str, Any]]]):
+    def __init__(self, stores: dict[Hashable, dict[tuple[str, str], dict[str, Any]]]) -> None:
+        self.stores = stores
+
+    def __getitem__(self, key: Hashable) -> list[dict[str, Any]]:
+        return list(self.stores[key].values())
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self.stores)
+
+    def __len__(self) -> int:
+        return len(self.stores)
+
+
+class Indexes:
+    """kopf's indexes as the watch fills them: each event replaces what an object put in."""
+
+    def __init__(self) -> None:
+        names = [name for funcs in FUNCS.values() for name, _ in funcs]
+        self.stores: dict[str, dict[Hashable, dict[tuple[str, str], dict[str, Any]]]] = {
+            n: {} for n in names
+        }
+
+    def lookups(self) -> dict[str, _Lookup]:
+        return {name: _Lookup(stores) for name, stores in self.stores.items()}
+
+    def event(self, kind: str, obj: dict[str, Any], *, deleted: bool = False) -> None:
+        meta = obj["metadata"]
+        key = (meta.get("namespace") or "", meta["name"])
+        for name, fn in FUNCS[kind]:
+            stores = self.stores[name]
+            for index_key in list(stores):
+                stores[index_key].pop(key, None)
+                if not stores[index_key]:
+                    del stores[index_key]
+            for index_key, value in ({} if deleted else fn(obj)).items():
+                stores.setdefault(index_key, {})[key] = value
+
+
+class View(ClusterView):
+    """A ClusterView over test indexes; `watch` delivers an event to both, as kopf does."""
+
+    def __init__(self) -> None:
+        self.kopf = Indexes()
+        super().__init__(self.kopf.lookups())
+
+    def watch(self, event: str | None, obj: dict[str, Any]) -> bool:
+        kind = obj["kind"]
+        self.kopf.event(kind, obj, deleted=event == "DELETED")
+        if kind in ("StatefulSet", "Deployment"):
+            return self.child_event(kind, event, obj)
+        return False
 
 
 def engine(
@@ -66,64 +127,83 @@ def gpu_node(name: str, gpus: int, version: int = 1) -> dict[str, Any]:
     }
 
 
-def view(calls: list[tuple[str, str]] | None = None, *, synced: bool = True) -> ClusterView:
-    kube = Kube(None, "scaleserve-operator")  # type: ignore[arg-type]  # never called here
-    out = ClusterView(kube, ("ns",), None if calls is None else lambda ns, n: calls.append((ns, n)))
-    if synced:
-        for informer in out.informers:
-            informer.synced.set()
-    return out
+def pod(
+    name: str, *, node: str | None, gpus: int, phase: str = "Running", labels: bool = True
+) -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "resourceVersion": "10",
+            "labels": (
+                {
+                    "scaleserve.io/endpoint": "chat",
+                    "scaleserve.io/group": "g0-tp1",
+                    "app.kubernetes.io/component": "engine",
+                }
+                if labels
+                else {}
+            ),
+        },
+        "spec": {
+            **({"nodeName": node} if node else {}),
+            "containers": [{"resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}],
+        },
+        "status": {"phase": phase},
+    }
 
 
-def test_an_event_older_than_the_cached_object_does_not_replace_it() -> None:
-    cache = view()
+def test_an_indexed_object_older_than_the_operators_own_write_does_not_replace_it() -> None:
+    cache = View()
     cache.assume(engine("chat", "g0-tp1", 1, version=7, ready=1))
-    cache.engines.assume(engine("chat", "g0-tp1", 1, version=6, ready=0))
+    cache.watch("MODIFIED", engine("chat", "g0-tp1", 1, version=6, ready=0))
     (group,) = cache.engine_groups("ns", "chat")
     assert group.is_ready
+    # a newer one does, and the write laid over the index is forgotten
+    cache.watch("MODIFIED", engine("chat", "g0-tp1", 1, version=8, ready=0))
+    (group,) = cache.engine_groups("ns", "chat")
+    assert not group.is_ready
+    assert cache.engines.objects == {}
 
 
 def test_groups_are_read_per_endpoint() -> None:
-    cache = view()
+    cache = View()
     cache.assume(engine("chat", "g0-tp1", 1, version=1))
-    cache.assume(engine("chat", "g1-tp1", 1, version=2))
-    cache.assume(engine("code", "g0-tp1", 1, version=3))
+    cache.watch(None, engine("chat", "g1-tp1", 1, version=2))
+    cache.watch(None, engine("code", "g0-tp1", 1, version=3))
     cache.assume(engine("chat", "g0-tp1", 1, version=4, namespace="other"))
     assert [g.group.name for g in cache.engine_groups("ns", "chat")] == ["g0-tp1", "g1-tp1"]
     assert [g.group.name for g in cache.engine_groups("ns", "code")] == ["g0-tp1"]
     assert cache.engine_groups("ns", "absent") == []
 
 
-def test_a_child_changing_readiness_requeues_its_endpoint_and_nothing_else_does() -> None:
-    calls: list[tuple[str, str]] = []
-    cache = view(calls)
+def test_a_child_changing_readiness_wakes_its_endpoint_and_nothing_else_does() -> None:
+    cache = View()
     cache.assume(engine("chat", "g0-tp1", 1, version=1))
-    assert calls == []  # the operator's own write: the pass that wrote it goes on
+    # the operator's own write: the pass that wrote it goes on
+    assert not cache.watch("ADDED", engine("chat", "g0-tp1", 1, version=1))
     relabelled = engine("chat", "g0-tp1", 1, version=2)
     relabelled["metadata"]["labels"]["extra"] = "x"
-    cache.engines.handle({"type": "MODIFIED", "object": relabelled})
-    assert calls == []  # nothing its status depends on changed
+    assert not cache.watch("MODIFIED", relabelled)  # nothing its status depends on changed
     ready = engine("chat", "g0-tp1", 1, version=3, ready=1)
-    cache.engines.handle({"type": "MODIFIED", "object": ready})
-    assert calls == [("ns", "chat")]
-    cache.engines.handle({"type": "DELETED", "object": ready})
-    assert calls == [("ns", "chat")] * 2
+    assert cache.watch("MODIFIED", ready)
+    assert cache.watch("DELETED", ready)
     assert cache.engine_groups("ns", "chat") == []
+    assert cache.engines.objects == {}
 
 
-def test_the_initial_listing_requeues_nothing() -> None:
-    calls: list[tuple[str, str]] = []
-    cache = view(calls, synced=False)
-    cache.engines.handle(
-        {"type": "ADDED", "object": engine("chat", "g0-tp1", 1, version=1, ready=1)}
-    )
-    assert calls == []
+def test_the_initial_listing_wakes_nothing() -> None:
+    cache = View()
+    assert not cache.watch(None, engine("chat", "g0-tp1", 1, version=1, ready=1))
     assert cache.engine_groups("ns", "chat")[0].is_ready
+    # a change after the listing does
+    assert cache.watch("MODIFIED", engine("chat", "g0-tp1", 1, version=2, ready=0))
 
 
 def test_a_group_just_applied_is_counted_by_the_next_placement() -> None:
-    cache = view()
-    cache.nodes.assume(gpu_node("gpu-0", 8))
+    cache = View()
+    cache.watch(None, gpu_node("gpu-0", 8))
     assert cache.node_free_gpus(SPEC).now == [NodeGPUs("gpu-0", 8)]
     # the apply's answer is in the cache before any watch event: the GPUs are promised
     cache.assume(engine("chat", "g0-tp1", 6, version=5, node="gpu-0"))
@@ -132,10 +212,10 @@ def test_a_group_just_applied_is_counted_by_the_next_placement() -> None:
 
 
 def test_a_deleted_group_counts_as_terminating_until_the_watch_drops_it() -> None:
-    cache = view()
-    cache.nodes.assume(gpu_node("gpu-0", 8))
+    cache = View()
+    cache.watch(None, gpu_node("gpu-0", 8))
     cache.assume(engine("chat", "g0-tp1", 8, version=5, node="gpu-0", ready=8))
-    cache.engines.assume_deleted("ns", "chat-g0-tp1", "2026-01-01T00:00:00Z")
+    cache.assume_deleted("ns", "chat-g0-tp1", "2026-01-01T00:00:00Z")
     (group,) = cache.engine_groups("ns", "chat")
     assert group.terminating
     free = cache.node_free_gpus(SPEC)
@@ -144,7 +224,7 @@ def test_a_deleted_group_counts_as_terminating_until_the_watch_drops_it() -> Non
 
 
 def test_gateway_readiness_is_read_from_the_watched_deployment() -> None:
-    cache = view()
+    cache = View()
     assert cache.gateway_ready("ns", "chat-gateway") == 0
     deployment = {
         "kind": "Deployment",
@@ -162,55 +242,27 @@ def test_gateway_readiness_is_read_from_the_watched_deployment() -> None:
     }
     cache.assume(deployment)
     assert cache.gateway_ready("ns", "chat-gateway") == 2
-
-
-def test_an_event_names_its_endpoint() -> None:
-    body = {
-        "apiVersion": "scaleserve.io/v1alpha1",
-        "kind": "LLMEndpoint",
-        "metadata": {"name": "chat", "namespace": "ns", "uid": "u1"},
-    }
-    event = event_manifest(
-        body, "Normal", "GroupCreated", "created", datetime(2026, 1, 1, tzinfo=UTC)
-    )
-    assert event["metadata"] == {"generateName": "chat.", "namespace": "ns"}
-    assert event["involvedObject"]["uid"] == "u1"
-    assert (event["type"], event["reason"], event["lastTimestamp"]) == (
-        "Normal",
-        "GroupCreated",
-        "2026-01-01T00:00:00Z",
-    )
+    # the watch's newer version replaces the operator's own
+    newer = {**deployment, "metadata": {**deployment["metadata"], "resourceVersion": "4"}}
+    assert cache.watch("MODIFIED", {**newer, "status": {"readyReplicas": 1}})
+    assert cache.gateway_ready("ns", "chat-gateway") == 1
 
 
 def test_gpus_promised_to_a_pinned_group_count_until_its_pods_are_bound() -> None:
-    cache = view()
-    cache.nodes.assume(gpu_node("gpu-0", 8))
+    cache = View()
+    cache.watch(None, gpu_node("gpu-0", 8))
     cache.assume(engine("chat", "g0-tp1", 6, version=5, node="gpu-0"))
     assert cache.node_free_gpus(SPEC).promised == 6
     for i in range(6):
-        cache.pods.assume(
-            {
-                "metadata": {
-                    "name": f"chat-g0-tp1-{i}",
-                    "namespace": "ns",
-                    "resourceVersion": str(10 + i),
-                    "labels": {"scaleserve.io/endpoint": "chat", "scaleserve.io/group": "g0-tp1"},
-                },
-                "spec": {
-                    "nodeName": "gpu-0",
-                    "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}],
-                },
-                "status": {"phase": "Running"},
-            }
-        )
+        cache.watch("ADDED", pod(f"chat-g0-tp1-{i}", node="gpu-0", gpus=1))
     free = cache.node_free_gpus(SPEC)
     assert free.promised == 0
     assert free.now == [NodeGPUs("gpu-0", 2)]  # bound pods, not counted twice
 
 
 def test_a_reserved_group_holds_its_gpus_until_released() -> None:
-    cache = view()
-    cache.nodes.assume(gpu_node("gpu-0", 8))
+    cache = View()
+    cache.watch(None, gpu_node("gpu-0", 8))
     manifest = engine("chat", "g0-tp1", 8, version=0, node="gpu-0")
     del manifest["metadata"]["resourceVersion"]  # not applied yet
     reservation = cache.reserve(manifest)
@@ -222,3 +274,28 @@ def test_a_reserved_group_holds_its_gpus_until_released() -> None:
     cache.assume(engine("chat", "g0-tp1", 8, version=9, node="gpu-0"))
     cache.release(reservation)
     assert [g.group.name for g in cache.engine_groups("ns", "chat")] == ["g0-tp1"]
+
+
+def test_free_gpus_count_bound_unfinished_pods_of_anyone_and_nothing_else() -> None:
+    cache = View()
+    cache.watch(None, gpu_node("gpu-0", 8))
+    cache.watch(None, pod("other-bound", node="gpu-0", gpus=3, labels=False))
+    cache.watch(None, pod("other-done", node="gpu-0", gpus=2, phase="Succeeded", labels=False))
+    cache.watch(None, pod("other-pending", node=None, gpus=2, labels=False))
+    assert cache.node_free_gpus(SPEC).now == [NodeGPUs("gpu-0", 5)]
+    # only the endpoint's own pods are its pods, finished ones not at all
+    cache.watch(None, pod("chat-g0-tp1-0", node="gpu-0", gpus=1))
+    cache.watch(None, pod("chat-g0-tp1-1", node="gpu-0", gpus=1, phase="Failed"))
+    names = [p["metadata"]["name"] for p in cache.endpoint_pods("ns", "chat", "engine")]
+    assert names == ["chat-g0-tp1-0"]
+    assert cache.node_free_gpus(SPEC).now == [NodeGPUs("gpu-0", 4)]
+    cache.watch("DELETED", pod("other-bound", node="gpu-0", gpus=3, labels=False))
+    assert cache.node_free_gpus(SPEC).now == [NodeGPUs("gpu-0", 7)]
+
+
+def test_kept_objects_drop_managed_fields() -> None:
+    sts = engine("chat", "g0-tp1", 1, version=1)
+    sts["metadata"]["managedFields"] = [{"manager": "x"}]
+    (kept,) = cluster.engines_index(sts).values()
+    assert "managedFields" not in kept["metadata"]
+    assert "managedFields" in sts["metadata"]  # kopf's own body is left alone

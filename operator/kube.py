@@ -136,6 +136,16 @@ class Kube:
                 return None
             raise
 
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """One object, or None if there is none (objectives mode reads its profile's
+        ConfigMap, which nothing else watches)."""
+        try:
+            return await self.request("GET", path(kind, namespace, name))
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def delete(self, kind: str, namespace: str | None, name: str) -> bool:
         """Delete with foreground propagation off (background GC); False if already gone."""
         body = {"propagationPolicy": "Background"}

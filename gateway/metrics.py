@@ -76,6 +76,11 @@ class GatewayMetrics:
             "Requests waiting for admission",
             value=float(live["queued"]),  # type: ignore[arg-type]
         )
+        yield GaugeMetricFamily(
+            "scaleserve_gateway_held",
+            "Requests held because no replica serves their model (scaled to zero or starting)",
+            value=float(live["held"]),  # type: ignore[arg-type]
+        )
         in_flight = GaugeMetricFamily(
             "scaleserve_gateway_replica_in_flight",
             "Requests in flight per replica",

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import orjson
@@ -127,25 +127,16 @@ class GatewayApp:
             ) from None
 
     async def admit(self, receive: Any) -> None:
-        """An admission slot, before the body is parsed, templated or tokenized; a client that
-        leaves while queued is noticed (its body is read, so receive() now only reports a
-        disconnect)."""
+        """An admission slot, before the body is parsed, templated or tokenized."""
         admission = self.gateway.admission
-        if admission.try_acquire():
-            return
-        acquire = asyncio.ensure_future(admission.acquire())
-        left = asyncio.ensure_future(receive())
-        try:
-            await asyncio.wait((acquire, left), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            left.cancel()
-            if not acquire.done():
-                acquire.cancel()  # hands on a slot that arrives meanwhile
-                with contextlib.suppress(asyncio.CancelledError):
-                    await acquire
-        if acquire.cancelled():
-            raise ClientDisconnectedError
-        acquire.result()  # 429 when the queue is full or the wait too long
+        if not admission.try_acquire():
+            await unless_client_leaves(admission.acquire(), receive)
+
+    async def hold(self, model: str, receive: Any) -> None:
+        """Wait without an admission slot until a replica serves `model`, then take a slot."""
+        self.gateway.admission.release()
+        await unless_client_leaves(self.gateway.hold(model), receive)
+        await self.admit(receive)
 
     async def generate(self, kind: str, scope: Any, receive: Any, send: Any) -> None:
         task = asyncio.current_task()
@@ -213,6 +204,10 @@ class GatewayApp:
                     trace.stage("gateway.queue")
                 data = parse_json(raw)
                 req = parse_chat(data) if kind == "chat" else parse_completion(data)
+                if gateway.awaits_replica(req.model):  # scaled to zero, or all starting
+                    admitted = False
+                    await self.hold(req.model, receive)
+                    admitted = True
                 request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + os.urandom(12).hex()
                 if trace is not None:
                     trace.stage("gateway.parse")
@@ -240,6 +235,25 @@ class GatewayApp:
         finally:
             if admitted:
                 gateway.admission.release()
+
+
+async def unless_client_leaves(waiting: Coroutine[Any, Any, None], receive: Any) -> None:
+    """Await `waiting` (a wait in a queue); a client that leaves meanwhile cancels it and raises
+    ClientDisconnectedError. The request's body is read, so receive() now only reports a
+    disconnect."""
+    wait = asyncio.ensure_future(waiting)
+    left = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait((wait, left), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+        if not wait.done():
+            wait.cancel()  # leaves the queue; a slot that arrives meanwhile is handed on
+            with contextlib.suppress(asyncio.CancelledError):
+                await wait
+    if wait.cancelled():
+        raise ClientDisconnectedError
+    wait.result()  # the queue's refusal (429 when full or too long, 503 for holding)
 
 
 def with_header(send: Any, header: tuple[bytes, bytes]) -> Any:
@@ -342,27 +356,29 @@ def create_app(
     async def generation_routes() -> Response:  # served by GatewayApp's fast path
         raise NotFoundError("no such route")
 
-    def model_object(model: Model) -> dict[str, Any]:
-        return {
-            "id": model.name,
+    def model_object(name: str, model: Model | None) -> dict[str, Any]:
+        card: dict[str, Any] = {
+            "id": name,
             "object": "model",
-            "created": model.created,
+            "created": model.created if model is not None else gateway.started,
             "owned_by": "scaleserve",
-            "max_model_len": model.max_model_len,
         }
+        if model is not None:  # a configured name no replica has described yet has no length
+            card["max_model_len"] = model.max_model_len
+        return card
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
         keys.check(request.headers.get("authorization"))
-        data = [model_object(m) for m in gateway.served_models()]
+        data = [model_object(name, m) for name, m in gateway.listed_models()]
         return JSONBytes({"object": "list", "data": data})
 
     @app.get("/v1/models/{model_id:path}")
     async def model(request: Request, model_id: str) -> Response:
         keys.check(request.headers.get("authorization"))
-        for served in gateway.served_models():
-            if served.name == model_id:
-                return JSONBytes(model_object(served))
+        for name, listed in gateway.listed_models():
+            if name == model_id:
+                return JSONBytes(model_object(name, listed))
         raise NotFoundError(f"The model `{model_id}` does not exist.", code="model_not_found")
 
     @app.get("/healthz")
@@ -371,7 +387,9 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if gateway.ready and not gateway.draining:
+        # Ready without replicas while requests can be held: a Service that dropped every
+        # gateway of an endpoint scaled to zero would refuse the request that wakes it.
+        if (gateway.ready or settings.max_held > 0) and not gateway.draining:
             return JSONBytes({"status": "ready"})
         status = "draining" if gateway.draining else "not ready"
         return JSONBytes({"status": status}, status_code=503)

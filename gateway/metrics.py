@@ -41,6 +41,11 @@ def live_metrics(live: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "scaleserve_gateway_queued", "Requests waiting for admission", value=float(live["queued"])
     )
+    yield GaugeMetricFamily(
+        "scaleserve_gateway_held",
+        "Requests held because no replica serves their model (scaled to zero or starting)",
+        value=float(live["held"]),
+    )
     in_flight = GaugeMetricFamily(
         "scaleserve_gateway_replica_in_flight", "Requests in flight per replica", labels=["replica"]
     )

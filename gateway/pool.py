@@ -120,12 +120,14 @@ class ReplicaPool:
         health_interval: float = 1.0,
         health_timeout: float = 2.0,
         on_model_info: ModelInfoHandler | None = None,
+        on_eligible: Callable[[], object] | None = None,
     ) -> None:
         self._replicas: dict[str, Replica] = {}
         self._eligible: tuple[Replica, ...] = ()
         self._health_interval = health_interval
         self._health_timeout = health_timeout
         self._on_model_info = on_model_info
+        self._on_eligible = on_eligible  # called when the replicas taking new work change
         self._closing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
 
@@ -157,9 +159,13 @@ class ReplicaPool:
         # terminating one that still serves (a pod in its preStop, while its replacement is
         # being probed) does, rather than every request failing.
         replicas = self._replicas.values()
-        self._eligible = tuple(r for r in replicas if r.eligible) or tuple(
+        eligible = tuple(r for r in replicas if r.eligible) or tuple(
             r for r in replicas if r.usable
         )
+        if eligible != self._eligible:
+            self._eligible = eligible
+            if self._on_eligible is not None:
+                self._on_eligible()
 
     def _close(self, replica: Replica) -> None:
         self._replicas.pop(replica.address, None)

@@ -29,6 +29,7 @@ from scaleserve.gateway.errors import (
     UpstreamError,
     from_rpc_error,
 )
+from scaleserve.gateway.holding import Holding
 from scaleserve.gateway.limits import Admission
 from scaleserve.gateway.metrics import GatewayMetrics
 from scaleserve.gateway.models import Model, model_key
@@ -69,8 +70,12 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.policy = get_policy(settings.routing)
+        self.holding = Holding(settings.max_held, settings.hold_timeout, settings.retry_after)
         self.pool = ReplicaPool(
-            settings.health_interval, settings.health_timeout, on_model_info=self._on_model_info
+            settings.health_interval,
+            settings.health_timeout,
+            on_model_info=self._on_model_info,
+            on_eligible=self.holding.wake,
         )
         self.admission = Admission(
             settings.max_concurrency,
@@ -88,6 +93,7 @@ class Gateway:
         self.retries_total = 0
         self.models: dict[Hashable, Model] = {}
         self.draining = False  # SIGTERM: no new requests, /readyz fails
+        self.started = int(time.time())  # `created` of a configured model not seen yet
         self._seq = itertools.count()
         self._model_lock = asyncio.Lock()
         self.metrics = GatewayMetrics(self.stats)
@@ -160,6 +166,18 @@ class Gateway:
             best.setdefault(model.name, model)
         return list(best.values())
 
+    def listed_models(self) -> list[tuple[str, Model | None]]:
+        """Every name whose requests are served or held (/v1/models): served now, seen on a
+        replica that is out now, or configured; each with its best known variant, if any."""
+        best: dict[str, Model | None] = {}
+        for model in self._capacity():
+            best.setdefault(model.name, model)
+        for model in sorted(self.models.values(), key=lambda m: -m.created):
+            best.setdefault(model.name, model)
+        for name in self.settings.served_models:
+            best.setdefault(name, None)
+        return list(best.items())
+
     def _capacity(self) -> list[Model]:
         """Models with replicas taking work, the most capacity first."""
         weight: dict[Hashable, int] = {}
@@ -172,20 +190,33 @@ class Gateway:
     def ready(self) -> bool:
         return bool(self.served_models())
 
+    def awaits_replica(self, name: str) -> bool:
+        """Whether a request for `name` has to wait for a replica: none serves it now, and it is
+        a name of this endpoint (configured, or seen on a replica), or no name is known yet. A
+        name nothing has named, once names are known, is refused (404) instead."""
+        if any(model.name == name for model in self._capacity()):
+            return False
+        known = self.settings.served_models or self.models
+        return not known or name in self.settings.served_models or self._seen(name)
+
+    def _seen(self, name: str) -> bool:
+        return any(model.name == name for model in self.models.values())
+
+    async def hold(self, name: str) -> None:
+        """Hold a request for `name` until a replica serves it (or its name turns out unknown),
+        within the holding bounds; 503 + Retry-After beyond them."""
+        await self.holding.wait(lambda: not self.awaits_replica(name), f"`{name}`")
+
     def resolve(self, name: str) -> Model:
         """The model a request for `name` is prepared with: during a rollout (one name, two
         tokenizers or limits), the one with the most serving capacity."""
         for model in self._capacity():
             if model.name == name:
                 return model
-        if any(m.name == name for m in self.models.values()):
+        if self.awaits_replica(name):
+            what = f"`{name}`" if self.settings.served_models or self.models else "any model"
             raise NoReplicaAvailableError(
-                f"no replica of `{name}` takes requests now",
-                headers={"retry-after": str(self.settings.retry_after)},
-            )
-        if not self.models:
-            raise NoReplicaAvailableError(
-                "no engine replica is ready yet",
+                f"no replica of {what} takes requests now",
                 headers={"retry-after": str(self.settings.retry_after)},
             )
         raise ModelNotFoundError(f"The model `{name}` does not exist.", param="model")
@@ -376,6 +407,7 @@ class Gateway:
             "in_flight_avg": round(self.in_flight.mean(), 4),
             "window_s": self.settings.stats_window,
             "queued": self.admission.queued,
+            "held": self.holding.held,
             "requests_total": self.requests_total,
             "replicas": [
                 {

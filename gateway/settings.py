@@ -20,6 +20,7 @@ DEADLINES = (
     "receive_timeout",
     "write_timeout",
     "drain_timeout",
+    "hold_timeout",
 )
 
 
@@ -51,7 +52,13 @@ class GatewaySettings:
         another replica); token_idle_timeout: between two messages of a stream;
         queue_timeout: waiting for an admission slot; receive_timeout: to receive a request's
         headers and body; write_timeout: a response write blocked by a client not reading;
-        drain_timeout: on SIGTERM, how long in-flight requests may still run.
+        drain_timeout: on SIGTERM, how long in-flight requests may still run; hold_timeout:
+        how long a request may be held while no replica serves its model.
+    max_held: requests held at once while no replica serves their model (an endpoint scaled to
+        zero or starting; 0: none, 503 at once); beyond it, or after hold_timeout, 503 +
+        Retry-After.
+    served_models: the endpoint's served model names, known before any replica answers: listed
+        by /v1/models and held for while no replica serves them; other names get 404.
     max_connections: open client connections (uvicorn's limit_concurrency; beyond it, 503);
     backlog: the listen socket's accept queue.
     workers: gateway processes sharing the API socket (workers.py); the admission and
@@ -84,6 +91,9 @@ class GatewaySettings:
     receive_timeout: float = 30.0
     write_timeout: float = 60.0
     drain_timeout: float = 30.0
+    hold_timeout: float = 300.0
+    max_held: int = 256
+    served_models: tuple[str, ...] = ()
     max_connections: int = 8192
     backlog: int = 2048
     workers: int = 1
@@ -101,7 +111,7 @@ class GatewaySettings:
                 raise SettingsError(f"{name} must be in 1..65535")
         if self.port == self.internal_port:
             raise SettingsError("internal_port must differ from port")
-        for name in ("max_concurrency", "max_queue"):
+        for name in ("max_concurrency", "max_queue", "max_held"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must be >= 0")
         if self.max_body_bytes < 1024:
@@ -213,9 +223,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "receive_timeout": "receiving a request's headers and body",
         "write_timeout": "a write blocked by a client that does not read",
         "drain_timeout": "in-flight requests may run on after SIGTERM",
+        "hold_timeout": "a request held while no replica serves its model",
     }
     for name, what in deadline_help.items():
         a(f"--{name.replace('_', '-')}", type=float, help=f"{what}, s (default {getattr(d, name)})")
+    a("--max-held", type=int, help=f"requests held while no replica serves (default {d.max_held})")
+    a("--served-models", help="the endpoint's served model names, name,name (before any replica)")
     a(
         "--max-connections",
         type=int,

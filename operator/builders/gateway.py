@@ -68,6 +68,7 @@ def gateway_args(spec: EndpointSpec, owner: Owner) -> list[str]:
         "--namespace", owner.namespace,
         "--service", engine_service_name(owner.name),
         "--routing", spec.gateway.routing,
+        "--served-models", spec.model.name,
         "--internal-port", str(GATEWAY_INTERNAL_PORT),
         "--drain-timeout", str(DRAIN_S),
     ]  # fmt: skip

@@ -166,7 +166,7 @@ def test_dashboards_are_grafana_json_of_the_schema_version(name: str) -> None:
 
 def _defined_series() -> set[str]:
     """Every series name the operator, gateway and engine metrics modules define."""
-    live = {"in_flight": 0, "in_flight_avg": 0.0, "queued": 0, "replicas": []}
+    live = {"in_flight": 0, "in_flight_avg": 0.0, "queued": 0, "held": 0, "replicas": []}
     engine = CollectorRegistry()
     EngineMetrics(engine)
     registries = [OperatorMetrics().registry, GatewayMetrics(lambda: live).registry, engine]

@@ -235,6 +235,8 @@ def test_gateway_watches_endpointslices_with_its_own_role() -> None:
     args = pod["containers"][0]["args"]
     assert args[args.index("--service") + 1] == "chat-engine"
     assert args[args.index("--routing") + 1] == "prefix-affinity"
+    # /v1/models lists it, and requests for it are held, while the endpoint has no engine
+    assert args[args.index("--served-models") + 1] == "llama-70b"
     assert args[args.index("--api-key-file") + 1] == "/etc/scaleserve/api-key/api-key"
     assert deployment["spec"]["replicas"] == 2
 

@@ -52,6 +52,7 @@ def worker_stats(in_flight: int, replicas: list[dict[str, Any]]) -> dict[str, An
         "in_flight_avg": in_flight / 2,
         "window_s": 30.0,
         "queued": 1,
+        "held": in_flight % 2,
         "requests_total": 10 * in_flight,
         "replicas": replicas,
     }
@@ -72,7 +73,7 @@ def test_the_pods_stats_are_the_sum_of_its_workers() -> None:
     a = worker_stats(3, [replica("e1:1", 2), replica("e2:1", 1)])
     b = worker_stats(4, [replica("e1:1", 4), replica("e2:1", 0, serving=False)])
     pod = merge_stats([a, b], 30.0)
-    assert (pod["in_flight"], pod["in_flight_avg"], pod["queued"]) == (7, 3.5, 2)
+    assert (pod["in_flight"], pod["in_flight_avg"], pod["queued"], pod["held"]) == (7, 3.5, 2, 1)
     assert (pod["requests_total"], pod["workers"]) == (70, 2)
     replicas = {r["address"]: r for r in pod["replicas"]}
     assert replicas["e1:1"]["in_flight"] == 6  # what the operator's drain waits on

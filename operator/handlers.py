@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -160,16 +159,26 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         await _reconcile(runtime, body, logger, full_apply=True, retry=True)
 
     @kopf.daemon(
-        GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=5.0, registry=registry
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="reconcile",
+        # a pass still running when the endpoint goes or the operator stops is cancelled
+        cancellation_backoff=1.0,
+        cancellation_timeout=5.0,
+        registry=registry,
     )
-    async def passes(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    async def passes(
+        body: kopf.Body, memo: kopf.Memo, logger: Any, stopped: kopf.DaemonStopped, **_: Any
+    ) -> None:
         # one pass per interval, or at once when a child's change wakes it; create/resume
-        # have just reconciled, so the first pass waits (kopf cancels the daemon on deletion)
+        # have just reconciled, so the first pass waits
         runtime: Runtime = memo["runtime"]
         wake = runtime.wake(_key(body))
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), config.reconcile_interval_s)
+        while not stopped:
+            await _sleep(wake, stopped, config.reconcile_interval_s)
+            if stopped:
+                return
             if wake.is_set():
                 await asyncio.sleep(COALESCE_S)  # a burst of child changes makes one pass
                 wake.clear()
@@ -186,6 +195,16 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             runtime.forget((meta["namespace"], meta["name"]))
 
     return registry
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout_s: float) -> None:
+    """Until `wake` is set, the daemon is stopped, or `timeout_s` has passed."""
+    waits = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 def _key(body: kopf.Body) -> tuple[str, str]:

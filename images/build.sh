@@ -108,6 +108,18 @@ build_image() {
   touch "$bundle/.complete"
   printf '%s\n' "$bundle" >"$CACHE/$name.bundle"
   took "$name: unpacked" "$t"
+  prune "$name" "$key"
+}
+
+# Earlier versions of an image and its bundle (hundreds of MB each, GB for the CPU engine).
+prune() {
+  local name=$1 key=$2 old
+  for old in "$CACHE/bundles/$name-"*; do
+    [ "$old" = "$CACHE/bundles/$name-$key" ] || rm -rf "$old"
+  done
+  pod images --filter "reference=localhost/scaleserve-$name" --format '{{.Repository}}:{{.Tag}}' \
+    | grep -v ":$key\$" | xargs -r podman --root "$CACHE/storage" --runroot "$CACHE/run" \
+      --storage-driver overlay rmi --force >/dev/null || true
 }
 
 [ "$(id -u)" = 0 ] || { echo "images/build.sh: run as root (mmdebstrap, podman, runc)" >&2; exit 1; }

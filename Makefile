@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup up down demo test test-unit test-engine test-gateway test-control-plane test-e2e lint fmt proto cluster-binaries clean
+.PHONY: help setup up down demo test test-unit test-engine test-gateway test-control-plane test-e2e lint fmt proto cluster-binaries images clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ proto: setup  ## regenerate the engine protocol's Python bindings
 
 cluster-binaries:  ## build (or restore from cache) kube-apiserver, controller-manager, scheduler, kwok, helm
 	@bash e2e/cluster/build.sh
+
+images:  ## build the operator and gateway images without Docker (cached); IMAGES="engine-cpu" for the CPU engine
+	@bash images/build.sh $(IMAGES)
 
 clean:  ## remove the .venv link and local build outputs (caches outside the checkout stay)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -16,6 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 from e2e.local.host import LocalStack, needs_root
+from tests.fixtures.engines import engine_launcher, engine_replica, tiny_model_dir
+
+# engine processes for the scenarios that need one without a stack (test_images.py)
+__all__ = ["engine_launcher", "engine_replica", "tiny_model_dir"]
 
 log = logging.getLogger("e2e")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise

@@ -30,7 +30,9 @@ from scaleserve.operator.layout import Group
 from scaleserve.operator.spec import parse_spec
 from tests.fixtures.engines import EngineProcess, free_port
 
-pytestmark = pytest.mark.e2e
+# long: it installs Debian packages and builds from Debian's mirror and PyPI inside podman,
+# which `make test` does not depend on (make test-e2e runs it)
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 ROOT = Path(__file__).parents[1]
 # cold, about 2.5 min here (a Debian base and two pip installs); within pytest's 600 s a test

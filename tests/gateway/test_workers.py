@@ -1,6 +1,7 @@
 """A gateway pod with two worker processes: requests succeed, the internal port reports the
 pod's sums (in flight now, per replica, request and token counters) while streams are open
-on both workers, and SIGTERM still drains every stream to a clean end."""
+on both workers, SIGTERM still drains every stream to a clean end, and a rotated API key
+reaches every worker."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from tests.fixtures.engines import EngineProcess, cores_paused
 from tests.gateway.conftest import MODEL, GatewayFactory
 from tests.gateway.test_deadlines_and_models import stream_frames
+from tests.gateway.test_protection import until
 
 pytestmark = pytest.mark.gateway
 
@@ -80,3 +83,28 @@ def test_two_workers_serve_sum_their_stats_and_drain_on_sigterm(
             assert last["choices"][0]["finish_reason"] == "length"
     assert any("error" in frames[-2] for frames in results)
     assert exit_code == 0, gw.log_tail()
+
+
+def test_each_worker_takes_a_rotated_api_key_without_a_restart(
+    gateway_factory: GatewayFactory, engine_replicas: list[EngineProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "key-a").write_text("sk-first\n")
+    gw = gateway_factory(engine_replicas, "--workers", "2", "--api-key-file", str(tmp_path))
+    body = {"model": MODEL, "prompt": "keys", "max_tokens": 1}
+
+    def statuses(key: str) -> set[int]:
+        """Over fresh connections, which the kernel spreads over both workers."""
+        headers = {"authorization": f"Bearer {key}"}
+        return {
+            httpx.post(
+                gw.base_url + "/completions", json=body, headers=headers, timeout=60
+            ).status_code
+            for _ in range(8)
+        }
+
+    assert statuses("sk-first") == {200}
+    (tmp_path / "key-b").write_text("sk-rotated\n")
+    assert until(lambda: statuses("sk-rotated") == {200})
+    (tmp_path / "key-a").unlink()
+    assert until(lambda: statuses("sk-first") == {401})
+    assert statuses("sk-rotated") == {200}

@@ -135,14 +135,10 @@ def _stop(data: dict[str, Any]) -> tuple[str, ...]:
     return tuple(v)
 
 
-def _reject_unsupported(data: dict[str, Any], kind: str) -> None:
+def _reject_unsupported(data: dict[str, Any]) -> None:
     if data.get("suffix"):
         raise InvalidRequestError(
             "suffix is not supported", param="suffix", code="unsupported_value"
-        )
-    if kind != "chat" and data.get("tools"):
-        raise InvalidRequestError(
-            "tools are only supported on chat completions", param="tools", code="unsupported_value"
         )
 
 
@@ -209,7 +205,7 @@ def _common(data: dict[str, Any], kind: str) -> dict[str, Any]:
         raise InvalidRequestError(
             "you must provide a model parameter", param="model", code="missing_required_parameter"
         )
-    _reject_unsupported(data, kind)
+    _reject_unsupported(data)
     stream = _boolean(data, "stream", False)
     include_usage = continuous_usage = False
     options = data.get("stream_options")

@@ -200,12 +200,12 @@ CORPUS: dict[str, tuple[str, dict[str, Any]]] = {
         messages=ASK_WEATHER, tools=STRICT_TOOLS, tool_choice="required", max_tokens=80
     ),
     "tools-auto-strict": ch(messages=ASK_WEATHER, tools=STRICT_TOOLS, max_tokens=60),
-    "tools-named": ch(messages=ASK_WEATHER, tools=TOOLS, tool_choice=NAMED, max_tokens=40),
+    "tools-named": ch(messages=ASK_WEATHER, tools=TOOLS, tool_choice=NAMED, max_tokens=100),
     "tools-auto": ch(messages=ASK_WEATHER, tools=TOOLS, max_tokens=24),
     "tools-none": ch(messages=ASK_WEATHER, tools=TOOLS, tool_choice="none"),
     "tools-multi-turn-auto": ch(messages=TOOL_TURNS, tools=TOOLS, max_tokens=24),
     "tools-multi-turn-named": ch(
-        messages=TOOL_TURNS, tools=TOOLS, tool_choice=NAMED, max_tokens=40
+        messages=TOOL_TURNS, tools=TOOLS, tool_choice=NAMED, max_tokens=100
     ),
 }
 # Requests both servers refuse with a 400 naming the same parameter. Where vLLM names none

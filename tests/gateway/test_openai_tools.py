@@ -93,7 +93,7 @@ def test_named_choice_calls_that_function(gateway: GatewayProcess, stream: bool)
         "messages": MESSAGES,
         "tools": [WEATHER, CLOCK],
         "tool_choice": {"type": "function", "function": {"name": "get_time"}},
-        "max_tokens": 40,
+        "max_tokens": 100,
         "temperature": 0,
     }
     with client(gateway) as c:

@@ -40,6 +40,7 @@ class ModelFacts:
     eos_token_ids: tuple[int, ...] = ()
     chat_template: str = ""
     tokenizer_files: dict[str, bytes] = field(default_factory=dict)
+    tool_call_parser: str = ""
 
     def to_proto(self) -> engine_pb2.ModelInfoResponse:
         return engine_pb2.ModelInfoResponse(
@@ -53,6 +54,7 @@ class ModelFacts:
             vocab_size=self.vocab_size,
             tokenizer_files=self.tokenizer_files,
             protocol_version=PROTOCOL_VERSION,
+            tool_call_parser=self.tool_call_parser,
         )
 
 
@@ -113,7 +115,7 @@ def chat_template_of(tokenizer: Any, files: dict[str, bytes]) -> str:
     return ""
 
 
-def model_facts(engine: Any, served_name: str) -> ModelFacts:
+def model_facts(engine: Any, served_name: str, tool_call_parser: str = "") -> ModelFacts:
     """Facts about the model an AsyncLLM has loaded."""
     vllm_config = engine.vllm_config
     model_config = vllm_config.model_config
@@ -130,4 +132,5 @@ def model_facts(engine: Any, served_name: str) -> ModelFacts:
         eos_token_ids=eos_token_ids(tokenizer, files),
         chat_template=chat_template_of(tokenizer, files),
         tokenizer_files=files,
+        tool_call_parser=tool_call_parser,
     )

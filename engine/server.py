@@ -54,6 +54,7 @@ async def serve(settings: EngineSettings) -> int:
     metrics = EngineMetrics(registry)
 
     from scaleserve.engine.service import EngineService  # imports vLLM
+    from scaleserve.engine.tool_calls import parser_class
 
     tracing = tracer_from_env("scaleserve-engine")  # None unless OTEL_* says so
     server = grpc.aio.server(options=GRPC_OPTIONS)
@@ -73,7 +74,10 @@ async def serve(settings: EngineSettings) -> int:
     try:
         try:
             runtime.engine = await asyncio.to_thread(load_engine, settings, runtime)
-            runtime.facts = model_facts(runtime.engine, settings.served_name)
+            runtime.facts = model_facts(
+                runtime.engine, settings.served_name, settings.tool_call_parser or ""
+            )
+            runtime.tool_parser = parser_class(settings.tool_call_parser, runtime.engine)
             # vLLM asks the core for its tasks on the first request and caches them: asked
             # here, no request waits on a core round trip before vLLM registers it (an Abort
             # or a core death in that wait would find nothing to abort or fail).

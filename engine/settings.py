@@ -38,6 +38,7 @@ class EngineSettings:
     drain_timeout: float = 30.0
     stall_timeout: float = 120.0  # NOT_SERVING after this long without progress (0: never)
     extra_engine_args: Mapping[str, Any] = field(default_factory=dict)
+    tool_call_parser: str | None = None  # a vLLM tool parser name: tool_choice auto/required
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -122,6 +123,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "drain_timeout": float,
     "stall_timeout": float,
     "extra_engine_args": _json_object,
+    "tool_call_parser": _optional_str,
     "log_level": str,
 }
 
@@ -150,6 +152,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "NOT_SERVING and /readyz fails (default 120; 0: never)",
     )
     add("--extra-engine-args", type=_json_object, help="JSON object merged into vLLM's args")
+    add(
+        "--tool-call-parser",
+        help="vLLM tool parser for the model's tool-call format (hermes, llama3_json, mistral, "
+        "...): enables tool_choice auto, required and named functions (default: off)",
+    )
     add("--log-level", help="debug, info, warning or error (default info)")
 
 

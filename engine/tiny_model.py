@@ -23,9 +23,24 @@ from typing import Any
 RECIPE_VERSION = 1
 COMPLETE_MARKER = ".scaleserve-tiny-model.json"
 
+# Hermes-style tool calling (the format vLLM's "hermes" parser reads): the tools are listed in
+# a leading system turn, an assistant's calls are written as <tool_call> JSON, and tool results
+# come back as `tool` turns. Without tools the prompt is the plain role/content layout.
 CHAT_TEMPLATE = (
+    "{% if tools %}<|system|>\nYou may call these tools:\n<tools>\n"
+    "{% for tool in tools %}"
+    '{"name": {{ tool["function"]["name"] | tojson }}, '
+    '"parameters": {{ tool["function"].get("parameters") | tojson }}}\n'
+    "{% endfor %}"
+    '</tools>\nTo call one, answer <tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>'
+    "</s>\n{% endif %}"
     "{% for message in messages %}"
-    "<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"
+    "<|{{ message['role'] }}|>\n{{ message['content'] or '' }}"
+    "{% for call in message.get('tool_calls') or [] %}"
+    '<tool_call>\n{"name": {{ call["function"]["name"] | tojson }}, '
+    '"arguments": {{ call["function"]["arguments"] | tojson }}}\n</tool_call>'
+    "{% endfor %}"
+    "</s>\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
@@ -67,7 +82,10 @@ class Recipe:
     initializer_range: float = 0.2  # wider than the usual 0.02, so greedy output varies
 
     def fingerprint(self) -> str:
-        payload = json.dumps({"v": RECIPE_VERSION, **asdict(self)}, sort_keys=True)
+        # The chat template and special tokens are part of the model: changing them makes a
+        # new cache entry, so set-up rebuilds the model wherever an older one is cached.
+        recipe = {"v": RECIPE_VERSION, "template": CHAT_TEMPLATE, "special": SPECIAL_TOKENS}
+        payload = json.dumps({**recipe, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

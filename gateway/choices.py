@@ -13,6 +13,7 @@ from typing import Any
 from scaleserve.gateway import logprobs as lp
 from scaleserve.gateway import sse
 from scaleserve.gateway.protocol import GenerationRequest
+from scaleserve.gateway.tools import delta_calls, response_calls
 
 
 class Echo:
@@ -36,6 +37,8 @@ class Collector:
         self.entries: list[list[Any]] = [[] for _ in range(n)]
         self.finish: list[str | None] = [None] * n
         self.prompt_entries: list[Any] = []
+        self.calls: list[list[Any]] = [[] for _ in range(n)]
+        self.null_content = [False] * n
         self.finished = 0
 
     def add(self, msg: Any) -> bool:
@@ -47,6 +50,10 @@ class Collector:
             self.entries[i].extend(msg.logprobs)
         if msg.prompt_logprobs:
             self.prompt_entries = list(msg.prompt_logprobs)
+        if msg.tool_calls:
+            self.calls[i].extend(msg.tool_calls)
+        if msg.content_null:
+            self.null_content[i] = True
         if msg.finish_reason:
             self.finish[i] = msg.finish_reason
             self.finished += 1
@@ -62,7 +69,13 @@ class Collector:
             if req.kind == "chat":
                 if top is not None:
                     logprobs = {"content": lp.chat_content(self.entries[i], top)}
-                message = {"role": "assistant", "content": text, "refusal": None}
+                message: dict[str, Any] = {
+                    "role": "assistant",
+                    "content": None if self.null_content[i] else text,
+                    "refusal": None,
+                }
+                if self.calls[i]:
+                    message["tool_calls"] = response_calls(self.calls[i])
                 out.append(
                     {"index": i, "message": message, "logprobs": logprobs, "finish_reason": reason}
                 )
@@ -98,7 +111,9 @@ class Framer:
         top = self.top or 0
         self.builders = [lp.CompletionLogprobs(top) for _ in range(n)]
         self.prompt_entries: list[Any] = []
+        self.parsing = req.tools is not None and req.tools.parsed
         self.plain = self.top is None and echo is None and not req.continuous_usage
+        self.plain = self.plain and not self.parsing
         self.finished = 0
         self.n = n
 
@@ -139,10 +154,13 @@ class Framer:
                 logprobs = self.builders[i].build(msg.logprobs, self.prompt_entries, first_token)
             else:
                 logprobs = self.builders[i].build(msg.logprobs)
-        if not (text or msg.token_ids or msg.finish_reason):
+        calls = delta_calls(msg.tool_calls) if msg.tool_calls else None
+        if not (text or calls or msg.finish_reason or msg.token_ids):
             return b""
+        if self.parsing and not (text or calls or msg.finish_reason or self.top is not None):
+            return b""  # tokens the tool parser holds back (a call's markup), as vLLM does
         usage = self._usage(self.tokens[i]) if self.req.continuous_usage else None
-        return self.enc.chunk(i, text, logprobs, msg.finish_reason or None, usage)
+        return self.enc.chunk(i, text, logprobs, msg.finish_reason or None, usage, calls)
 
     @property
     def done(self) -> bool:

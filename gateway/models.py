@@ -22,6 +22,7 @@ class Model:
     vocab_size: int
     tokenizer: ModelTokenizer
     created: int
+    tool_call_parser: str = ""  # the engines' vLLM tool parser ("": tool calling is off)
 
 
 def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
@@ -30,5 +31,5 @@ def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
     for name in sorted(info.tokenizer_files):
         digest.update(name.encode() + b"\0" + info.tokenizer_files[name] + b"\0")
     digest.update(info.chat_template.encode())
-    digest.update(f"\0{info.max_model_len}\0{info.vocab_size}".encode())
+    digest.update(f"\0{info.max_model_len}\0{info.vocab_size}\0{info.tool_call_parser}".encode())
     return info.served_model_name, digest.hexdigest()[:16]

@@ -15,6 +15,7 @@ import orjson
 from scaleserve.gateway import params
 from scaleserve.gateway.errors import InvalidRequestError
 from scaleserve.gateway.params import ChoiceParams
+from scaleserve.gateway.tools import ToolParams, message_tool_fields, parse_tools
 
 MAX_STOP = 4
 MAX_SEED = 2**63 - 1
@@ -56,6 +57,7 @@ class GenerationRequest:
     continue_final_message: bool = False
     chat_template_kwargs: dict[str, Any] | None = None
     user: str | None = None
+    tools: ToolParams | None = None
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -133,14 +135,10 @@ def _stop(data: dict[str, Any]) -> tuple[str, ...]:
     return tuple(v)
 
 
-def _reject_unsupported(data: dict[str, Any], kind: str) -> None:
+def _reject_unsupported(data: dict[str, Any]) -> None:
     if data.get("suffix"):
         raise InvalidRequestError(
             "suffix is not supported", param="suffix", code="unsupported_value"
-        )
-    if kind == "chat" and (data.get("tools") or data.get("functions")):
-        raise InvalidRequestError(
-            "tools are not supported", param="tools", code="unsupported_value"
         )
 
 
@@ -207,7 +205,7 @@ def _common(data: dict[str, Any], kind: str) -> dict[str, Any]:
         raise InvalidRequestError(
             "you must provide a model parameter", param="model", code="missing_required_parameter"
         )
-    _reject_unsupported(data, kind)
+    _reject_unsupported(data)
     stream = _boolean(data, "stream", False)
     include_usage = continuous_usage = False
     options = data.get("stream_options")
@@ -322,7 +320,7 @@ def parse_chat(data: dict[str, Any]) -> GenerationRequest:
                 param=f"messages[{i}].role",
                 code="invalid_value",
             )
-        messages.append({"role": role, "content": _content(m, i)})
+        messages.append({"role": role, "content": _content(m, i), **message_tool_fields(m, i)})
     kwargs = data.get("chat_template_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise InvalidRequestError(
@@ -334,5 +332,6 @@ def parse_chat(data: dict[str, Any]) -> GenerationRequest:
         add_generation_prompt=_boolean(data, "add_generation_prompt", True),
         continue_final_message=_boolean(data, "continue_final_message", False),
         chat_template_kwargs=kwargs,
+        tools=parse_tools(data),
         **common,
     )

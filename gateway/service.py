@@ -39,6 +39,7 @@ from scaleserve.gateway.routing import RouteRequest, get_policy
 from scaleserve.gateway.settings import GatewaySettings
 from scaleserve.gateway.stats import TimeWeightedGauge
 from scaleserve.gateway.tokenizer import ModelTokenizer
+from scaleserve.gateway.tools import require_parser
 from scaleserve.tracing import COMPLETION_TOKENS, FINISH_REASON, PROMPT_TOKENS, REPLICA, Trace
 
 log = logging.getLogger("scaleserve.gateway")
@@ -146,6 +147,7 @@ class Gateway:
                 vocab_size=info.vocab_size,
                 tokenizer=tokenizer,
                 created=int(time.time()),
+                tool_call_parser=info.tool_call_parser,
             )
             # Forget models no replica serves any more (a finished rollout).
             held = {r.model for r in self.pool.replicas} | {key}
@@ -233,12 +235,15 @@ class Gateway:
         if flow is not None:
             flow.model = model.key
         tok = model.tokenizer
+        tools = req.tools
+        if tools is not None:
+            require_parser(tools, model.tool_call_parser)
         if req.kind == "chat":
+            extra = req.chat_template_kwargs
+            if tools is not None:
+                extra = {**(extra or {}), "tools": tools.template_tools()}
             ids = tok.encode_chat(
-                req.messages,
-                req.add_generation_prompt,
-                req.continue_final_message,
-                req.chat_template_kwargs,
+                req.messages, req.add_generation_prompt, req.continue_final_message, extra
             )
         elif isinstance(req.prompt, str):
             ids = tok.encode(req.prompt)
@@ -269,11 +274,14 @@ class Gateway:
                     code="context_length_exceeded",
                 )
         sp = sampling_params(req, model.vocab_size)
-        return ids, engine_pb2.GenerateRequest(
+        request = engine_pb2.GenerateRequest(
             request_id=request_id,
             prompt_token_ids=engine_pb2.TokenIds(ids=ids),
             sampling=sp,
         )
+        if tools is not None and tools.parsed:
+            request.tool_calling.CopyFrom(tools.engine_spec(req.stream))
+        return ids, request
 
     # -- dispatch --------------------------------------------------------------------------
 

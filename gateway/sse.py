@@ -94,9 +94,14 @@ class StreamEncoder:
         logprobs: object = None,
         finish: str | None = None,
         usage: dict[str, object] | None = None,
+        tool_calls: list[dict[str, object]] | None = None,
     ) -> bytes:
         """A frame with everything a choice's chunk may carry."""
-        if self._kind == "chat":
+        if tool_calls:
+            fields: dict[str, object] = {"content": text} if text else {}
+            delta = orjson.dumps({**fields, "tool_calls": tool_calls})
+            choice = b'{"index":' + str(index).encode() + b',"delta":' + delta
+        elif self._kind == "chat":
             delta = b'{"content":' + orjson.dumps(text) + b"}" if text or not finish else b"{}"
             choice = b'{"index":' + str(index).encode() + b',"delta":' + delta
         else:

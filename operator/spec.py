@@ -101,6 +101,10 @@ class EngineSettings(_Model):
     max_num_seqs: int | None = Field(default=None, alias="maxNumSeqs", ge=1)
     drain_timeout_seconds: int = Field(default=30, alias="drainTimeoutSeconds", ge=0)
     shm_size: str = Field(default="8Gi", alias="shmSize")
+    # vLLM's tool parser for the model's tool-call format; "" leaves tool calling off
+    tool_call_parser: Literal["", "hermes", "llama3_json", "mistral"] = Field(
+        default="", alias="toolCallParser"
+    )
     extra_args: dict[str, Any] = Field(default_factory=dict, alias="extraArgs")
 
     @model_validator(mode="after")

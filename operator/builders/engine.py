@@ -61,6 +61,8 @@ def engine_args(spec: EndpointSpec, tensor_parallel: int) -> list[str]:
     args.append("--enable-prefix-caching" if eng.prefix_caching else "--no-enable-prefix-caching")
     if eng.expert_parallel:
         args.append("--enable-expert-parallel")
+    if eng.tool_call_parser:
+        args += ["--tool-call-parser", eng.tool_call_parser]
     extra = dict(eng.extra_args)
     if extra:
         args += ["--extra-engine-args", json.dumps(extra, sort_keys=True, separators=(",", ":"))]

@@ -114,15 +114,17 @@ def cpu_cores(quantity: str | int) -> float:
 
 def model_hash(spec: EndpointSpec) -> str:
     """A digest of what a gateway learns from the engines once, at its start (model name,
-    tokenizer, chat template, context length): in the pod template, a change rolls the
-    gateways, which would otherwise keep serving the first model they saw."""
+    tokenizer, chat template, context length, tool parser): in the pod template, a change rolls
+    the gateways, which would otherwise keep serving the first model they saw."""
     extra = spec.engine.extra_args
-    facts = {
+    facts: dict[str, Any] = {
         "uri": spec.model.uri,
         "servedName": spec.model.name,
         "maxModelLen": spec.engine.max_model_len,
         "engineArgs": {k: extra[k] for k in MODEL_INFO_ARGS if k in extra},
     }
+    if spec.engine.tool_call_parser:  # only when set: endpoints without it keep their digest
+        facts["toolCallParser"] = spec.engine.tool_call_parser
     text = json.dumps(facts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

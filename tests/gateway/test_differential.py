@@ -23,7 +23,10 @@ pytestmark = pytest.mark.gateway
 __all__ = ["vllm_server"]
 
 # Different on every request by design.
-PER_REQUEST = {"id": "random per request", "created": "a timestamp"}
+PER_REQUEST = {"id": "random per request (responses and tool calls)", "created": "a timestamp"}
+# vLLM's server sends `tool_calls: []` on every chat message without calls; scaleserve, like
+# OpenAI, leaves the field out. An empty list on vLLM's side is compared as absent.
+NO_CALLS: list[Any] = []
 # vLLM's server extensions, not part of the OpenAI API, which scaleserve does not send.
 VLLM_ONLY = {
     "stop_reason": "vLLM extension (the matched stop string or token id)",
@@ -40,7 +43,6 @@ VLLM_ONLY = {
     "annotations": "vLLM sends null (web search annotations)",
     "audio": "vLLM sends null (audio output)",
     "function_call": "vLLM sends null (the deprecated functions API)",
-    "tool_calls": "vLLM sends an empty list without tools; tools are not supported yet",
     "routed_experts": "vLLM extension (MoE routing export)",
     "ec_transfer_params": "vLLM extension (encoder cache transfer)",
     "metrics": "vLLM extension (per-request timing metrics)",
@@ -61,6 +63,58 @@ SCHEMA = {
     "required": ["city", "population"],
     "additionalProperties": False,
 }
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+CLOCK = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}},
+            "required": ["zone"],
+            "additionalProperties": False,
+        },
+    },
+}
+TOOLS = [WEATHER, CLOCK]  # not strict: the call's envelope is constrained, its arguments free
+STRICT_TOOLS = [{**t, "function": {**t["function"], "strict": True}} for t in TOOLS]
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+TOOL_TURNS = [
+    *ASK_WEATHER,
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call-1",
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "arguments": '{"city": "Paris", "unit": "celsius"}',
+                },
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call-1", "content": "18 degrees and sunny"},
+]
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
 
 
 def c(**kw: Any) -> tuple[str, dict[str, Any]]:
@@ -134,6 +188,25 @@ CORPUS: dict[str, tuple[str, dict[str, Any]]] = {
         max_tokens=40,
     ),
     "chat-user-field": ch(user="someone@example.com"),
+    "tools-required": ch(messages=ASK_WEATHER, tools=TOOLS, tool_choice="required", max_tokens=80),
+    "tools-required-one-call": ch(
+        messages=ASK_WEATHER,
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=80,
+    ),
+    "tools-required-strict": ch(
+        messages=ASK_WEATHER, tools=STRICT_TOOLS, tool_choice="required", max_tokens=80
+    ),
+    "tools-auto-strict": ch(messages=ASK_WEATHER, tools=STRICT_TOOLS, max_tokens=60),
+    "tools-named": ch(messages=ASK_WEATHER, tools=TOOLS, tool_choice=NAMED, max_tokens=100),
+    "tools-auto": ch(messages=ASK_WEATHER, tools=TOOLS, max_tokens=24),
+    "tools-none": ch(messages=ASK_WEATHER, tools=TOOLS, tool_choice="none"),
+    "tools-multi-turn-auto": ch(messages=TOOL_TURNS, tools=TOOLS, max_tokens=24),
+    "tools-multi-turn-named": ch(
+        messages=TOOL_TURNS, tools=TOOLS, tool_choice=NAMED, max_tokens=100
+    ),
 }
 # Requests both servers refuse with a 400 naming the same parameter. Where vLLM names none
 # (None), scaleserve's parameter is given after it.
@@ -160,6 +233,18 @@ REFUSED: dict[str, tuple[str, dict[str, Any], str | None, str]] = {
         None,
         "messages[0].content",
     ),
+    "tools-empty": (*ch(tools=[]), "tools", "tools"),
+    "tool-choice-without-tools": (*ch(tool_choice="required"), "tool_choice", "tool_choice"),
+    "tool-choice-unknown-value": (
+        *ch(tools=TOOLS, tool_choice="any"),
+        "tool_choice",
+        "tool_choice",
+    ),
+    "tool-choice-unknown-function": (
+        *ch(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}),
+        "tool_choice",
+        "tool_choice",
+    ),
 }
 STREAMED = [
     "completion",
@@ -174,6 +259,13 @@ STREAMED = [
     "chat-n2-logprobs",
     "chat-json-schema",
     "chat-stop",
+    "tools-required",
+    "tools-required-strict",
+    "tools-auto-strict",
+    "tools-named",
+    "tools-auto",
+    "tools-multi-turn-auto",
+    "tools-multi-turn-named",
 ]
 
 
@@ -181,6 +273,8 @@ def assert_same(ours: Any, theirs: Any, path: str = "$") -> None:
     if isinstance(theirs, dict) and isinstance(ours, dict):
         mine = {k: v for k, v in ours.items() if k not in IGNORED}
         ref = {k: v for k, v in theirs.items() if k not in IGNORED}
+        if ref.get("tool_calls") == NO_CALLS and "tool_calls" not in mine:
+            del ref["tool_calls"]
         assert mine.keys() == ref.keys(), f"{path}: keys {sorted(mine)} != vLLM's {sorted(ref)}"
         for key in ref:
             assert_same(mine[key], ref[key], f"{path}.{key}")
@@ -214,9 +308,21 @@ def assemble(path: str, response: httpx.Response) -> dict[str, Any]:
                 choice["finish_reason"] = part["finish_reason"]
             text = part["delta"].get("content") if path == CHAT else part["text"]
             choice["text"] += text or ""
+            if path == CHAT:
+                _add_calls(choice, part["delta"].get("tool_calls") or [])
             choice["logprobs"] = _join(choice["logprobs"], part.get("logprobs"))
     usage = chunks[-1].get("usage")
     return {"choices": [choices[i] for i in sorted(choices)], "usage": usage}
+
+
+def _add_calls(choice: dict[str, Any], deltas: list[dict[str, Any]]) -> None:
+    """Tool-call deltas joined per call index, as a client assembles them."""
+    calls = choice.setdefault("tool_calls", {})
+    for delta in deltas:
+        call = calls.setdefault(delta["index"], {"name": "", "arguments": ""})
+        function = delta.get("function") or {}
+        call["name"] += function.get("name") or ""
+        call["arguments"] += function.get("arguments") or ""
 
 
 def _join(have: Any, more: Any) -> Any:

@@ -79,3 +79,15 @@ def test_mixtral_variant_is_a_mixture_of_experts(tmp_path: Path) -> None:
 def test_unknown_arch_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown arch 'gpt'"):
         make_tiny_model(tmp_path / "x", Recipe(arch="gpt"))
+
+
+def test_a_model_built_with_another_chat_template_is_rebuilt(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The template is part of the cache key: an older cached model (e.g. one whose template
+    knew no tools) is not taken for the current one, so set-up rebuilds it."""
+    from scaleserve.engine import tiny_model
+
+    assert is_complete(built, Recipe())
+    monkeypatch.setattr(tiny_model, "CHAT_TEMPLATE", CHAT_TEMPLATE.replace("tools", "functions"))
+    assert not is_complete(built, Recipe())

@@ -40,6 +40,7 @@ CASES: dict[str, tuple[dict[str, Any], list[PlacedGroup]]] = {
                 "maxNumSeqs": 256,
                 "prefixCaching": False,
                 "expertParallel": True,
+                "toolCallParser": "hermes",
                 "extraArgs": {"swap_space": 4},
             },
             "gpu": {"resourceName": "nvidia.com/gpu", "perNode": 8},
@@ -171,6 +172,7 @@ def test_engine_settings_reach_the_engine_flags() -> None:
     assert args[args.index("--served-name") + 1] == "llama-70b"
     assert "--enable-expert-parallel" in args
     assert "--no-enable-prefix-caching" in args
+    assert args[args.index("--tool-call-parser") + 1] == "hermes"
     extra = json.loads(args[args.index("--extra-engine-args") + 1])
     assert extra == {"swap_space": 4}
 
@@ -334,6 +336,7 @@ def test_a_change_of_what_gateways_learn_from_the_engines_rolls_the_gateways() -
         _edit(raw, "model", uri="pvc://weights/llama-70b-v2"),
         _edit(raw, "model", servedName="llama"),
         _edit(raw, "engine", maxModelLen=4096),
+        _edit(raw, "engine", toolCallParser="llama3_json"),
         _edit(raw, "engine", extraArgs={**engine["extraArgs"], "tokenizer": "org/other"}),
         _edit(raw, "engine", extraArgs={**engine["extraArgs"], "revision": "v2"}),
     ]

@@ -65,7 +65,8 @@ class LocalEndpoint:
 def apply_endpoint(
     client: Any, model_dir: Path, name: str, spec_patch: dict[str, Any], namespace: str = "default"
 ) -> LocalEndpoint:
-    """The sample endpoint renamed, its spec updated key by key (a key set to None is removed)."""
+    """The sample endpoint renamed, its spec updated key by key (a key set to None is removed,
+    at the top level and one level down)."""
     from kubernetes import client as k8s
 
     body = copy.deepcopy(sample_endpoint(model_dir))
@@ -74,7 +75,8 @@ def apply_endpoint(
         if value is None:
             body["spec"].pop(key, None)
         elif isinstance(value, dict) and isinstance(body["spec"].get(key), dict):
-            body["spec"][key] = {**body["spec"][key], **value}
+            merged = {**body["spec"][key], **value}
+            body["spec"][key] = {k: v for k, v in merged.items() if v is not None}
         else:
             body["spec"][key] = value
     k8s.CustomObjectsApi(client).create_namespaced_custom_object(

@@ -6,18 +6,17 @@ reaches every worker."""
 from __future__ import annotations
 
 import re
-import signal
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.fixtures.engines import EngineProcess, cores_paused
+from tests.fixtures.engines import EngineProcess
 from tests.gateway.conftest import MODEL, GatewayFactory
-from tests.gateway.test_deadlines_and_models import stream_frames
 from tests.gateway.test_protection import until
+from tests.gateway.test_shutdown import assert_each_ended_cleanly, sigterm_mid_answer
 
 pytestmark = pytest.mark.gateway
 
@@ -56,32 +55,15 @@ def test_two_workers_serve_sum_their_stats_and_drain_on_sigterm(
     completion = 'scaleserve_gateway_tokens_total{kind="completion"}'
     assert metric(metrics, completion) == ANSWERS * MAX_TOKENS
 
-    events = [threading.Event() for _ in range(STREAMS)]
-    first, second = engine_replicas
-    with ThreadPoolExecutor(STREAMS) as pool, cores_paused(engine_replicas):
-        futures = [pool.submit(stream_frames, gw, ev) for ev in events]
-        gw.wait_in_flight(STREAMS)
-        stats = gw.stats()
+    def inspect(stats: dict[str, Any]) -> None:
         assert stats["in_flight"] == STREAMS
         placed = {r["address"]: r["in_flight"] for r in stats["replicas"]}
         assert sum(placed.values()) == STREAMS  # what the operator's drain reads, summed
         metrics = httpx.get(gw.internal_url + "/metrics", timeout=15).text
         assert metric(metrics, "scaleserve_gateway_in_flight") == STREAMS
-        assert first.step_core_until(
-            lambda: sum(ev.is_set() for ev in events) >= placed[first.address]
-        )
-        assert second.step_core_until(lambda: all(ev.is_set() for ev in events))
-        gw.process.send_signal(signal.SIGTERM)
-        results = [f.result(timeout=120) for f in futures]
-        exit_code = gw.process.wait(60)
-    for frames in results:
-        assert frames[-1] == "[DONE]"
-        last = frames[-2]
-        if "error" in last:
-            assert last["error"]["code"] == "shutting_down"
-        else:  # finished within the drain
-            assert last["choices"][0]["finish_reason"] == "length"
-    assert any("error" in frames[-2] for frames in results)
+
+    results, exit_code = sigterm_mid_answer(gw, engine_replicas, STREAMS, inspect)
+    assert_each_ended_cleanly(results)
     assert exit_code == 0, gw.log_tail()
 
 

@@ -75,7 +75,8 @@ class Holding:
         kept: deque[tuple[asyncio.Future[None], Ready]] = deque()
         released = 0
         for waiter, ready in self._waiters:
-            if ready():
+            # a waiter cancelled but not yet resumed stays queued: its task removes it
+            if not waiter.done() and ready():
                 waiter.set_result(None)
                 released += 1
             else:

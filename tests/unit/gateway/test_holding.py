@@ -88,6 +88,22 @@ async def test_a_cancelled_held_request_leaves_the_queue_at_once() -> None:
     assert holding.held == 0
 
 
+@pytest.mark.asyncio
+async def test_a_wake_between_a_cancel_and_its_resumption_releases_only_the_live_ones() -> None:
+    holding = Holding(limit=4, timeout=60)
+    ready = [False]
+    first = asyncio.create_task(holding.wait(lambda: ready[0], "`m`"))
+    second = asyncio.create_task(holding.wait(lambda: ready[0], "`m`"))
+    await settle()
+    first.cancel()  # its future is cancelled now, its task resumes later
+    ready[0] = True
+    assert holding.wake() == 1  # the replica came up before the cancelled task ran
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await second
+    assert holding.held == 0
+
+
 def ready_replica(gw: Gateway, address: str, name: str) -> None:
     key = (name, "t1")
     gw.models.setdefault(key, Model(key, name, 1024, 512, None, 0))  # type: ignore[arg-type]

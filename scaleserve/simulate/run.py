@@ -12,7 +12,7 @@ from scaleserve.simulate.endpoint import Endpoint, Limits
 from scaleserve.simulate.engine import Request
 from scaleserve.simulate.events import EventQueue
 from scaleserve.simulate.strategies import Strategy
-from scaleserve.simulate.traffic import OpenLoop, Sweep, Traffic
+from scaleserve.simulate.traffic import OpenLoop, Sweep, Trace, Traffic
 
 Progress = Callable[[float], None]  # told the simulated time reached
 
@@ -54,7 +54,7 @@ def simulate(
             events.schedule(now + strategy.interval_s, tick)
 
     events.schedule(strategy.interval_s, tick)
-    if isinstance(traffic, OpenLoop):
+    if isinstance(traffic, OpenLoop | Trace):
         _open_loop(events, endpoint, traffic, np.random.default_rng(seed))
     else:
         _closed_loop(events, endpoint, traffic, np.random.default_rng(seed))
@@ -75,7 +75,7 @@ def simulate(
 
 
 def _open_loop(
-    events: EventQueue, endpoint: Endpoint, traffic: OpenLoop, rng: np.random.Generator
+    events: EventQueue, endpoint: Endpoint, traffic: OpenLoop | Trace, rng: np.random.Generator
 ) -> None:
     times, inputs, outputs = traffic.generate(rng)
     n = len(times)
@@ -99,8 +99,7 @@ def _closed_loop(
         if now >= traffic.duration_s:
             active.discard(stream)
             return
-        inputs, outputs = traffic.lengths.sample(rng, 1)
-        request = Request(count[0], now, int(inputs[0]), int(outputs[0]))
+        request = Request(count[0], now, *traffic.request_lengths(count[0], rng))
         request.stream = stream
         count[0] += 1
         endpoint.arrive(now, request)

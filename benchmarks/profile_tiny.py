@@ -1,7 +1,8 @@
 """A measured profile of the tiny model on this machine: one `scaleserve engine` (TP1, one core,
 the sample endpoint's engine settings) behind one `scaleserve gateway`, swept by
 `scaleserve profile`'s sweep at 1, 8, 32 and 64 requests in flight. Writes
-profiles/tiny.cpu.yaml; the simulator calibrates its engine model against it.
+profiles/tiny.cpu.yaml. benchmarks/simulate_calibration.py measures the same stack (`tiny_stack`,
+`sweep_profile`) to calibrate the simulator's engine model.
 
     flock /tmp/scaleserve-heavy.lock .venv/bin/python benchmarks/profile_tiny.py
 

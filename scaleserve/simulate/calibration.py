@@ -25,7 +25,7 @@ TOLERANCE = 0.25  # the simulator's calibration target: within 25% of the measur
 
 def timed(sent: float, first: float, last: float, tokens: int) -> RequestRecord:
     """A finished request as the frame-timed client records it (its mean time between tokens
-    once per token after the first)."""
+    once per token after the first; one token per message, a figure not compared)."""
     gaps = [(last - first) / (tokens - 1)] * (tokens - 1) if tokens > 1 else []
     return RequestRecord(
         sent=sent, first=first, last=last, tokens=tokens, messages=tokens, tbt=gaps

@@ -14,6 +14,7 @@ default, not the API port) unless given.
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import random
 from dataclasses import dataclass
@@ -195,11 +196,15 @@ async def run_sweep(request: SweepRequest, progress: Any = None) -> Profile:
         shape = shape_from(request, models, stats)
         url = root + "/v1/completions"
 
-        async def send(index: int) -> RequestRecord:
-            body = request_body(request, shape.model, index)
+        # One numbering across the warm-up and every level: each level's loop counts from 0, and
+        # reusing its indices would send later levels prompts the prefix cache already holds.
+        numbers = itertools.count()
+
+        async def send(_: int) -> RequestRecord:
+            body = request_body(request, shape.model, next(numbers))
             return await openai_stream_by_frames(session, url, body, request.request_timeout_s)
 
-        warm = await send(-1)  # the first request may pay for compilation or caches
+        warm = await send(0)  # the first request may pay for compilation or caches
         if warm.error:
             raise SweepError(f"the warm-up request failed: {warm.error}")
         points: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ from scaleserve.profiling.sweep import (
     point_from,
     profile_from,
     request_body,
+    run_sweep,
     shape_from,
     stats_url,
 )
@@ -118,3 +119,54 @@ def test_the_profile_is_a_sweep_of_one_degree_that_parses() -> None:
     assert degree.startup_seconds == 20
     assert degree.tbt_ms(8) == 7.0
     assert parse_profile(dump_profile(profile, as_json=True)) == profile
+
+
+def test_no_prompt_is_sent_twice_across_the_warm_up_and_the_levels() -> None:
+    """Each level's loop counts its requests from 0; were the prompts numbered by that count,
+    every level after the first would send prompts already in the engine's prefix cache."""
+    import asyncio
+    import json
+
+    from aiohttp import web
+
+    prompts: list[tuple[int, ...]] = []
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "tiny"}]})
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        prompts.append(tuple((await request.json())["prompt"]))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for frame in (
+            {"choices": [{"index": 0, "text": "a"}]},
+            {"choices": [{"index": 0, "text": "b"}]},
+            {"choices": [], "usage": {"completion_tokens": 2}},
+        ):
+            await response.write(b"data: " + json.dumps(frame).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        app.router.add_post("/v1/completions", completions)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}"
+        request = dataclasses.replace(
+            REQUEST, url=url, duration_s=0.2, replicas=1, stats_url=url + "/stats"
+        )
+        try:
+            await run_sweep(request)
+        except SweepError:
+            pass  # the stand-in's frames carry no real timings; only the prompts matter here
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
+    assert len(prompts) > len(REQUEST.concurrencies) + 1
+    assert len(set(prompts)) == len(prompts)

@@ -13,6 +13,10 @@ split over replicas in proportion to their capacity), then fewer degrees and wid
 With no layout within maxGPUs that carries the load, the one with the most capacity wins and
 the plan says so.
 
+A degree's capacity is the profile's times the correction the endpoint's own measurements
+learned (`Objectives.corrections`, correction.py): a degree that missed its objectives at a
+load the profile said it meets is believed to carry less.
+
 Hysteresis: a layout that carries the load is kept until a smaller one would carry
 load / (1 - hysteresis), so a load hovering at a boundary does not flap. Windows, cooldowns and
 the cost of a change are the caller's, as for the thresholds policy. Pure.
@@ -41,6 +45,12 @@ class Objectives:
     hysteresis: float = 0.2
     ttft_p99_ms: float | None = None
     tbt_p99_ms: float | None = None
+    # (degree, factor in (0, 1]): what the endpoint's own measurements believe of the profile
+    # (correction.py); a degree not listed is taken at the profile's word
+    corrections: tuple[tuple[int, float], ...] = ()
+
+    def correction(self, tensor_parallel: int) -> float:
+        return dict(self.corrections).get(tensor_parallel, 1.0)
 
     @property
     def limits(self) -> tuple[float | None, float | None, float | None, float | None]:
@@ -185,8 +195,8 @@ def _curves(objectives: Objectives, profile: Profile) -> _Curves:
     rates = {d.tensor_parallel: rate_capacity(profile, d, *wanted) for d in degrees}
     return _Curves(
         profile,
-        {tp: rate for tp, (rate, _) in rates.items()},
-        {tp: busy for tp, (_, busy) in rates.items()},
+        {tp: rate * objectives.correction(tp) for tp, (rate, _) in rates.items()},
+        {tp: busy * objectives.correction(tp) for tp, (_, busy) in rates.items()},
         reachable,
     )
 

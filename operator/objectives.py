@@ -139,7 +139,18 @@ def demand(
         )
         return in_flight / fastest
     each = in_flight / replicas
-    return sum(r * each / request_seconds(profile, _degree(profile, tp), each) for tp, r in mix)
+    return sum(r * served_rate(profile, _degree(profile, tp), each) for tp, r in mix)
+
+
+def served_rate(profile: Profile, degree: DegreeProfile, in_flight: float) -> float:
+    """Requests/s a replica running `in_flight` completes (Little's law), never less than at a
+    lower load. Past a knee where latency grows faster than the load (KV cache full, in the
+    estimated profiles above a few hundred requests), a replica completes fewer requests with
+    more running, but what arrives is still at least what it completed at the knee; sizing by
+    the lower figure would give more sustained load fewer GPUs. Latency is linear between
+    points, so the best lower load is a point's or `in_flight` itself."""
+    loads = [float(p.concurrency) for p in degree.points if p.concurrency < in_flight]
+    return max(x / request_seconds(profile, degree, x) for x in [*loads, in_flight])
 
 
 def _degree(profile: Profile, tensor_parallel: int) -> DegreeProfile:

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from scaleserve.latency import merge, parse_report
+
 WORKER_TIMEOUT_S = 10.0
 
 
@@ -72,7 +74,8 @@ def read_workers(paths: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def merge_stats(workers: Sequence[dict[str, Any]], window_s: float) -> dict[str, Any]:
-    """The pod's /stats from its workers': counts and time-weighted means add up; a replica
+    """The pod's /stats from its workers': counts, time-weighted means and latency histograms
+    add up (quantiles would not, hence histograms in the contract); a replica
     is healthy and serving for the pod only if it is for every worker (a worker that has not
     yet probed it would refuse its requests), terminating if any worker sees it so."""
     replicas: dict[str, dict[str, Any]] = {}
@@ -99,4 +102,7 @@ def merge_stats(workers: Sequence[dict[str, Any]], window_s: float) -> dict[str,
         "requests_total": sum(s["requests_total"] for s in workers),
         "workers": len(workers),
         "replicas": list(replicas.values()),
+        "latency": [
+            d.to_json() for d in merge(e for s in workers for e in parse_report(s.get("latency")))
+        ],
     }

@@ -129,6 +129,11 @@ class GenerationResponse:
         finally:
             gw.in_flight.add(-1)
 
+    def _observe_latency(self, up: Upstream, completion_tokens: int) -> None:
+        # the choices of one request stream side by side: time between tokens is per choice
+        per_choice = completion_tokens // max(1, self.req.choices.n)
+        self.gateway.observe_latency(up, self.arrived, per_choice)
+
     def _echo(self) -> Echo | None:
         req = self.req
         if not req.choices.echo:
@@ -171,6 +176,7 @@ class GenerationResponse:
             if req.include_usage:
                 tail += enc.usage(u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens)
             self.gateway.observe_tokens(u.prompt_tokens, u.completion_tokens, msg.finish_reason)
+            self._observe_latency(up, u.completion_tokens)
         except grpc.aio.AioRpcError as exc:
             self.gateway.upstream_failed(up, exc)
             err = from_rpc_error(exc)
@@ -209,6 +215,7 @@ class GenerationResponse:
             u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens
         )
         self.gateway.observe_tokens(u.prompt_tokens, u.completion_tokens, msg.finish_reason)
+        self._observe_latency(up, u.completion_tokens)
         body = orjson.dumps(payload)
         self.finishing = True
         self.started = True

@@ -37,7 +37,7 @@ from scaleserve.gateway.pool import EOF, Replica, ReplicaPool
 from scaleserve.gateway.protocol import GenerationRequest
 from scaleserve.gateway.routing import RouteRequest, get_policy
 from scaleserve.gateway.settings import GatewaySettings
-from scaleserve.gateway.stats import TimeWeightedGauge
+from scaleserve.gateway.stats import LatencyWindow, TimeWeightedGauge
 from scaleserve.gateway.tokenizer import ModelTokenizer
 from scaleserve.gateway.tools import require_parser
 from scaleserve.tracing import COMPLETION_TOKENS, FINISH_REASON, PROMPT_TOKENS, REPLICA, Trace
@@ -54,6 +54,7 @@ class Upstream:
     call: Any  # grpc.aio.UnaryStreamCall
     first: engine_pb2.GenerateResponse
     first_at: float
+    tensor_parallel: int  # the replica's degree when the call started (the latency report's)
     complete: bool = False  # the last message (finish_reason) has arrived
     reads: int = 0  # messages read after the first (the idle deadline's progress)
 
@@ -90,6 +91,7 @@ class Gateway:
             lambda replica: self.pool.report_stall(replica, "no message within the idle timeout"),
         )
         self.in_flight = TimeWeightedGauge(settings.stats_window)
+        self.latency = LatencyWindow(settings.stats_window)
         self.requests_total = 0
         self.retries_total = 0
         self.models: dict[Hashable, Model] = {}
@@ -128,6 +130,14 @@ class Gateway:
             trace.annotate(
                 {PROMPT_TOKENS: prompt, COMPLETION_TOKENS: completion, FINISH_REASON: finish_reason}
             )
+
+    def observe_latency(self, upstream: Upstream, arrived: float, tokens: int) -> None:
+        """A request that ended with its last token: its time to first token and its mean time
+        between tokens (`tokens` per choice) go to the latency report of its replica's degree."""
+        now = time.perf_counter()
+        ttft_ms = (upstream.first_at - arrived) * 1000.0
+        tbt_ms = (now - upstream.first_at) * 1000.0 / (tokens - 1) if tokens > 1 else None
+        self.latency.record(upstream.tensor_parallel, ttft_ms, tbt_ms)
 
     def metrics_disconnect(self) -> None:
         self.metrics.disconnects.inc()
@@ -308,12 +318,13 @@ class Gateway:
             if attempt:
                 self.retries_total += 1
                 self.metrics.retries.inc()
-            self.pool.acquire(replica)
+            tp = replica.weight
+            self._bind(replica, tp)
             call = replica.stub.Generate(request, metadata=metadata)
             try:
                 first = await self._first_message(call, ttft, replica, trace)
             except grpc.aio.AioRpcError as exc:
-                self.pool.release(replica)
+                self._unbind(replica, tp)
                 code = exc.code()
                 if code in REPLICA_FAILURES:
                     self.pool.report_failure(replica, f"{code.name}: {exc.details()}")
@@ -324,7 +335,7 @@ class Gateway:
                 continue
             except TimeoutError:
                 call.cancel()  # aborts the engine's request
-                self.pool.release(replica)
+                self._unbind(replica, tp)
                 self.pool.report_stall(replica, f"no first message within {ttft:g}s")
                 last = EngineTimeoutError(
                     f"the engine sent no token within {ttft:g}s", code="first_token_timeout"
@@ -333,14 +344,14 @@ class Gateway:
                 continue
             except BaseException:
                 call.cancel()
-                self.pool.release(replica)
+                self._unbind(replica, tp)
                 raise
             if first is EOF:
-                self.pool.release(replica)
+                self._unbind(replica, tp)
                 last = UpstreamError("the engine ended the stream without output")
                 exclude = exclude | {replica.address}
                 continue
-            upstream = Upstream(replica, call, first, time.perf_counter())
+            upstream = Upstream(replica, call, first, time.perf_counter(), tp)
             if trace is not None:
                 trace.annotate({REPLICA: replica.address})
             if flow is not None:
@@ -352,6 +363,14 @@ class Gateway:
             "no engine replica is available",
             headers={"retry-after": str(self.settings.retry_after)},
         )
+
+    def _bind(self, replica: Replica, tensor_parallel: int) -> None:
+        self.pool.acquire(replica)
+        self.latency.start(tensor_parallel)
+
+    def _unbind(self, replica: Replica, tensor_parallel: int) -> None:
+        self.pool.release(replica)
+        self.latency.end(tensor_parallel)
 
     @staticmethod
     async def _first_message(
@@ -386,7 +405,7 @@ class Gateway:
         finally:
             if not call.done():
                 call.cancel()
-            self.pool.release(upstream.replica)
+            self._unbind(upstream.replica, upstream.tensor_parallel)
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -428,4 +447,5 @@ class Gateway:
                 }
                 for r in self.pool.replicas
             ],
+            "latency": self.latency.report(),
         }

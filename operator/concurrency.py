@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from scaleserve.latency import DegreeLatency, Measured, merge, parse_report
 from scaleserve.operator.errors import StatsUnavailableError
 from scaleserve.operator.layout import Window
 from scaleserve.operator.snapshot import ReplicaLoad
@@ -39,11 +40,13 @@ def stats_urls(
 
 @dataclass(frozen=True)
 class GatewayLoad:
-    """The gateways' sample: time-averaged requests in flight (summed), and requests held
-    while no engine replica is ready (summed over the gateways that answered)."""
+    """The gateways' sample: time-averaged requests in flight (summed), requests held while
+    no engine replica is ready (summed over the gateways that answered), and the latency they
+    measured per tensor-parallel degree (None: no gateway reports it)."""
 
     in_flight: float
     held: int = 0
+    latency: Measured | None = None
 
 
 async def _read_one(session: aiohttp.ClientSession, url: str) -> GatewayLoad:
@@ -53,9 +56,16 @@ async def _read_one(session: aiohttp.ClientSession, url: str) -> GatewayLoad:
     value = float(data.get("in_flight_avg", data.get("in_flight", 0.0)))
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{url}: in_flight_avg {value!r}")
-    # a gateway that predates holding requests leaves `held` out
+    # a gateway that predates holding requests leaves `held` out, one that predates the
+    # latency report `latency`; a malformed report is dropped, not the load
     held = data.get("held")
-    return GatewayLoad(value, held if isinstance(held, int) and held > 0 else 0)
+    latency = None
+    if "latency" in data:
+        try:
+            latency = Measured(float(data.get("window_s") or 0.0), parse_report(data["latency"]))
+        except (ValueError, TypeError, KeyError):
+            latency = None
+    return GatewayLoad(value, held if isinstance(held, int) and held > 0 else 0, latency)
 
 
 async def read_concurrency(session: aiohttp.ClientSession, urls: Sequence[str]) -> GatewayLoad:
@@ -68,8 +78,23 @@ async def read_concurrency(session: aiohttp.ClientSession, urls: Sequence[str]) 
     if not loads:
         raise StatsUnavailableError(f"no gateway answered /stats: {results[0]!r}")
     # a gateway that did not answer is assumed to carry the average load of those that did
-    mean = sum(r.in_flight for r in loads) * len(urls) / len(loads)
-    return GatewayLoad(mean, sum(r.held for r in loads))
+    scale = len(urls) / len(loads)
+    mean = sum(r.in_flight for r in loads) * scale
+    return GatewayLoad(mean, sum(r.held for r in loads), _latency(loads, scale))
+
+
+def _latency(loads: Sequence[GatewayLoad], scale: float) -> Measured | None:
+    """The gateways' latency reports as one: histograms add up (each gateway saw its own
+    requests), in-flight means too, scaled like the load for gateways that did not answer."""
+    reports = [r.latency for r in loads if r.latency is not None]
+    if not reports:
+        return None
+    degrees = merge(d for r in reports for d in r.degrees)
+    scaled = tuple(
+        DegreeLatency(d.tensor_parallel, d.in_flight_avg * scale, d.ttft_ms, d.tbt_ms)
+        for d in degrees
+    )
+    return Measured(max(r.window_s for r in reports), scaled)
 
 
 def _host(address: str) -> str:

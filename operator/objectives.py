@@ -13,6 +13,10 @@ split over replicas in proportion to their capacity), then fewer degrees and wid
 With no layout within maxGPUs that carries the load, the one with the most capacity wins and
 the plan says so.
 
+A degree's capacity is the profile's times the correction the endpoint's own measurements
+learned (`Objectives.corrections`, correction.py): a degree that missed its objectives at a
+load the profile said it meets is believed to carry less.
+
 Hysteresis: a layout that carries the load is kept until a smaller one would carry
 load / (1 - hysteresis), so a load hovering at a boundary does not flap. Windows, cooldowns and
 the cost of a change are the caller's, as for the thresholds policy. Pure.
@@ -41,6 +45,12 @@ class Objectives:
     hysteresis: float = 0.2
     ttft_p99_ms: float | None = None
     tbt_p99_ms: float | None = None
+    # (degree, factor in (0, 1]): what the endpoint's own measurements believe of the profile
+    # (correction.py); a degree not listed is taken at the profile's word
+    corrections: tuple[tuple[int, float], ...] = ()
+
+    def correction(self, tensor_parallel: int) -> float:
+        return dict(self.corrections).get(tensor_parallel, 1.0)
 
     @property
     def limits(self) -> tuple[float | None, float | None, float | None, float | None]:
@@ -129,7 +139,18 @@ def demand(
         )
         return in_flight / fastest
     each = in_flight / replicas
-    return sum(r * each / request_seconds(profile, _degree(profile, tp), each) for tp, r in mix)
+    return sum(r * served_rate(profile, _degree(profile, tp), each) for tp, r in mix)
+
+
+def served_rate(profile: Profile, degree: DegreeProfile, in_flight: float) -> float:
+    """Requests/s a replica running `in_flight` completes (Little's law), never less than at a
+    lower load. Past a knee where latency grows faster than the load (KV cache full, in the
+    estimated profiles above a few hundred requests), a replica completes fewer requests with
+    more running, but what arrives is still at least what it completed at the knee; sizing by
+    the lower figure would give more sustained load fewer GPUs. Latency is linear between
+    points, so the best lower load is a point's or `in_flight` itself."""
+    loads = [float(p.concurrency) for p in degree.points if p.concurrency < in_flight]
+    return max(x / request_seconds(profile, degree, x) for x in [*loads, in_flight])
 
 
 def _degree(profile: Profile, tensor_parallel: int) -> DegreeProfile:
@@ -185,8 +206,8 @@ def _curves(objectives: Objectives, profile: Profile) -> _Curves:
     rates = {d.tensor_parallel: rate_capacity(profile, d, *wanted) for d in degrees}
     return _Curves(
         profile,
-        {tp: rate for tp, (rate, _) in rates.items()},
-        {tp: busy for tp, (_, busy) in rates.items()},
+        {tp: rate * objectives.correction(tp) for tp, (rate, _) in rates.items()},
+        {tp: busy * objectives.correction(tp) for tp, (_, busy) in rates.items()},
         reachable,
     )
 

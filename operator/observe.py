@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from scaleserve.latency import Measured
 from scaleserve.operator.builders import LABEL_GROUP, Owner, gateway_name
 from scaleserve.operator.concurrency import (
     endpoint_key,
@@ -41,12 +42,13 @@ def last_status(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
 
 async def sample(
     rt: Runtime, spec: EndpointSpec, meta: Mapping[str, Any]
-) -> tuple[Window | None, int]:
+) -> tuple[Window | None, int, Measured | None]:
     """Add the gateways' in-flight requests to the endpoint's window (autoscaled endpoints);
-    returns the window and the requests the gateways hold (no engine replica ready)."""
+    returns the window, the requests the gateways hold (no engine replica ready) and the
+    latency they measured, from the same /stats read."""
     policy = spec.autoscaling
     if policy is None:
-        return None, 0
+        return None, 0, None
     ns, name = meta["namespace"], meta["name"]
     pods = rt.cluster.endpoint_pods(ns, name, "gateway")
     key, mono = endpoint_key(meta), rt.clock()
@@ -56,7 +58,8 @@ async def sample(
         load = None
     if load is not None:
         rt.windows.add(key, mono, load.in_flight, policy.window_seconds)
-    return rt.windows.get(key, mono, policy.window_seconds), load.held if load else 0
+    window = rt.windows.get(key, mono, policy.window_seconds)
+    return window, load.held if load else 0, load.latency if load else None
 
 
 async def read_profile(

@@ -47,13 +47,14 @@ async def reconcile(
         except SpecError as exc:
             await _invalid(rt, meta, old, str(exc), now)
             raise InvalidSpecError(str(exc)) from None
-        window, held = await sample(rt, spec, meta)
+        window, held, latency = await sample(rt, spec, meta)
         profile, why = await read_profile(rt, spec, meta["namespace"])
         snap = observe(rt, spec, body, old, window, now, full_apply=full_apply)
         snap = replace(
             snap,
             load=await replica_load(rt, snap),
             held=held,
+            latency=latency,
             profile=profile,
             profile_error=why,
         )

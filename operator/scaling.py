@@ -1,7 +1,8 @@
 """The target of objectives mode (pure): `objectives.choose` on the request rate behind the
 window's mean in-flight requests, within minGPUs..maxGPUs, scaled to zero after
 scaleToZeroAfterSeconds without load (minGPUs 0) and back to one group at once when the gateways
-hold requests.
+hold requests. Each degree's capacity is the profile's as corrected by the gateways' latency
+measurements (correction.py); the status shows both and why the target was chosen.
 
 Like the thresholds policy, a full window is needed before a change, a reshape in progress is
 finished first and a move to fewer GPUs waits for the cooldown (counted from the last reshape's
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from scaleserve.operator.correction import Belief, applied, beliefs_of, correct
 from scaleserve.operator.layout import (
     GroupShape,
     Layout,
@@ -86,21 +88,30 @@ def first_layout(objectives: Objectives, profile: Profile) -> tuple[GroupShape, 
     return choose(objectives, profile, 0.0, ()).shapes
 
 
-def capacities(objectives: Objectives, profile: Profile) -> list[dict[str, Any]]:
-    """What each candidate degree is believed to carry per replica within the objectives."""
+def capacities(
+    objectives: Objectives, profile: Profile, beliefs: Mapping[int, Belief]
+) -> list[dict[str, Any]]:
+    """What one replica of each candidate degree carries within the objectives: by the
+    profile, and as believed (the profile's times the correction measurements taught)."""
     out = []
     for tp in objectives.candidates:
         degree = profile.degree(tp)
         if degree is None or objectives.per_node % tp:
             continue
         rate, in_flight = rate_capacity(profile, degree, *objectives.limits)
-        out.append(
-            {
-                "tensorParallel": tp,
-                "requestsPerSecond": round(rate, 3),
-                "inFlight": round(in_flight, 2),
-            }
-        )
+        belief = beliefs.get(tp, Belief(tp))
+        entry = {
+            "tensorParallel": tp,
+            "requestsPerSecond": round(rate * belief.correction, 3),
+            "inFlight": round(in_flight * belief.correction, 2),
+            "profileRequestsPerSecond": round(rate, 3),
+            "profileInFlight": round(in_flight, 2),
+            "correction": round(belief.correction, 4),
+            "source": belief.source,
+        }
+        if belief.measurement:
+            entry["measurement"] = belief.measurement
+        out.append(entry)
     return out
 
 
@@ -131,10 +142,16 @@ def choose_objectives(
     if snap.profile is None:
         shapes = previous if previous is not None else tuple(g.group.shape for g in snap.serving)
         why = snap.profile_error or "no performance profile"
-        status = {"mode": "objectives", "objectives": {"state": "NoProfile", "reason": why}}
+        kept = (old.get("objectives") or {}).get("capacities")  # the beliefs outlive the profile
+        facts = {"capacities": kept} if kept else {}
+        status = {
+            "mode": "objectives",
+            "objectives": {**facts, "state": "NoProfile", "reason": why},
+        }
         return Target(None, since, seen, why, shapes, status, problem=why), ()
-    objectives = objectives_of(spec)
-    facts = {"capacities": capacities(objectives, snap.profile)}
+    beliefs = beliefs_of(old)
+    objectives = applied(objectives_of(spec), beliefs)
+    facts = {"capacities": capacities(objectives, snap.profile, beliefs)}
     if previous is None:
         shapes = first_layout(objectives, snap.profile)
         note = f"initial layout {describe(shapes)}"
@@ -168,17 +185,24 @@ class _Out:
             "objectives": {**self.facts, "state": state, "reason": note},
         }
 
-    def keep(self, note: str, state: str = "") -> tuple[Target, tuple[Event, ...]]:
+    def keep(
+        self, note: str, state: str = "", events: tuple[Event, ...] = ()
+    ) -> tuple[Target, tuple[Event, ...]]:
         status = self._status(note, state or self.state)
-        return Target(None, self.since, self.seen, note, self.previous, status), ()
+        return Target(None, self.since, self.seen, note, self.previous, status), events
 
     def move(
-        self, shapes: tuple[GroupShape, ...], note: str, state: str, reason: str
+        self,
+        shapes: tuple[GroupShape, ...],
+        note: str,
+        state: str,
+        reason: str,
+        events: tuple[Event, ...] = (),
     ) -> tuple[Target, tuple[Event, ...]]:
         message = f"{describe(self.previous)} -> {describe(shapes)}: {note}"
         status = self._status(note, state)
         target = Target(None, stamp(self.now), self.seen, note, shapes, status)
-        return target, (Event("Normal", reason, message),)
+        return target, (*events, Event("Normal", reason, message))
 
 
 def _steady(
@@ -215,21 +239,55 @@ def _steady(
         return _held(objectives, profile, shapes, window.mean, out)
     if sorted(shapes) != sorted(previous) or not all(g.is_ready for g in live):
         return out.keep(f"reshape to {describe(previous)} in progress")
+    elapsed = seconds_since_reshape(
+        seconds_since(out.since, now),
+        seconds_since(snap.status.get("lastReshapeCompletedTime"), now),
+    )
+    objectives, corrected = _measure(snap, objectives, profile, elapsed, out)
     rate = demand(objectives, profile, previous, window.mean)
     plan = choose(objectives, profile, rate, previous)
     out.facts.update(requestsPerSecond=round(rate, 3), capacity=round(plan.capacity, 3))
     state = "Met" if plan.meets else "Unmet"
-    old = snap.status
-    elapsed = seconds_since_reshape(
-        seconds_since(out.since, now), seconds_since(old.get("lastReshapeCompletedTime"), now)
-    )
+    reason = plan.reason + _believed(plan.shapes, out.facts["capacities"])
     fewer = plan.gpus < sum(s.size for s in previous)
     if fewer and elapsed is not None and elapsed < policy.cooldown_seconds:
         left = policy.cooldown_seconds - elapsed
-        return out.keep(f"cooldown: {left:.0f}s before {plan.reason}", state)
+        return out.keep(f"cooldown: {left:.0f}s before {reason}", state, corrected)
     if sorted(plan.shapes) == sorted(previous):
-        return out.keep(plan.reason, state)
-    return out.move(plan.shapes, plan.reason, state, "ReshapeStarted")
+        return out.keep(reason, state, corrected)
+    return out.move(plan.shapes, reason, state, "ReshapeStarted", corrected)
+
+
+def _measure(
+    snap: Snapshot,
+    objectives: Objectives,
+    profile: Profile,
+    elapsed: float | None,
+    out: _Out,
+) -> tuple[Objectives, tuple[Event, ...]]:
+    """Correct the beliefs from the gateways' latency report, once the layout has run for a
+    whole stats window (a window that straddles a reshape measures two layouts at once)."""
+    measured = snap.latency
+    if measured is None or (elapsed is not None and elapsed < measured.window_s):
+        return objectives, ()
+    replicas: dict[int, int] = {}
+    for g in snap.serving:
+        replicas[g.group.tensor_parallel] = replicas.get(g.group.tensor_parallel, 0) + g.ready
+    beliefs, lowered = correct(objectives, profile, beliefs_of(snap.status), measured, replicas)
+    objectives = applied(objectives, beliefs)
+    out.facts["capacities"] = capacities(objectives, profile, beliefs)
+    return objectives, tuple(Event("Normal", "CapacityCorrected", text) for text in lowered)
+
+
+def _believed(shapes: tuple[GroupShape, ...], entries: list[dict[str, Any]]) -> str:
+    """What the reason adds when the chosen layout's degrees are sized by measurement."""
+    used = {s.tensor_parallel for s in shapes}
+    measured = [
+        f"TP{e['tensorParallel']} {e['inFlight']:g} of the profile's {e['profileInFlight']:g}"
+        for e in entries
+        if e["tensorParallel"] in used and e.get("source") == "measured"
+    ]
+    return f" (measured in flight per replica: {', '.join(measured)})" if measured else ""
 
 
 def _held(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from scaleserve.latency import Measured
 from scaleserve.operator.builders import (
     ANNOTATION_NODE,
     LABEL_GROUP,
@@ -182,6 +183,8 @@ class Snapshot:
     profile: the performance profile of objectives mode (inline or read from its ConfigMap);
         None with `profile_error` saying why when it could not be read or is malformed.
     held: requests the gateways hold while no engine replica is ready (scale from zero).
+    latency: the latency the gateways measured per tensor-parallel degree over their stats
+        window (None: no gateway reports it); objectives mode corrects the profile with it.
     """
 
     owner: Owner
@@ -202,6 +205,7 @@ class Snapshot:
     profile: Profile | None = None
     profile_error: str = ""
     held: int = 0
+    latency: Measured | None = None
 
     @property
     def live(self) -> tuple[EngineGroup, ...]:

@@ -76,6 +76,8 @@ class StatsServer:
     replicas: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     # requests a gateway holds while no engine replica is ready (absent unless set)
     held: dict[tuple[str, str], int] = field(default_factory=dict)
+    # the gateways' latency report per TP degree ("latency" of /stats; absent unless set)
+    latency: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     reads: int = 0
 
     @property
@@ -97,6 +99,8 @@ class StatsServer:
         }
         if (namespace, endpoint) in self.held:
             body["held"] = self.held[(namespace, endpoint)]
+        if (namespace, endpoint) in self.latency:
+            body["latency"] = self.latency[(namespace, endpoint)]
         return body
 
 

@@ -1,6 +1,7 @@
 """Objectives mode on kwok GPU nodes, load fed through the gateway /stats contract: the layout
 follows the load within minGPUs..maxGPUs and never goes dark; a malformed profile is named in
-the status; minGPUs 0 scales to zero when idle and back when the gateways hold requests."""
+the status; minGPUs 0 scales to zero when idle and back when the gateways hold requests; latency
+the gateways report missing the objective at a load the profile says is fine grows the GPUs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from scaleserve.latency import bucket
 from tests.control_plane.test_operator_harness import (
     OperatorProcess,
     StatsServer,
@@ -39,6 +41,7 @@ PROFILE = profile_document(
     {1: [(1, 20, 10), (4, 21, 10.5)], 8: [(1, 5, 3), (4, 6, 3.5)]}, output_tokens=100
 )
 HIGH, LOW = 200.0, 2.0
+MEASURED_LOAD = 10.0
 
 
 def objectives_spec(pool: GpuPool, profile: dict[str, Any], **autoscaling: Any) -> dict[str, Any]:
@@ -188,3 +191,42 @@ def test_minimum_zero_scales_to_zero_when_idle_and_back_when_requests_are_held(
     reasons = [r for _, r, _ in events(kube_api, namespace, "chat")]
     assert "ScaleToZero" in reasons
     assert "ScaleFromZero" in reasons
+
+
+def test_measured_latency_that_misses_the_objective_grows_the_gpus_and_shows_in_the_status(
+    kube_api: Any,
+    namespace: str,
+    gpu_pool: Any,
+    operator: OperatorProcess,
+    stats_server: StatsServer,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    key = (namespace, "chat")
+    stats_server.set(namespace, "chat", MEASURED_LOAD)
+    spec = objectives_spec(pool, {"inline": PROFILE}, tensorParallelCandidates=[1])
+    create_endpoint(kube_api, namespace, "chat", spec)
+    # by the profile TP1 carries about 7 in flight within TBT 11 ms: 10 in flight fit 2 x TP1
+    before = wait_status(
+        kube_api, namespace, "chat", settled(lambda g: g >= 1), "serving", 120, operator
+    )
+    start = int(before["gpus"])
+    assert start < MAX_GPUS
+    # the gateways measure TBT 30 ms on TP1 at that load: the profile is wrong for this endpoint
+    tbt = [[bucket(30.0), 50]]
+    stats_server.latency[key] = [
+        {"tensor_parallel": 1, "in_flight_avg": MEASURED_LOAD, "ttft_ms": tbt, "tbt_ms": tbt}
+    ]
+
+    def grown(s: dict[str, Any]) -> bool:
+        entries = (s.get("objectives") or {}).get("capacities") or []
+        measured = [e for e in entries if e.get("source") == "measured"]
+        return bool(measured) and settled(lambda g: g > start)(s)
+
+    after = wait_status(kube_api, namespace, "chat", grown, "more GPUs", 120, operator)
+    (entry,) = after["objectives"]["capacities"]
+    assert entry["tensorParallel"] == 1
+    assert entry["inFlight"] < entry["profileInFlight"]
+    assert 0.1 <= entry["correction"] < 1
+    assert "misses 11 ms" in entry["measurement"]
+    reasons = [r for _, r, _ in events(kube_api, namespace, "chat")]
+    assert "CapacityCorrected" in reasons

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
 
-from tests.gateway.conftest import MODEL, GatewayProcess, engine_generate_text
+from scaleserve.latency import GROWTH, count, parse_report, quantile
+from tests.fixtures.engines import EngineProcess
+from tests.gateway.conftest import MODEL, GatewayFactory, GatewayProcess, engine_generate_text
 
 pytestmark = pytest.mark.gateway
 
+REQUESTS = 4
 PROMPT = "The quick brown fox jumps over the lazy dog. A journey of a thousand miles"
 MESSAGES = [
     {"role": "system", "content": "You are helpful."},
@@ -240,6 +245,32 @@ def test_health_ready_stats_and_metrics(gateway: GatewayProcess) -> None:
     assert httpx.get(gateway.url + "/stats").status_code == 404
     assert httpx.get(gateway.url + "/metrics").status_code == 404
     assert httpx.get(gateway.internal_url + "/livez").status_code == 200
+
+
+def test_stats_report_the_latency_of_real_requests_per_degree(
+    gateway_factory: GatewayFactory, engine_replicas: list[EngineProcess]
+) -> None:
+    gw = gateway_factory(engine_replicas)  # its own: nothing else in its stats window
+    body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 8, "ignore_eos": True, "stream": True}
+    first_ms, total_ms = [], []
+    for _ in range(REQUESTS):
+        start = time.perf_counter()
+        with httpx.stream("POST", gw.base_url + "/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            next(line for line in lines if line.startswith("data: {"))
+            first_ms.append((time.perf_counter() - start) * 1000)
+            assert [line for line in lines if line][-1] == "data: [DONE]"
+        total_ms.append((time.perf_counter() - start) * 1000)
+    (tp1,) = parse_report(gw.stats()["latency"])
+    assert tp1.tensor_parallel == 1
+    assert count(tp1.ttft_ms) == count(tp1.tbt_ms) == REQUESTS
+    assert tp1.in_flight_avg > 0
+    # what the gateway measured lies within what the client saw (one bucket of rounding)
+    ttft, tbt = quantile(tp1.ttft_ms, 0.99), quantile(tp1.tbt_ms, 0.99)
+    assert ttft is not None
+    assert tbt is not None
+    assert 0 < ttft <= max(first_ms) * GROWTH
+    assert 0 < tbt * 7 <= max(total_ms) * GROWTH
 
 
 def test_request_ids_are_echoed_or_made(gateway: GatewayProcess) -> None:

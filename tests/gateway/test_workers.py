@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from scaleserve.latency import count, parse_report
 from tests.fixtures.engines import EngineProcess
 from tests.gateway.conftest import MODEL, GatewayFactory
 from tests.gateway.test_protection import until
@@ -49,6 +50,10 @@ def test_two_workers_serve_sum_their_stats_and_drain_on_sigterm(
     stats = gw.stats()
     assert stats["workers"] == 2
     assert stats["requests_total"] == ANSWERS
+    # the workers' latency histograms add up to every request's (the operator reads the sum)
+    (tp1,) = parse_report(stats["latency"])
+    assert tp1.tensor_parallel == 1
+    assert count(tp1.ttft_ms) == count(tp1.tbt_ms) == ANSWERS
     metrics = httpx.get(gw.internal_url + "/metrics", timeout=15).text
     ok = 'scaleserve_gateway_requests_total{route="completions",status="200"}'
     assert metric(metrics, ok) == ANSWERS, metrics

@@ -156,7 +156,7 @@ async def test_a_started_stream_ended_by_a_deadline_is_counted_by_how_it_ended(
 
     gw = Gateway(GatewaySettings())
     first = engine_pb2.GenerateResponse(text=" a", token_ids=[7])
-    upstream = Upstream(SimpleNamespace(outputs=0), SilentCall(), first, 0.0)
+    upstream = Upstream(SimpleNamespace(outputs=0), SilentCall(), first, 0.0, 1)
 
     async def open_call(*_: object) -> Upstream:
         return upstream

@@ -4,6 +4,7 @@ hysteresis, and the most capacity when nothing meets them."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from scaleserve.operator.layout import GroupShape
 from scaleserve.operator.objectives import Objectives, Plan, choose, demand, rate_capacity
+from scaleserve.profiles import Profile, parse_profile
 from tests.fixtures.profiles import make_profile
 
 pytestmark = pytest.mark.unit
@@ -165,3 +167,30 @@ def test_more_load_never_yields_fewer_gpus(profile, loads, nodes) -> None:
     obj = objectives(max_gpus=8 * nodes)
     low, high = sorted(loads)
     assert gpus(choose(obj, profile, low, ())) <= gpus(choose(obj, profile, high, ()))
+
+
+def _reference(name: str) -> Profile:
+    return parse_profile((Path(__file__).parents[3] / "profiles" / name).read_text())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    layout=st.sampled_from([(GroupShape(8, 8),), (GroupShape(8, 2),), (GroupShape(8, 1),)]),
+    loads=st.tuples(st.floats(1, 4000), st.floats(1, 4000)).map(sorted),
+)
+def test_more_sustained_in_flight_never_takes_fewer_gpus_even_past_a_profiles_knee(
+    layout: tuple[GroupShape, ...], loads: list[float]
+) -> None:
+    # the 8B H200 estimate: a TP2 replica completes fewer requests/s above 512 in flight than
+    # at 512 (its latency grows faster than its load there)
+    profile = _reference("llama-3.1-8b.h200_sxm.yaml")
+    obj = Objectives(
+        ttft_ms=None, tbt_ms=60.0, min_gpus=1, max_gpus=8, per_node=8, candidates=CANDIDATES
+    )
+    low, high = (demand(obj, profile, layout, load) for load in loads)
+    assert low <= high * (1 + 1e-9)
+    fresh = [gpus(choose(obj, profile, rate, ())) for rate in (low, high)]
+    assert fresh[0] <= fresh[1]
+    kept = [gpus(choose(obj, profile, rate, layout)) for rate in (low, high)]
+    if high >= low / (1 - obj.hysteresis):
+        assert kept[0] <= kept[1]

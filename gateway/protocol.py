@@ -15,6 +15,7 @@ import orjson
 from scaleserve.gateway import params
 from scaleserve.gateway.errors import InvalidRequestError
 from scaleserve.gateway.params import ChoiceParams
+from scaleserve.gateway.reasoning import PLAIN, ReasoningParams, parse_reasoning
 from scaleserve.gateway.tools import ToolParams, message_tool_fields, parse_tools
 
 MAX_STOP = 4
@@ -58,6 +59,7 @@ class GenerationRequest:
     chat_template_kwargs: dict[str, Any] | None = None
     user: str | None = None
     tools: ToolParams | None = None
+    reasoning: ReasoningParams = PLAIN
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -333,5 +335,6 @@ def parse_chat(data: dict[str, Any]) -> GenerationRequest:
         continue_final_message=_boolean(data, "continue_final_message", False),
         chat_template_kwargs=kwargs,
         tools=parse_tools(data),
+        reasoning=parse_reasoning(data),
         **common,
     )

@@ -278,8 +278,10 @@ def _content(message: dict[str, Any], index: int) -> str:
         parts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, dict) else None
                 raise InvalidRequestError(
-                    "only text content parts are supported",
+                    f"only text content parts are supported (this endpoint serves a text-only "
+                    f"model), got {kind!r}",
                     param=f"messages[{index}].content",
                     code="unsupported_value",
                 )

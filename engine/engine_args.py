@@ -31,6 +31,8 @@ def engine_args_kwargs(settings: EngineSettings) -> dict[str, Any]:
         "max_model_len": settings.max_model_len,
         "enable_prefix_caching": settings.enable_prefix_caching,
         "max_num_seqs": settings.max_num_seqs,
+        # As vLLM's server: structured outputs then constrain only what follows the reasoning.
+        "reasoning_parser": settings.reasoning_parser,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
     kwargs.update(settings.extra_engine_args)

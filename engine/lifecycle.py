@@ -40,7 +40,8 @@ class Runtime:
     failure: str = ""
     engine: Any = None  # vllm AsyncLLM once loaded
     facts: ModelFacts | None = None
-    tool_parser: Any = None  # vLLM's Parser class for --tool-call-parser, once loaded
+    # vLLM's composed Parser class for --tool-call-parser and --reasoning-parser, once loaded
+    output_parser: Any = None
     scheduler: SchedulerSnapshot = field(default_factory=SchedulerSnapshot)
     counters: Counters = field(default_factory=Counters)
     in_flight: set[str] = field(default_factory=set)

@@ -53,8 +53,8 @@ async def serve(settings: EngineSettings) -> int:
     registry = prometheus_client.REGISTRY  # vLLM's own vllm:* gauges are registered here
     metrics = EngineMetrics(registry)
 
+    from scaleserve.engine.output_parsing import parser_class
     from scaleserve.engine.service import EngineService  # imports vLLM
-    from scaleserve.engine.tool_calls import parser_class
 
     tracing = tracer_from_env("scaleserve-engine")  # None unless OTEL_* says so
     server = grpc.aio.server(options=GRPC_OPTIONS)
@@ -75,9 +75,14 @@ async def serve(settings: EngineSettings) -> int:
         try:
             runtime.engine = await asyncio.to_thread(load_engine, settings, runtime)
             runtime.facts = model_facts(
-                runtime.engine, settings.served_name, settings.tool_call_parser or ""
+                runtime.engine,
+                settings.served_name,
+                settings.tool_call_parser or "",
+                settings.reasoning_parser or "",
             )
-            runtime.tool_parser = parser_class(settings.tool_call_parser, runtime.engine)
+            runtime.output_parser = parser_class(
+                settings.tool_call_parser, settings.reasoning_parser, runtime.engine
+            )
             # vLLM asks the core for its tasks on the first request and caches them: asked
             # here, no request waits on a core round trip before vLLM registers it (an Abort
             # or a core death in that wait would find nothing to abort or fail).

@@ -31,9 +31,9 @@ from scaleserve.engine.errors import (
 )
 from scaleserve.engine.lifecycle import Phase, Runtime
 from scaleserve.engine.metrics import EngineMetrics
+from scaleserve.engine.output_parsing import OutputParsing
 from scaleserve.engine.proto import engine_pb2, engine_pb2_grpc
 from scaleserve.engine.requests import Limits, PreparedRequest, prepare
-from scaleserve.engine.tool_calls import ToolCallParsing
 from scaleserve.tracing import (
     COMPLETION_TOKENS,
     FINISH_REASON,
@@ -63,21 +63,28 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         attributes = {REQUEST_ID: _client_request_id(context), MODEL: self.runtime.served_name}
         return Trace(self.tracer, "engine.request", carrier_of(metadata), attributes)
 
-    def _tool_calling(self, request: engine_pb2.GenerateRequest) -> ToolCallParsing | None:
-        if not request.HasField("tool_calling"):
+    def _output_parsing(self, request: engine_pb2.GenerateRequest) -> OutputParsing | None:
+        tools = request.tool_calling if request.HasField("tool_calling") else None
+        reasoning = request.reasoning if request.HasField("reasoning") else None
+        if tools is None and reasoning is None:
             return None
-        parser_cls = self.runtime.tool_parser
-        if parser_cls is None:
+        parser_cls = self.runtime.output_parser
+        if tools is not None and (parser_cls is None or parser_cls.tool_parser_cls is None):
             raise InvalidRequestError(
                 "tool_calling", "this engine has no tool parser (--tool-call-parser)"
             )
-        return ToolCallParsing(
-            parser_cls, self.runtime.engine.get_tokenizer(), request.tool_calling
-        )
+        if reasoning is not None and (
+            parser_cls is None or parser_cls.reasoning_parser_cls is None
+        ):
+            raise InvalidRequestError(
+                "reasoning", "this engine has no reasoning parser (--reasoning-parser)"
+            )
+        tokenizer = self.runtime.engine.get_tokenizer()
+        return OutputParsing(parser_cls, tokenizer, tools, reasoning)
 
     def _admit(
         self, request: engine_pb2.GenerateRequest
-    ) -> tuple[PreparedRequest, Any, ToolCallParsing | None]:
+    ) -> tuple[PreparedRequest, Any, OutputParsing | None]:
         runtime = self.runtime
         phase = runtime.current_phase()
         if phase is Phase.FAILED:
@@ -97,14 +104,14 @@ class EngineService(engine_pb2_grpc.EngineServicer):
                 **kwargs,
                 "structured_outputs": StructuredOutputsParams(**kwargs["structured_outputs"]),
             }
-        tools = self._tool_calling(request)
-        if tools is not None:
-            kwargs = {**kwargs, **tools.sampling_overrides()}
+        parsing = self._output_parsing(request)
+        if parsing is not None:
+            kwargs = {**kwargs, **parsing.sampling_overrides()}
         try:
             params = SamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
         except VLLMValidationError as exc:
             raise InvalidRequestError(f"sampling.{exc.parameter or 'params'}", str(exc)) from exc
-        return prepared, params, tools
+        return prepared, params, parsing
 
     async def Generate(  # noqa: N802 (gRPC method name)
         self, request: engine_pb2.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -113,7 +120,7 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         metrics = self.metrics
         trace = self._trace(context) if self.tracer is not None else None
         try:
-            prepared, params, tools = self._admit(request)
+            prepared, params, parsing = self._admit(request)
         except EngineError as exc:
             invalid = isinstance(exc, InvalidRequestError)
             metrics.requests.labels("invalid" if invalid else "refused").inc()
@@ -147,8 +154,11 @@ class EngineService(engine_pb2_grpc.EngineServicer):
                 return
             # vLLM registers the request before generate() first suspends, so from here on an
             # Abort reaches it through engine.abort.
-            stream = engine.generate(engine_input, params, request_id)
-            relay = _Relay(params, prepared.prompt_len, tools)
+            extra = {}
+            if parsing is not None:
+                extra = parsing.generate_kwargs(list(engine_input["prompt_token_ids"]))
+            stream = engine.generate(engine_input, params, request_id, **extra)
+            relay = _Relay(params, prepared.prompt_len, parsing)
             async for out in stream:
                 runtime.progress()
                 if tokens == 0 and any(c.token_ids for c in out.outputs):
@@ -264,8 +274,8 @@ class _Relay:
     the request's usage, so a reader knows the stream is complete after n finishes.
     """
 
-    def __init__(self, params: Any, prompt_len: int | None, tools: ToolCallParsing | None) -> None:
-        self.tools = tools
+    def __init__(self, params: Any, prompt_len: int | None, parsing: OutputParsing | None) -> None:
+        self.parsing = parsing
         self.n: int = params.n
         self.top = params.logprobs
         self.prompt_top = params.prompt_logprobs
@@ -294,8 +304,8 @@ class _Relay:
             self.first = False
             if completion.finish_reason is not None:
                 self._finish(message, out, completion)
-            if self.tools is not None:
-                self.tools.apply(message, out.prompt_token_ids, completion.finish_reason)
+            if self.parsing is not None:
+                self.parsing.apply(message, out.prompt_token_ids, completion.finish_reason)
             result.append(message)
         return result
 

@@ -39,6 +39,7 @@ class EngineSettings:
     stall_timeout: float = 120.0  # NOT_SERVING after this long without progress (0: never)
     extra_engine_args: Mapping[str, Any] = field(default_factory=dict)
     tool_call_parser: str | None = None  # a vLLM tool parser name: tool_choice auto/required
+    reasoning_parser: str | None = None  # a vLLM reasoning parser name: reasoning_content
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -124,6 +125,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "stall_timeout": float,
     "extra_engine_args": _json_object,
     "tool_call_parser": _optional_str,
+    "reasoning_parser": _optional_str,
     "log_level": str,
 }
 
@@ -156,6 +158,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tool-call-parser",
         help="vLLM tool parser for the model's tool-call format (hermes, llama3_json, mistral, "
         "...): enables tool_choice auto, required and named functions (default: off)",
+    )
+    add(
+        "--reasoning-parser",
+        help="vLLM reasoning parser for the model's thinking format (deepseek_r1, qwen3, ...): "
+        "chat answers carry the reasoning in reasoning_content, apart from content "
+        "(default: off)",
     )
     add("--log-level", help="debug, info, warning or error (default info)")
 

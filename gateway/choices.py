@@ -13,6 +13,7 @@ from typing import Any
 from scaleserve.gateway import logprobs as lp
 from scaleserve.gateway import sse
 from scaleserve.gateway.protocol import GenerationRequest
+from scaleserve.gateway.reasoning import message_fields
 from scaleserve.gateway.tools import delta_calls, response_calls
 
 
@@ -29,10 +30,12 @@ class Echo:
 class Collector:
     """Accumulates the whole response of a non-streamed request."""
 
-    def __init__(self, req: GenerationRequest, echo: Echo | None) -> None:
+    def __init__(self, req: GenerationRequest, echo: Echo | None, reasoning: bool = False) -> None:
         n = req.choices.n
         self.req = req
         self.echo = echo
+        self.reasoning = reasoning  # the engine splits reasoning off: the message says so
+        self.thoughts: list[str | None] = [None] * n
         self.texts: list[list[str]] = [[] for _ in range(n)]
         self.entries: list[list[Any]] = [[] for _ in range(n)]
         self.finish: list[str | None] = [None] * n
@@ -52,6 +55,8 @@ class Collector:
             self.prompt_entries = list(msg.prompt_logprobs)
         if msg.tool_calls:
             self.calls[i].extend(msg.tool_calls)
+        if msg.reasoning:
+            self.thoughts[i] = (self.thoughts[i] or "") + msg.reasoning
         if msg.content_null:
             self.null_content[i] = True
         if msg.finish_reason:
@@ -76,6 +81,8 @@ class Collector:
                 }
                 if self.calls[i]:
                     message["tool_calls"] = response_calls(self.calls[i])
+                if self.reasoning:
+                    message.update(message_fields(self.thoughts[i]))
                 out.append(
                     {"index": i, "message": message, "logprobs": logprobs, "finish_reason": reason}
                 )
@@ -97,7 +104,12 @@ class Framer:
     """Turns a streamed request's messages into SSE frames."""
 
     def __init__(
-        self, req: GenerationRequest, enc: sse.StreamEncoder, prompt_tokens: int, echo: Echo | None
+        self,
+        req: GenerationRequest,
+        enc: sse.StreamEncoder,
+        prompt_tokens: int,
+        echo: Echo | None,
+        reasoning: bool = False,
     ) -> None:
         n = req.choices.n
         self.req = req
@@ -111,7 +123,7 @@ class Framer:
         top = self.top or 0
         self.builders = [lp.CompletionLogprobs(top) for _ in range(n)]
         self.prompt_entries: list[Any] = []
-        self.parsing = req.tools is not None and req.tools.parsed
+        self.parsing = reasoning or (req.tools is not None and req.tools.parsed)
         self.plain = self.top is None and echo is None and not req.continuous_usage
         self.plain = self.plain and not self.parsing
         self.finished = 0
@@ -155,12 +167,16 @@ class Framer:
             else:
                 logprobs = self.builders[i].build(msg.logprobs)
         calls = delta_calls(msg.tool_calls) if msg.tool_calls else None
-        if not (text or calls or msg.finish_reason or msg.token_ids):
+        thought = msg.reasoning
+        if not (text or calls or thought or msg.finish_reason or msg.token_ids):
             return b""
-        if self.parsing and not (text or calls or msg.finish_reason or self.top is not None):
-            return b""  # tokens the tool parser holds back (a call's markup), as vLLM does
+        if self.parsing and not (
+            text or calls or thought or msg.finish_reason or self.top is not None
+        ):
+            return b""  # tokens a parser holds back (a call's or a tag's markup), as vLLM does
         usage = self._usage(self.tokens[i]) if self.req.continuous_usage else None
-        return self.enc.chunk(i, text, logprobs, msg.finish_reason or None, usage, calls)
+        finish = msg.finish_reason or None
+        return self.enc.chunk(i, text, logprobs, finish, usage, calls, thought)
 
     @property
     def done(self) -> bool:

@@ -23,6 +23,7 @@ class Model:
     tokenizer: ModelTokenizer
     created: int
     tool_call_parser: str = ""  # the engines' vLLM tool parser ("": tool calling is off)
+    reasoning_parser: str = ""  # the engines' vLLM reasoning parser ("": no reasoning split)
 
 
 def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
@@ -32,4 +33,6 @@ def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
         digest.update(name.encode() + b"\0" + info.tokenizer_files[name] + b"\0")
     digest.update(info.chat_template.encode())
     digest.update(f"\0{info.max_model_len}\0{info.vocab_size}\0{info.tool_call_parser}".encode())
+    if info.reasoning_parser:
+        digest.update(f"\0{info.reasoning_parser}".encode())
     return info.served_model_name, digest.hexdigest()[:16]

@@ -15,6 +15,7 @@ import orjson
 from scaleserve.gateway import params
 from scaleserve.gateway.errors import InvalidRequestError
 from scaleserve.gateway.params import ChoiceParams
+from scaleserve.gateway.reasoning import PLAIN, ReasoningParams, parse_reasoning
 from scaleserve.gateway.tools import ToolParams, message_tool_fields, parse_tools
 
 MAX_STOP = 4
@@ -58,6 +59,7 @@ class GenerationRequest:
     chat_template_kwargs: dict[str, Any] | None = None
     user: str | None = None
     tools: ToolParams | None = None
+    reasoning: ReasoningParams = PLAIN
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -276,8 +278,10 @@ def _content(message: dict[str, Any], index: int) -> str:
         parts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, dict) else None
                 raise InvalidRequestError(
-                    "only text content parts are supported",
+                    f"only text content parts are supported (this endpoint serves a text-only "
+                    f"model), got {kind!r}",
                     param=f"messages[{index}].content",
                     code="unsupported_value",
                 )
@@ -333,5 +337,6 @@ def parse_chat(data: dict[str, Any]) -> GenerationRequest:
         continue_final_message=_boolean(data, "continue_final_message", False),
         chat_template_kwargs=kwargs,
         tools=parse_tools(data),
+        reasoning=parse_reasoning(data),
         **common,
     )

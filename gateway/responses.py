@@ -134,6 +134,12 @@ class GenerationResponse:
         per_choice = completion_tokens // max(1, self.req.choices.n)
         self.gateway.observe_latency(up, self.arrived, per_choice)
 
+    @property
+    def _reasoning(self) -> bool:
+        """Whether the engine splits reasoning from content for this request."""
+        request = self.engine_request
+        return request is not None and request.HasField("reasoning")
+
     def _echo(self) -> Echo | None:
         req = self.req
         if not req.choices.echo:
@@ -152,7 +158,7 @@ class GenerationResponse:
             req.model,
             req.include_usage,
         )
-        framer = Framer(req, enc, len(self.prompt_ids), self._echo())
+        framer = Framer(req, enc, len(self.prompt_ids), self._echo(), self._reasoning)
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         self.started = True
         msg = up.first
@@ -189,7 +195,7 @@ class GenerationResponse:
         await send({"type": "http.response.body", "body": tail + sse.DONE, "more_body": False})
 
     async def _collect(self, up: Upstream, send: Any) -> None:
-        collector = Collector(self.req, self._echo())
+        collector = Collector(self.req, self._echo(), self._reasoning)
         msg = up.first
         try:
             while msg.finish_reason != "abort" and not collector.add(msg):

@@ -158,6 +158,7 @@ class Gateway:
                 tokenizer=tokenizer,
                 created=int(time.time()),
                 tool_call_parser=info.tool_call_parser,
+                reasoning_parser=info.reasoning_parser,
             )
             # Forget models no replica serves any more (a finished rollout).
             held = {r.model for r in self.pool.replicas} | {key}
@@ -248,8 +249,9 @@ class Gateway:
         tools = req.tools
         if tools is not None:
             require_parser(tools, model.tool_call_parser)
+        thinking = None
         if req.kind == "chat":
-            extra = req.chat_template_kwargs
+            extra = thinking = req.reasoning.template_kwargs(req.chat_template_kwargs)
             if tools is not None:
                 extra = {**(extra or {}), "tools": tools.template_tools()}
             ids = tok.encode_chat(
@@ -291,6 +293,8 @@ class Gateway:
         )
         if tools is not None and tools.parsed:
             request.tool_calling.CopyFrom(tools.engine_spec(req.stream))
+        if req.kind == "chat" and model.reasoning_parser:
+            request.reasoning.CopyFrom(req.reasoning.engine_spec(thinking, req.stream))
         return ids, request
 
     # -- dispatch --------------------------------------------------------------------------

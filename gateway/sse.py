@@ -95,11 +95,16 @@ class StreamEncoder:
         finish: str | None = None,
         usage: dict[str, object] | None = None,
         tool_calls: list[dict[str, object]] | None = None,
+        reasoning: str = "",
     ) -> bytes:
         """A frame with everything a choice's chunk may carry."""
-        if tool_calls:
+        if tool_calls or reasoning:
             fields: dict[str, object] = {"content": text} if text else {}
-            delta = orjson.dumps({**fields, "tool_calls": tool_calls})
+            if reasoning:  # as gateway.reasoning.message_fields: both names clients read
+                fields["reasoning_content"] = fields["reasoning"] = reasoning
+            if tool_calls:
+                fields["tool_calls"] = tool_calls
+            delta = orjson.dumps(fields)
             choice = b'{"index":' + str(index).encode() + b',"delta":' + delta
         elif self._kind == "chat":
             delta = b'{"content":' + orjson.dumps(text) + b"}" if text or not finish else b"{}"

@@ -105,6 +105,10 @@ class EngineSettings(_Model):
     tool_call_parser: Literal["", "hermes", "llama3_json", "mistral"] = Field(
         default="", alias="toolCallParser"
     )
+    # vLLM's reasoning parser for the model's thinking format; "" leaves reasoning in content
+    reasoning_parser: Literal["", "deepseek_r1", "qwen3"] = Field(
+        default="", alias="reasoningParser"
+    )
     extra_args: dict[str, Any] = Field(default_factory=dict, alias="extraArgs")
 
     @model_validator(mode="after")

@@ -71,18 +71,30 @@ class StructuredOutput(_message.Message):
     def __init__(self, json_schema: _Optional[str] = ..., json_object: _Optional[bool] = ..., regex: _Optional[str] = ..., grammar: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "prompt_token_ids", "prompt_text", "sampling", "tool_calling")
+    __slots__ = ("request_id", "prompt_token_ids", "prompt_text", "sampling", "tool_calling", "reasoning")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TEXT_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLING_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     prompt_token_ids: TokenIds
     prompt_text: str
     sampling: SamplingParams
     tool_calling: ToolCalling
-    def __init__(self, request_id: _Optional[str] = ..., prompt_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prompt_text: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., tool_calling: _Optional[_Union[ToolCalling, _Mapping]] = ...) -> None: ...
+    reasoning: Reasoning
+    def __init__(self, request_id: _Optional[str] = ..., prompt_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prompt_text: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., tool_calling: _Optional[_Union[ToolCalling, _Mapping]] = ..., reasoning: _Optional[_Union[Reasoning, _Mapping]] = ...) -> None: ...
+
+class Reasoning(_message.Message):
+    __slots__ = ("omit", "chat_template_kwargs", "whole_output")
+    OMIT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_KWARGS_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    omit: bool
+    chat_template_kwargs: str
+    whole_output: bool
+    def __init__(self, omit: _Optional[bool] = ..., chat_template_kwargs: _Optional[str] = ..., whole_output: _Optional[bool] = ...) -> None: ...
 
 class ToolCalling(_message.Message):
     __slots__ = ("tools", "tool_choice", "parallel_tool_calls", "whole_output")
@@ -141,7 +153,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "token_ids", "finish_reason", "usage", "logprobs", "stop_reason", "index", "prompt_logprobs", "tool_calls", "content_null")
+    __slots__ = ("text", "token_ids", "finish_reason", "usage", "logprobs", "stop_reason", "index", "prompt_logprobs", "tool_calls", "content_null", "reasoning")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +164,7 @@ class GenerateResponse(_message.Message):
     PROMPT_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     CONTENT_NULL_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     text: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     finish_reason: str
@@ -162,7 +175,8 @@ class GenerateResponse(_message.Message):
     prompt_logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCallDelta]
     content_null: bool
-    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., stop_reason: _Optional[str] = ..., index: _Optional[int] = ..., prompt_logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., content_null: _Optional[bool] = ...) -> None: ...
+    reasoning: str
+    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., stop_reason: _Optional[str] = ..., index: _Optional[int] = ..., prompt_logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., content_null: _Optional[bool] = ..., reasoning: _Optional[str] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
     __slots__ = ("request_id",)
@@ -233,7 +247,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("served_model_name", "model_path", "tokenizer_path", "chat_template", "max_model_len", "tensor_parallel_size", "eos_token_ids", "vocab_size", "tokenizer_files", "protocol_version", "tool_call_parser")
+    __slots__ = ("served_model_name", "model_path", "tokenizer_path", "chat_template", "max_model_len", "tensor_parallel_size", "eos_token_ids", "vocab_size", "tokenizer_files", "protocol_version", "tool_call_parser", "reasoning_parser")
     class TokenizerFilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +266,7 @@ class ModelInfoResponse(_message.Message):
     TOKENIZER_FILES_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_PARSER_FIELD_NUMBER: _ClassVar[int]
+    REASONING_PARSER_FIELD_NUMBER: _ClassVar[int]
     served_model_name: str
     model_path: str
     tokenizer_path: str
@@ -263,4 +278,5 @@ class ModelInfoResponse(_message.Message):
     tokenizer_files: _containers.ScalarMap[str, bytes]
     protocol_version: str
     tool_call_parser: str
-    def __init__(self, served_model_name: _Optional[str] = ..., model_path: _Optional[str] = ..., tokenizer_path: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., tensor_parallel_size: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., vocab_size: _Optional[int] = ..., tokenizer_files: _Optional[_Mapping[str, bytes]] = ..., protocol_version: _Optional[str] = ..., tool_call_parser: _Optional[str] = ...) -> None: ...
+    reasoning_parser: str
+    def __init__(self, served_model_name: _Optional[str] = ..., model_path: _Optional[str] = ..., tokenizer_path: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., tensor_parallel_size: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., vocab_size: _Optional[int] = ..., tokenizer_files: _Optional[_Mapping[str, bytes]] = ..., protocol_version: _Optional[str] = ..., tool_call_parser: _Optional[str] = ..., reasoning_parser: _Optional[str] = ...) -> None: ...

@@ -41,6 +41,7 @@ CASES: dict[str, tuple[dict[str, Any], list[PlacedGroup]]] = {
                 "prefixCaching": False,
                 "expertParallel": True,
                 "toolCallParser": "hermes",
+                "reasoningParser": "deepseek_r1",
                 "extraArgs": {"swap_space": 4},
             },
             "gpu": {"resourceName": "nvidia.com/gpu", "perNode": 8},
@@ -173,6 +174,7 @@ def test_engine_settings_reach_the_engine_flags() -> None:
     assert "--enable-expert-parallel" in args
     assert "--no-enable-prefix-caching" in args
     assert args[args.index("--tool-call-parser") + 1] == "hermes"
+    assert args[args.index("--reasoning-parser") + 1] == "deepseek_r1"
     extra = json.loads(args[args.index("--extra-engine-args") + 1])
     assert extra == {"swap_space": 4}
 
@@ -337,6 +339,7 @@ def test_a_change_of_what_gateways_learn_from_the_engines_rolls_the_gateways() -
         _edit(raw, "model", servedName="llama"),
         _edit(raw, "engine", maxModelLen=4096),
         _edit(raw, "engine", toolCallParser="llama3_json"),
+        _edit(raw, "engine", reasoningParser="qwen3"),
         _edit(raw, "engine", extraArgs={**engine["extraArgs"], "tokenizer": "org/other"}),
         _edit(raw, "engine", extraArgs={**engine["extraArgs"], "revision": "v2"}),
     ]

@@ -15,7 +15,7 @@ from scaleserve.engine.tiny_model import Recipe, train_tokenizer
 
 pytestmark = pytest.mark.unit
 
-tool_calls = pytest.importorskip("scaleserve.engine.tool_calls", reason="needs vLLM")
+output_parsing = pytest.importorskip("scaleserve.engine.output_parsing", reason="needs vLLM")
 
 WEATHER = {
     "type": "function",
@@ -78,14 +78,14 @@ def tokenizer() -> Any:
 def parsing(name: str, tokenizer: Any, whole: bool, choice: str = "auto") -> Any:
     engine = type("Engine", (), {"model_config": type("C", (), {"model": "m"})()})()
     engine.get_tokenizer = lambda: tokenizer
-    parser_cls = tool_calls.parser_class(name, engine)
+    parser_cls = output_parsing.parser_class(name, None, engine)
     spec = engine_pb2.ToolCalling(
         tools=json.dumps([WEATHER, CLOCK]),
         tool_choice=choice,
         parallel_tool_calls=True,
         whole_output=whole,
     )
-    return tool_calls.ToolCallParsing(parser_cls, tokenizer, spec)
+    return output_parsing.OutputParsing(parser_cls, tokenizer, spec, None)
 
 
 def run(name: str, tokenizer: Any, text: str, whole: bool) -> tuple[list[Any], str, str, bool]:

@@ -92,7 +92,8 @@ async def _reconcile(
 def _watch_children(registry: kopf.OperatorRegistry) -> None:
     """kopf watches what reconciles read, into its indexes (cluster.py says what each holds),
     and wakes an endpoint's daemon when one of its children changes what its status depends
-    on, so `Ready` and the next step of a reshape do not wait for the interval."""
+    on, so `Ready` and the next step of a reshape do not wait for the interval, or when a child
+    is deleted or changed by someone else, so it is repaired at once (drift.py)."""
     indexes: list[tuple[tuple[str, str, str], str, Any, dict[str, Any] | None]] = [
         (("apps", "v1", "statefulsets"), "engines", cluster.engines_index, ENGINE_LABELS),
         (("apps", "v1", "deployments"), "gateways", cluster.gateways_index, GATEWAY_LABELS),

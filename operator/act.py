@@ -1,6 +1,7 @@
 """act: apply a Decision as it is (server-side applies, deletes, the status patch, events).
 
-Nothing here decides. Children are applied concurrently in two waves: what the workloads refer
+Nothing here decides. A child already as applied and unchanged since is not applied again
+(drift.py). Children are applied concurrently in two waves: what the workloads refer
 to (ServiceAccount, RBAC, Services, PDB, NetworkPolicy), then the workloads and the steps. A
 child the API server refuses (4xx other than conflicts) is returned with the server's message,
 for the pass to report; other failures raise ClusterError and the pass is retried.
@@ -32,15 +33,18 @@ def server_message(exc: ClusterError) -> str:
 
 
 async def apply_all(rt: Runtime, manifests: Sequence[Manifest]) -> dict[str, str]:
-    """Apply children concurrently; returns the refused ones with the server's message."""
-    results = await asyncio.gather(*(rt.kube.apply(m) for m in manifests), return_exceptions=True)
+    """Apply concurrently the children not already as applied (drift.py); returns the refused
+    ones with the server's message."""
+    due = [m for m in manifests if not rt.drift.current(m)]
+    results = await asyncio.gather(*(rt.kube.apply(m) for m in due), return_exceptions=True)
     refused: dict[str, str] = {}
-    for manifest, result in zip(manifests, results, strict=True):
+    for manifest, result in zip(due, results, strict=True):
         if isinstance(result, ClusterError) and result.status in REFUSED:
             refused[child_name(manifest)] = server_message(result)
         elif isinstance(result, BaseException):
             raise result
         else:
+            rt.drift.record(manifest, result)
             rt.cluster.assume(result)
     return refused
 
@@ -71,6 +75,8 @@ async def _retire(rt: Runtime, owner: Owner, step: Retire) -> None:
     with the same time), then take its pods out of the engine Service."""
     body = {"metadata": {"annotations": {ANNOTATION_RETIRING: step.since}}}
     sts = await rt.kube.patch("StatefulSet", owner.namespace, step.statefulset, body)
+    # never applied again: its changes from now on are no drift
+    rt.drift.forget(("StatefulSet", owner.namespace, step.statefulset))
     if sts is not None:
         rt.cluster.assume(sts)
     await _label_pods(rt, owner, step.group.name, None)

@@ -299,12 +299,19 @@ class ClusterView:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         kind = obj.get("kind")
         if kind == "StatefulSet" and labels.get(LABEL_COMPONENT) == "engine":
-            self.engines.put(slim(obj))
+            overlay, index, key = self.engines, self.indexes["engines"], endpoint_of(obj)
         elif kind == "Deployment" and labels.get(LABEL_COMPONENT) == "gateway":
-            self.gateways.put(slim(obj))
+            overlay, index, key = self.gateways, self.indexes["gateways"], _name_of(obj)
         else:
             return
         self._seen[(kind, _name_of(obj))] = readiness(obj)
+        # already delivered by the watch (it was quicker than the answer): laid over the index,
+        # it would stay until the object's next event, and every pass would merge it
+        name, mine = _name_of(obj), _version(obj)
+        if any(_name_of(o) == name and _version(o) >= mine for o in _values(index, key)):
+            overlay.drop(obj)
+        else:
+            overlay.put(slim(obj))
 
     def assume_deleted(self, namespace: str, name: str, stamp: str) -> None:
         """Mark an engine StatefulSet the operator just deleted as terminating until the watch

@@ -12,7 +12,7 @@ import kopf
 
 from scaleserve.operator import cluster
 from scaleserve.operator.builders import LABEL_ENDPOINT
-from scaleserve.operator.cluster import ENGINE_LABELS, GATEWAY_LABELS, ClusterView
+from scaleserve.operator.cluster import ENGINE_LABELS, GATEWAY_LABELS, MANAGED, ClusterView
 from scaleserve.operator.concurrency import Windows, endpoint_key
 from scaleserve.operator.errors import ChildRejectedError, ClusterError, InvalidSpecError
 from scaleserve.operator.kube import Kube
@@ -26,6 +26,15 @@ RETRY_DELAY_S = 5.0
 COALESCE_S = 0.2
 INDEXES = ("engines", "gateways", "endpoint_pods", "gpu_pods", "nodes")
 ENDPOINT_PODS = {LABEL_ENDPOINT: kopf.PRESENT}
+WORKLOADS = ("StatefulSet", "Deployment")
+CONFIG_CHILDREN = (
+    ("", "v1", "services"),
+    ("", "v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+)
 
 
 log = logging.getLogger("scaleserve.operator")
@@ -83,7 +92,8 @@ async def _reconcile(
 def _watch_children(registry: kopf.OperatorRegistry) -> None:
     """kopf watches what reconciles read, into its indexes (cluster.py says what each holds),
     and wakes an endpoint's daemon when one of its children changes what its status depends
-    on, so `Ready` and the next step of a reshape do not wait for the interval."""
+    on, so `Ready` and the next step of a reshape do not wait for the interval, or when a child
+    is deleted or changed by someone else, so it is repaired at once (drift.py)."""
     indexes: list[tuple[tuple[str, str, str], str, Any, dict[str, Any] | None]] = [
         (("apps", "v1", "statefulsets"), "engines", cluster.engines_index, ENGINE_LABELS),
         (("apps", "v1", "deployments"), "gateways", cluster.gateways_index, GATEWAY_LABELS),
@@ -99,23 +109,33 @@ def _watch_children(registry: kopf.OperatorRegistry) -> None:
 
         kopf.index(group, version, plural, id=name, labels=labels, registry=registry)(index)
 
-    @kopf.on.event(
-        "apps", "v1", "statefulsets", id="engine", labels=ENGINE_LABELS, registry=registry
-    )
-    @kopf.on.event(
-        "apps", "v1", "deployments", id="gateway", labels=GATEWAY_LABELS, registry=registry
-    )
     async def child(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime | None = memo.get("runtime")
         owner = cluster.endpoint_of(body)
         if runtime is None or owner is None:
             return
-        if runtime.cluster.child_event(body.get("kind", ""), type, body):
-            if type == "DELETED":
-                runtime.dirty.add(owner)  # the next pass re-applies every child
+        deleted = type == "DELETED"
+        drifted = runtime.drift.seen(body, deleted=deleted)
+        kind = body.get("kind", "")
+        readiness = kind in WORKLOADS and runtime.cluster.child_event(kind, type, body)
+        if drifted:
+            runtime.dirty.add(owner)  # the next pass re-applies what drifted
+        if type is not None and (drifted or readiness):
             wake = runtime.wakes.get(owner)  # none once the endpoint is gone
             if wake is not None:
                 wake.set()
+
+    kopf.on.event(
+        "apps", "v1", "statefulsets", id="engine", labels=ENGINE_LABELS, registry=registry
+    )(child)
+    kopf.on.event(
+        "apps", "v1", "deployments", id="gateway", labels=GATEWAY_LABELS, registry=registry
+    )(child)
+    # the other children: only for drift repair (a deleted or edited one is repaired at once)
+    for group, version, plural in CONFIG_CHILDREN:
+        kopf.on.event(
+            group, version, plural, id=f"child-{plural}", labels=MANAGED, registry=registry
+        )(child)
 
 
 def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:

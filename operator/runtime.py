@@ -13,6 +13,7 @@ import aiohttp
 
 from scaleserve.operator.cluster import ClusterView
 from scaleserve.operator.concurrency import Windows
+from scaleserve.operator.drift import Drift
 from scaleserve.operator.kube import Kube
 from scaleserve.operator.metrics import OperatorMetrics
 from scaleserve.operator.settings import OperatorSettings
@@ -20,7 +21,7 @@ from scaleserve.operator.settings import OperatorSettings
 Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
 Key = tuple[str, str]  # namespace, name
 RETRY_FIRST_S, RETRY_MAX_S = 5.0, 300.0
-RESYNC_S = 60.0  # every child is re-applied at least this often (drift repair)
+RESYNC_S = 60.0  # every child is checked at least this often (drift repair)
 
 
 def backoff_s(failures: int, jitter: float) -> float:
@@ -59,6 +60,12 @@ class Runtime:
     rejected: dict[Key, dict[str, str]] = field(default_factory=dict)
     failures: dict[Key, int] = field(default_factory=dict)
     retry_at: dict[Key, float] = field(default_factory=dict)
+    # what was applied to each child and what the watches saw of it since: a resync re-applies
+    # only the children that drifted
+    drift: Drift = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.drift = Drift(self.clock, RESYNC_S)
 
     def lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -67,8 +74,9 @@ class Runtime:
         return self.wakes.setdefault(key, asyncio.Event())
 
     def resync_due(self, key: Key) -> bool:
-        """Whether a pass re-applies every child: a child was deleted, the resync period has
-        passed, or the back-off after a refused apply is over."""
+        """Whether a pass checks every child and re-applies those that drifted: a child was
+        deleted or changed, the resync period has passed, or the back-off after a refused apply
+        is over."""
         now = self.clock()
         if key in self.rejected:
             return now >= self.retry_at.get(key, 0.0)

@@ -348,47 +348,6 @@ def test_a_single_group_without_spare_gpus_holds_a_spec_edit_and_says_why(
     assert [m for t, r, m in events(kube_api, namespace, "chat") if r == "RolloutHeld"]
 
 
-def test_deleted_children_come_back_within_the_resync_period(
-    kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
-) -> None:
-    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
-    spec = {"model": MODEL, "layout": {"replicas": 1, "tensorParallel": 1}}
-    create_endpoint(kube_api, namespace, "chat", on_pool(pool, spec))
-    wait_status(
-        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
-    )
-    core = client.CoreV1Api(kube_api)
-    net = client.NetworkingV1Api(kube_api)
-    rbac = client.RbacAuthorizationV1Api(kube_api)
-    old = {
-        "Service": core.read_namespaced_service("chat-engine", namespace).metadata.uid,
-        "NetworkPolicy": net.read_namespaced_network_policy("chat-engine", namespace).metadata.uid,
-        "Role": rbac.read_namespaced_role("chat-gateway", namespace).metadata.uid,
-    }
-    core.delete_namespaced_service("chat-engine", namespace)
-    net.delete_namespaced_network_policy("chat-engine", namespace)
-    rbac.delete_namespaced_role("chat-gateway", namespace)
-
-    def uid(read: Any, name: str) -> str | None:
-        try:
-            return str(read(name, namespace).metadata.uid)
-        except client.exceptions.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def back() -> bool:
-        now = {
-            "Service": uid(core.read_namespaced_service, "chat-engine"),
-            "NetworkPolicy": uid(net.read_namespaced_network_policy, "chat-engine"),
-            "Role": uid(rbac.read_namespaced_role, "chat-gateway"),
-        }
-        return all(now[k] is not None and now[k] != old[k] for k in old)
-
-    # the resync period is 60 s; the rest is slack for a busy machine
-    wait_for(back, "the deleted Service, NetworkPolicy and Role re-created", timeout_s=90)
-
-
 def test_a_child_the_api_server_rejects_degrades_the_endpoint_quoting_the_server(
     kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
 ) -> None:

@@ -167,6 +167,17 @@ def test_an_indexed_object_older_than_the_operators_own_write_does_not_replace_i
     assert cache.engines.objects == {}
 
 
+def test_a_write_the_watch_delivered_before_its_answer_is_not_laid_over_the_index() -> None:
+    # otherwise it stays until the object's next event, and every pass merges it
+    cache = View()
+    cache.watch("ADDED", engine("chat", "g0-tp1", 1, version=7))
+    cache.assume(engine("chat", "g0-tp1", 1, version=7))
+    cache.assume(engine("chat", "g0-tp1", 1, version=7))  # a no-op apply: no event follows
+    assert cache.engines.objects == {}
+    (group,) = cache.engine_groups("ns", "chat")
+    assert group.group.name == "g0-tp1"
+
+
 def test_groups_are_read_per_endpoint() -> None:
     cache = View()
     cache.assume(engine("chat", "g0-tp1", 1, version=1))

@@ -225,7 +225,7 @@ def _resize(state: _Pass, owner: Owner, group: Group, old_size: int, limit: int,
     replicas, was = group.replicas, old_size // group.tensor_parallel
     state.live = [g for g in state.live if g.group.name != group.name]
     if group.size < old_size:
-        state.steps.append(Shrink(group, name, replicas, since))
+        state.steps.append(Shrink(now.group, name, replicas, since))
         message = (
             f"retired replicas {replicas} to {was - 1} of engine group {group.name}: "
             f"no new requests, {replicas} replica(s) once drained"

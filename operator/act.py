@@ -14,12 +14,31 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scaleserve.operator import status
-from scaleserve.operator.builders import LABEL_GROUP, LABEL_SERVING, Manifest, Owner
+from scaleserve.operator.builders import (
+    LABEL_GROUP,
+    LABEL_GROUP_GPUS,
+    LABEL_SERVING,
+    Manifest,
+    Owner,
+)
 from scaleserve.operator.cluster import utcnow
-from scaleserve.operator.decide import Create, Decision, Delete, Event, Retire, Serve
+from scaleserve.operator.decide import (
+    Create,
+    Decision,
+    Delete,
+    Event,
+    Resize,
+    Retire,
+    Serve,
+    Shrink,
+)
 from scaleserve.operator.errors import ClusterError
 from scaleserve.operator.runtime import Emit, Runtime
-from scaleserve.operator.snapshot import ANNOTATION_RETIRING
+from scaleserve.operator.snapshot import (
+    ANNOTATION_RETIRING,
+    ANNOTATION_SHRINK_SINCE,
+    ANNOTATION_SHRINK_TO,
+)
 
 REFUSED = {400, 403, 422}  # the server will not take this object as it is: retrying won't help
 
@@ -82,15 +101,48 @@ async def _retire(rt: Runtime, owner: Owner, step: Retire) -> None:
     await _label_pods(rt, owner, step.group.name, None)
 
 
-async def _label_pods(rt: Runtime, owner: Owner, group: str, value: str | None) -> None:
-    """Set (or, with None, remove) the serving label on a group's pods."""
+async def _shrink(rt: Runtime, owner: Owner, step: Shrink) -> None:
+    """Record the shrink (first, as a retire), then take the pods from ordinal `replicas` up
+    out of the engine Service."""
+    annotations = {ANNOTATION_SHRINK_TO: str(step.replicas), ANNOTATION_SHRINK_SINCE: step.since}
+    body = {"metadata": {"annotations": annotations}}
+    sts = await rt.kube.patch("StatefulSet", owner.namespace, step.statefulset, body)
+    if sts is not None:
+        rt.cluster.assume(sts)
+    await _label_pods(rt, owner, step.group.name, None, step.replicas)
+
+
+async def _resize(rt: Runtime, step: Resize, namespace: str) -> None:
+    """Set the group's replicas and size; a finished shrink's record goes with it."""
+    body = {
+        "metadata": {
+            "labels": {LABEL_GROUP_GPUS: str(step.group.size)},
+            "annotations": {ANNOTATION_SHRINK_TO: None, ANNOTATION_SHRINK_SINCE: None},
+        },
+        "spec": {"replicas": step.group.replicas},
+    }
+    sts = await rt.kube.patch("StatefulSet", namespace, step.statefulset, body)
+    if sts is not None:
+        rt.cluster.assume(sts)
+
+
+async def _label_pods(
+    rt: Runtime, owner: Owner, group: str, value: str | None, first: int = 0
+) -> None:
+    """Set (or, with None, remove) the serving label on a group's pods (from ordinal `first`)."""
     body = {"metadata": {"labels": {LABEL_SERVING: value}}}
     pods = [
         p["metadata"]["name"]
         for p in rt.cluster.endpoint_pods(owner.namespace, owner.name, "engine")
         if (p["metadata"].get("labels") or {}).get(LABEL_GROUP) == group
+        and _ordinal(p["metadata"]["name"]) >= first
     ]
     await asyncio.gather(*(rt.kube.patch("Pod", owner.namespace, n, body) for n in pods))
+
+
+def _ordinal(pod: str) -> int:
+    tail = pod.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 async def run_steps(
@@ -105,6 +157,10 @@ async def run_steps(
             await _retire(rt, owner, step)
         elif isinstance(step, Serve):
             await _label_pods(rt, owner, step.group.name, "true")
+        elif isinstance(step, Shrink):
+            await _shrink(rt, owner, step)
+        elif isinstance(step, Resize):
+            await _resize(rt, step, owner.namespace)
         else:
             refused |= await _create(rt, step, reservations.get(step.group.name))
     return refused

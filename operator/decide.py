@@ -16,14 +16,16 @@ from typing import Any
 from scaleserve.operator import status
 from scaleserve.operator.builders import Manifest, Observed, PlacedGroup, desired, gateway_url
 from scaleserve.operator.drain import drain_steps
-from scaleserve.operator.layout import GroupShape, Layout, describe
-from scaleserve.operator.placement import placeable
+from scaleserve.operator.layout import Group, GroupShape, Layout, describe
+from scaleserve.operator.placement import NodeGPUs, placeable
 from scaleserve.operator.planner import Plan, plan_transition
 from scaleserve.operator.rollout import (
     Create,
     Delete,
+    Resize,
     Retire,
     Serve,
+    Shrink,
     Step,
     pod_hash,
     safe_steps,
@@ -42,8 +44,10 @@ __all__ = [
     "Decision",
     "Delete",
     "Event",
+    "Resize",
     "Retire",
     "Serve",
+    "Shrink",
     "Step",
     "decide",
     "rejected",
@@ -87,8 +91,10 @@ def decide(
     """choose: the policy picking the target (the spec's, unless a caller brings its own);
     every step towards it is decided here whatever picked it."""
     choose = choose or chooser(spec)
-    # retiring groups are on their way out: not planned with, but holding their GPUs and names
-    live = snap.serving
+    # retiring groups are on their way out: not planned with, but holding their GPUs and names;
+    # a shrinking group is planned with at its new size, its retired replicas' GPUs held
+    live = [_shrunk(g) for g in snap.serving]
+    shrinking = {g.group.name for g in snap.serving if g.shrink_to is not None}
     retiring = snap.retiring
     drains, draining, events = drain_steps(spec, snap, now)
     stuck = [p for p in snap.pending if p.seconds >= snap.pending_grace_s]
@@ -100,6 +106,8 @@ def decide(
     limit = gpu_limit(spec, live, shapes)
     current = [g.group for g in live]
     plan = plan_transition(current, shapes, UNLIMITED, gpu_limit=limit, stale=stale)
+    held_back = snap.orphan_gpus + sum(g.group.size for g in retiring)
+    held_back += sum(a.group.size - b.group.size for a, b in zip(snap.serving, live, strict=True))
     steps: tuple[Step, ...] = drains
     waiting, held = "", ""
     if not plan.done:
@@ -117,6 +125,7 @@ def decide(
             avoid_names=snap.names_in_use | {g.group.name for g in retiring},
             releasing_gpus=releasing,
             stale=stale,
+            room=_room(live, snap.free.now, free),
         )
         if plan.disruptive and not spec.rollout.allow_disruption:
             held = hold_message(spec, live, str(target), shapes, limit)
@@ -132,16 +141,18 @@ def decide(
                 plan,
                 snap.free,
                 limit=limit,
-                orphan_gpus=snap.orphan_gpus + sum(g.group.size for g in retiring),
+                orphan_gpus=held_back,
                 hashes=hashes,
                 since=stamp(now),
             )
             steps += more_steps
             events += more
     after = _after(live, steps)
-    config, workloads = _manifests(spec, snap, after, stale, hashes)
+    resized = {s.group.name for s in steps if isinstance(s, Resize)}
+    config, workloads = _manifests(spec, snap, after, stale | (shrinking - resized), hashes)
     # the transition lasts until retired groups are gone, the one deleted now included
     draining = draining or ("deleting retired groups" if retiring else "")
+    draining = draining or ("resizing engine groups" if shrinking else "")
     progress = _progress(after, plan, waiting, held, stuck, snap, draining)
     progress = replace(progress, problem=target.problem)
     new, more = _status(spec, snap, target, progress, now)
@@ -171,10 +182,32 @@ def hold_message(
     )
 
 
+def _shrunk(g: EngineGroup) -> EngineGroup:
+    """A group as it will be once its shrink under way is done."""
+    if g.shrink_to is None:
+        return g
+    tp = g.group.tensor_parallel
+    group = Group(g.group.name, g.shrink_to * tp, tp)
+    return replace(g, group=group, replicas=g.shrink_to, ready=min(g.ready, g.shrink_to))
+
+
+def _room(live: Sequence[EngineGroup], nodes: Sequence[NodeGPUs], free: int) -> dict[str, int]:
+    """GPUs each group can grow by in place: free on its node (anywhere, when unpinned)."""
+    on = {n.name: n.free for n in nodes}
+    return {g.group.name: on.get(g.node, 0) if g.node else free for g in live}
+
+
 def _after(live: Sequence[EngineGroup], steps: Sequence[Step]) -> list[EngineGroup]:
     """The groups serving once this pass's steps are applied (new ones not ready yet)."""
     gone = {s.group.name for s in steps if isinstance(s, Retire | Delete)}
-    out = [g for g in live if g.group.name not in gone]
+    sizes = {s.group.name: s.group for s in steps if isinstance(s, Resize)}
+    out = [
+        replace(g, group=sizes[g.group.name], replicas=sizes[g.group.name].replicas, shrink_to=None)
+        if g.group.name in sizes
+        else g
+        for g in live
+        if g.group.name not in gone
+    ]
     for s in steps:
         if isinstance(s, Create):
             out.append(EngineGroup(s.group, s.node, s.group.replicas, 0, False))

@@ -91,9 +91,9 @@ async def read_profile(
 
 
 async def replica_load(rt: Runtime, snap: Snapshot) -> dict[str, ReplicaLoad] | None:
-    """The gateways' report per engine pod, read only while a group is retiring (its drain
-    waits on it)."""
-    if not snap.retiring:
+    """The gateways' report per engine pod, read only while a group is retiring or shrinking
+    (its drain waits on it)."""
+    if not snap.retiring and not any(g.shrink_to is not None for g in snap.live):
         return None
     ns, name = snap.owner.namespace, snap.owner.name
     pods = rt.cluster.endpoint_pods(ns, name, "gateway")

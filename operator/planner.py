@@ -8,27 +8,42 @@ deletes an old group first; when that takes the last serving group away the plan
 `disruptive` and its summary says so, unless GPUs still held by terminating pods
 (`releasing_gpus`) would make room: then the plan stays make-before-break and `waits_for_release`
 says its creates wait for those GPUs instead of removing the only serving group.
+
+A group whose shape differs from a target shape only in its size (same TP degree, current pod
+spec) is resized in place instead: `resize` steps change its replica count (a StatefulSet
+adds or removes its highest ordinals), so only the replicas added need GPUs. Shrinks come first
+(they free GPUs), then grows that fit in the room next to the group (`room`, GPUs free on its
+node), then make-before-break for the rest.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from scaleserve.operator.layout import Group, GroupShape, describe, group_name
 
-Action = Literal["create", "delete"]
+Action = Literal["create", "delete", "resize"]
 
 
 @dataclass(frozen=True)
 class Step:
+    """group: the group to create or delete, or (resize) the group at its new size."""
+
     action: Action
     group: Group
+    old_size: int = 0  # resize: the group's size now
 
     def __str__(self) -> str:
+        if self.action == "resize":
+            return f"resize {self.group.name} to {self.group.replicas} replica(s)"
         return f"{self.action} {self.group.name}"
+
+    @property
+    def grows(self) -> bool:
+        return self.action == "resize" and self.group.size > self.old_size
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,46 @@ def _split(
             to_remove.append(group)
     to_add = sorted(wanted.elements(), key=lambda s: (-s.size, -s.tensor_parallel))
     return to_remove, to_add
+
+
+def _pair(
+    to_remove: list[Group], to_add: list[GroupShape], stale: Collection[str]
+) -> list[tuple[Group, GroupShape]]:
+    """Groups that reach a target shape by a change of size alone (same TP degree, current pod
+    spec), taken out of `to_remove` and `to_add`; closest sizes first."""
+    pairs: list[tuple[Group, GroupShape]] = []
+    for shape in list(to_add):
+        fits = [g for g in to_remove if g.tensor_parallel == shape.tensor_parallel]
+        fits = [g for g in fits if g.name not in stale]
+        if not fits:
+            continue
+        group = min(fits, key=lambda g: (abs(g.size - shape.size), g.index or 0, g.name))
+        to_remove.remove(group)
+        to_add.remove(shape)
+        pairs.append((group, shape))
+    return pairs
+
+
+def _resizes(
+    pairs: list[tuple[Group, GroupShape]],
+    room: Mapping[str, int] | None,
+    free: int,
+    headroom: int,
+) -> tuple[list[Step], list[tuple[Group, GroupShape]]]:
+    """Resize steps, shrinks first, and the pairs whose growth does not fit in place (left to
+    make-before-break)."""
+    steps: list[Step] = []
+    rest: list[tuple[Group, GroupShape]] = []
+    for group, shape in sorted(pairs, key=lambda p: p[1].size - p[0].size):
+        added = shape.size - group.size
+        near = free if room is None else min(free, room.get(group.name, 0))
+        if added > 0 and added > min(near, headroom):
+            rest.append((group, shape))
+            continue
+        steps.append(Step("resize", Group(group.name, *_sized(shape)), group.size))
+        headroom -= added
+        free -= added
+    return steps, rest
 
 
 def _pick_removal(to_remove: list[Group], size: int | None) -> Group:
@@ -92,6 +147,7 @@ def plan_transition(
     avoid_names: Collection[str] = (),
     releasing_gpus: int = 0,
     stale: Collection[str] = (),
+    room: Mapping[str, int] | None = None,
 ) -> Plan:
     """Steps from `current` groups to the `target` shapes.
 
@@ -104,11 +160,14 @@ def plan_transition(
     waits for them, when they make room for it.
     stale: names of current groups whose pods run an older spec: replaced like any group
     that no longer fits the target.
+    room: GPUs free next to each group (on its node) for it to grow in place; None: any.
     """
-    plan = _plan(current, target, free_gpus, gpu_limit, avoid_names, stale)
+    plan = _plan(current, target, free_gpus, gpu_limit, avoid_names, stale, room)
     if not plan.disruptive or releasing_gpus <= 0:
         return plan
-    patient = _plan(current, target, free_gpus + releasing_gpus, gpu_limit, avoid_names, stale)
+    patient = _plan(
+        current, target, free_gpus + releasing_gpus, gpu_limit, avoid_names, stale, room
+    )
     if patient.disruptive:
         return plan
     return Plan(
@@ -127,13 +186,19 @@ def _plan(
     gpu_limit: int | None,
     avoid_names: Collection[str],
     stale: Collection[str],
+    room: Mapping[str, int] | None,
 ) -> Plan:
     held = sum(g.size for g in current)
     limit = gpu_limit if gpu_limit is not None else max(held, sum(s.size for s in target))
     to_remove, to_add = _split(current, target, stale)
+    steps, rest = _resizes(_pair(to_remove, to_add, stale), room, free_gpus, limit - held)
+    for group, shape in rest:
+        to_remove.append(group)
+        to_add.append(shape)
+    to_add.sort(key=lambda s: (-s.size, -s.tensor_parallel))
     names = _Names(current, avoid_names)
-    steps: list[Step] = []
-    used, free = held, free_gpus
+    used = held + sum(s.group.size - s.old_size for s in steps)
+    free = free_gpus - sum(s.group.size - s.old_size for s in steps)
     serving = len(current)
     disruptive = False
     while to_add or to_remove:

@@ -9,6 +9,11 @@
   and, when no node has room at all, while pinned groups' pods are not bound yet (an unpinned
   group could take the GPUs promised to them).
 
+A resize changes a group's replica count in place, one group at a time and only while every
+group is ready and no other resize is under way: a grow raises the StatefulSet's replicas
+(within the limit, on its own node); a shrink first retires the highest ordinals (`Shrink`:
+their pods leave the engine Service, and drain.py lowers the replicas once they are drained).
+
 A group's pod template is identified by a hash stamped on its StatefulSet; a group whose hash
 differs from the spec's is replaced like a group of the wrong shape, never patched in place.
 """
@@ -19,7 +24,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from scaleserve.operator.builders import Manifest, Owner, group_statefulset_name
 from scaleserve.operator.builders.engine import engine_statefulset
@@ -107,7 +112,34 @@ class Delete:
         return f"delete {self.group.name}"
 
 
-Step = Create | Retire | Serve | Delete
+@dataclass(frozen=True)
+class Shrink:
+    """Take a group's highest ordinals (from `replicas` up) out of the engine Service and
+    record the replica count it goes to and when, on its StatefulSet; drain.py resizes it once
+    they are drained."""
+
+    group: Group
+    statefulset: str
+    replicas: int
+    since: str
+
+    def __str__(self) -> str:
+        return f"shrink {self.group.name} to {self.replicas} replica(s)"
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Set a group's StatefulSet to `group`'s size (its replicas and GPU-count label) and
+    clear a finished shrink's record; a StatefulSet adds or removes its highest ordinals."""
+
+    group: Group
+    statefulset: str
+
+    def __str__(self) -> str:
+        return f"resize {self.group.name} to {self.group.replicas} replica(s)"
+
+
+Step = Create | Retire | Serve | Delete | Shrink | Resize
 
 
 @dataclass
@@ -147,9 +179,14 @@ def safe_steps(
     )
     deletes = any(s.action == "delete" for s in plan.steps)
     waiting = ""
+    shrinking = sorted(g.group.name for g in live if g.shrink_to is not None)
+    if shrinking:  # one group in transition: the shrink's drain first (drain.py)
+        return (), "", ()
     for step in plan.steps:
         if step.action == "delete":
             waiting = _retire(state, owner, step.group, since)
+        elif step.action == "resize":
+            waiting = _resize(state, owner, step.group, step.old_size, limit, since)
         else:
             waiting = _create(state, spec, owner, step.group, limit, deletes, hashes)
             if not waiting and deletes:
@@ -176,6 +213,44 @@ def _retire(state: _Pass, owner: Owner, group: Group, since: str) -> str:
     if gone.node is not None:
         state.after = _released(state.after, gone.node, group.size)
     return ""
+
+
+def _resize(state: _Pass, owner: Owner, group: Group, old_size: int, limit: int, since: str) -> str:
+    """A grow (its GPUs within the limit and on its node) or the start of a shrink; either way
+    the next step waits for it."""
+    if state.not_ready:
+        return f"waiting for {', '.join(sorted(state.not_ready))} to become ready"
+    name = group_statefulset_name(owner.name, group)
+    now = next(g for g in state.live if g.group.name == group.name)
+    replicas, was = group.replicas, old_size // group.tensor_parallel
+    state.live = [g for g in state.live if g.group.name != group.name]
+    if group.size < old_size:
+        state.steps.append(Shrink(now.group, name, replicas, since))
+        message = (
+            f"retired replicas {replicas} to {was - 1} of engine group {group.name}: "
+            f"no new requests, {replicas} replica(s) once drained"
+        )
+        state.events.append(Event("Normal", "ReplicasRetired", message))
+        state.orphans += old_size - group.size  # held until the retired pods are gone
+        state.live.append(replace(now, group=group, replicas=replicas, shrink_to=replicas))
+        return f"draining replicas of {group.name}"
+    added = group.size - old_size
+    held = sum(g.group.size for g in state.live) + old_size + state.orphans
+    if held + added > limit:
+        state.live.append(now)
+        return f"waiting for deleted engine pods to release GPUs before growing {group.name}"
+    if now.node is not None:
+        if not any(n.name == now.node and n.free >= added for n in state.now):
+            state.live.append(now)
+            return f"waiting for {added} free GPUs on node {now.node} to grow {group.name}"
+        state.now = take(state.now, now.node, added)
+        state.after = take(state.after, now.node, added)
+    state.steps.append(Resize(group, name))
+    message = f"grew engine group {group.name} from {was} to {replicas} replicas in place"
+    state.events.append(Event("Normal", "GroupResized", message))
+    state.live.append(replace(now, group=group, replicas=replicas))
+    state.not_ready.add(group.name)
+    return f"waiting for {group.name} to reach {replicas} ready replicas"
 
 
 def _released(nodes: Sequence[NodeGPUs], node: str, gpus: int) -> list[NodeGPUs]:

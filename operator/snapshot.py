@@ -30,6 +30,10 @@ ANNOTATION_POD_HASH = "scaleserve.io/pod-spec-hash"
 # when a group was retired (taken out of the engine Service): on its StatefulSet, so the drain's
 # bound survives an operator restart
 ANNOTATION_RETIRING = "scaleserve.io/retiring-since"
+# a shrink in place under way: the replica count the group goes to (its pods from that ordinal
+# up are out of the engine Service) and when they were retired, on its StatefulSet
+ANNOTATION_SHRINK_TO = "scaleserve.io/shrink-to"
+ANNOTATION_SHRINK_SINCE = "scaleserve.io/shrink-since"
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class EngineGroup:
     terminating: bool
     pod_hash: str | None = None
     retiring_since: str | None = None  # retired: no new requests, deleted once drained
+    shrink_to: int | None = None  # shrinking in place: its ordinals from this up are retired
+    shrink_since: str | None = None
 
     @property
     def is_ready(self) -> bool:
@@ -55,6 +61,12 @@ class EnginePod:
     group: str
     ip: str
     serving: bool  # carries the label the engine Service selects
+
+    @property
+    def ordinal(self) -> int:
+        """The pod's ordinal in its StatefulSet (-1 if its name has none)."""
+        tail = self.name.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
 
 
 def engine_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[EnginePod, ...]:
@@ -117,7 +129,20 @@ def parse_group(sts: Mapping[str, Any], owner_uid: str | None = None) -> EngineG
         bool(meta.get("deletionTimestamp")) or _owned_by_other(meta, owner_uid),
         annotations.get(ANNOTATION_POD_HASH),
         annotations.get(ANNOTATION_RETIRING),
+        *_shrink(annotations, replicas),
     )
+
+
+def _shrink(annotations: Mapping[str, Any], replicas: int) -> tuple[int | None, str | None]:
+    """The shrink under way (its replica count and start), if the annotations record one that
+    is still to be done."""
+    try:
+        to = int(annotations.get(ANNOTATION_SHRINK_TO, ""))
+    except ValueError:
+        return None, None
+    if not 0 < to < replicas:
+        return None, None
+    return to, annotations.get(ANNOTATION_SHRINK_SINCE)
 
 
 def _age_s(stamp: str | None, now: datetime) -> float:

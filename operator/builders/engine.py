@@ -11,6 +11,7 @@ from scaleserve.operator.builders.naming import (
     ENGINE_METRICS_PORT,
     HOSTNAME_LABEL,
     LABEL_GROUP,
+    LABEL_GROUP_GPUS,
     LABEL_SERVING,
     Manifest,
     Owner,
@@ -137,6 +138,10 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def _pod_labels(labels: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in labels.items() if k != LABEL_GROUP_GPUS}
+
+
 def engine_statefulset(
     spec: EndpointSpec, owner: Owner, group: Group, node: str | None
 ) -> Manifest:
@@ -197,7 +202,8 @@ def engine_statefulset(
             "selector": {"matchLabels": {**engine_selector(owner.name), LABEL_GROUP: group.name}},
             "template": {
                 "metadata": {
-                    "labels": {**labels, LABEL_SERVING: "true"},
+                    # not the group's GPU count: a resize in place must not roll its pods
+                    "labels": {**_pod_labels(labels), LABEL_SERVING: "true"},
                     "annotations": scrape_annotations(ENGINE_METRICS_PORT),
                 },
                 "spec": pod_spec,

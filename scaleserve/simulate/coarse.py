@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from scaleserve.operator.decide import Delete, Retire, Serve
+from scaleserve.operator.decide import Delete, Resize, Retire, Serve, Shrink
 from scaleserve.operator.layout import Group, GroupShape, group_name
 from scaleserve.operator.snapshot import EngineGroup, PendingPod
 from scaleserve.profiles import DegreeProfile, Profile
@@ -66,6 +66,13 @@ class CoarseGroup:
     pod_hash: str | None
     gone_at: float | None = None  # set when deleted: it drains until then
     created: float = 0.0
+    added: int = 0  # replicas a grow in place added, Ready at added_at
+    added_at: float = 0.0
+
+    def ready_replicas(self, now: float) -> int:
+        if self.ready_at is None or self.ready_at > now:
+            return 0
+        return self.shape.replicas - (self.added if self.added_at > now else 0)
 
 
 @dataclass
@@ -95,11 +102,9 @@ class CoarseEndpoint:
         out = []
         for g in self.groups.values():
             n = g.shape.replicas
-            ready = g.ready_at is not None and g.ready_at <= now
             group = Group(g.name, g.shape.size, g.shape.tensor_parallel)
-            out.append(
-                EngineGroup(group, g.node, n, n if ready else 0, g.gone_at is not None, g.pod_hash)
-            )
+            ready = g.ready_replicas(now)
+            out.append(EngineGroup(group, g.node, n, ready, g.gone_at is not None, g.pod_hash))
         return out
 
 
@@ -125,10 +130,10 @@ def serve(endpoint: CoarseEndpoint, now: float, rate: float, dt: float) -> PassR
     elif endpoint.ever_ready:
         endpoint.dark_passes += 1
     offered = rate + endpoint.backlog / dt
-    weight = sum(g.shape.size for g in serving)
+    weight = sum(g.ready_replicas(now) * g.shape.tensor_parallel for g in serving)
     in_flight = served = ttft = tbt = 0.0
     for g in serving:
-        tp, n = g.shape.tensor_parallel, g.shape.replicas
+        tp, n = g.shape.tensor_parallel, g.ready_replicas(now)
         c, x, t1, t2 = endpoint.curves[tp].at(offered * tp / weight)
         in_flight += n * c
         served += n * x
@@ -161,6 +166,9 @@ def act(endpoint: CoarseEndpoint, now: float, result: PassResult) -> bool:
     for step in decision.steps:
         if isinstance(step, Serve):
             continue  # simulated pods always carry the serving label
+        if isinstance(step, Shrink | Resize):
+            _resize(endpoint, now, step, drain)
+            continue
         if isinstance(step, Retire | Delete):  # drains at once, as in strategies.py
             g = endpoint.groups[step.group.name]
             if g.gone_at is not None:
@@ -177,6 +185,30 @@ def act(endpoint: CoarseEndpoint, now: float, result: PassResult) -> bool:
             step.group.name, shape, ready, node, created_hash(step), created=now
         )
     return reshape_started(decision)
+
+
+def _resize(endpoint: CoarseEndpoint, now: float, step: Shrink | Resize, drain: float) -> None:
+    """A shrink splits the retired replicas off as a draining group (as a retire drains, above);
+    a resize grows the group in place (the resize ending a shrink finds it at its size)."""
+    g = endpoint.groups.get(step.group.name)
+    if g is None or g.gone_at is not None or g.ready_replicas(now) < g.shape.replicas:
+        return
+    tp = g.shape.tensor_parallel
+    if isinstance(step, Shrink) and step.replicas < g.shape.replicas:
+        retired = GroupShape(g.shape.size - step.replicas * tp, tp)
+        name = f"{g.name}-retired-{now:.0f}"
+        endpoint.groups[name] = CoarseGroup(
+            name, retired, g.ready_at, g.node, g.pod_hash, now + min(drain, 30.0), now
+        )
+        if g.node is not None:
+            endpoint.nodes.terminate(g.node, retired.size)
+        g.shape = GroupShape(step.replicas * tp, tp)
+    elif isinstance(step, Resize) and step.group.size > g.shape.size:
+        added = step.group.size - g.shape.size
+        if g.node is not None and endpoint.nodes.bind(added, g.node) is None:
+            return  # decide checked its node's room; the pods would stay Pending
+        g.added, g.added_at = added // tp, now + endpoint.startup[tp]
+        g.shape = step.group.shape
 
 
 def endpoint_for(

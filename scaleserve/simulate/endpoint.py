@@ -31,6 +31,13 @@ class SimGroup:
     state: str = "starting"  # pending | starting | ready | draining
     node: str | None = None
     pod_hash: str | None = None
+    adding: list[Replica] = field(default_factory=list)  # a grow in place's, starting
+    retired: list[Replica] = field(default_factory=list)  # a shrink in place's, draining
+
+    @property
+    def gpus(self) -> int:
+        """GPUs its pods hold: its size (starting replicas included) and retired replicas."""
+        return self.shape.size + len(self.retired) * self.shape.tensor_parallel
 
     @property
     def in_flight(self) -> int:
@@ -68,6 +75,9 @@ class Endpoint:
         self.in_flight = 0
         self.on_end: Callable[[float, Request], None] | None = None  # closed-loop streams
         self.on_removed: Callable[[SimGroup], None] | None = None  # its GPUs are free again
+        # a shrink's retired replica is gone: its group, and the GPUs free again
+        self.on_replica_removed: Callable[[SimGroup, int], None] | None = None
+        self._replicas_made = 0
         self._rng = random.Random(seed)
         self._seq = 0
         self._last = 0.0
@@ -87,7 +97,7 @@ class Endpoint:
             self._in_flight_area += self.in_flight * dt
             held = self.gpus
             self.gpu_seconds += held * dt
-            ready = sum(g.shape.size for g in self._ready_groups())
+            ready = sum(len(g.replicas) * g.shape.tensor_parallel for g in self._ready_groups())
             self.idle_gpu_seconds += (held - ready) * dt
         self._last = now
 
@@ -96,7 +106,7 @@ class Endpoint:
 
     @property
     def gpus(self) -> int:
-        return sum(g.shape.size for g in self.groups.values() if g.state != "pending")
+        return sum(g.gpus for g in self.groups.values() if g.state != "pending")
 
     def take_in_flight_avg(self, now: float) -> float:
         """Time-averaged in-flight requests since the last call (the gateways' in_flight_avg)."""
@@ -137,17 +147,7 @@ class Endpoint:
         if degree is None:
             raise ValueError(f"the profile has no tensorParallel {shape.tensor_parallel}")
         group = SimGroup(name, shape, now, node=node, pod_hash=pod_hash)
-        group.replicas = [
-            Replica(
-                f"{name}/{i}",
-                degree,
-                self.profile.workload.input_tokens,
-                self.events,
-                self._done,
-                max_seqs=self.limits.max_seqs,
-            )
-            for i in range(shape.replicas)
-        ]
+        group.replicas = self._replicas(name, shape.tensor_parallel, shape.replicas)
         self.groups[name] = group
         if warm:
             self._ready(now, group)
@@ -156,6 +156,80 @@ class Endpoint:
             self._changed(now)
         else:
             self.start(now, name, node)
+
+    def _replicas(self, name: str, tensor_parallel: int, count: int) -> list[Replica]:
+        degree = self.profile.degree(tensor_parallel)
+        assert degree is not None
+        made = []
+        for _ in range(count):
+            self._replicas_made += 1
+            made.append(
+                Replica(
+                    f"{name}/{self._replicas_made}",
+                    degree,
+                    self.profile.workload.input_tokens,
+                    self.events,
+                    self._done,
+                    max_seqs=self.limits.max_seqs,
+                )
+            )
+        return made
+
+    def grow(self, now: float, name: str, shape: GroupShape) -> None:
+        """A resize in place: the added replicas load and join the group once Ready."""
+        self._account(now)
+        group = self.groups[name]
+        added = self._replicas(name, shape.tensor_parallel, shape.replicas - group.shape.replicas)
+        group.shape = shape
+        group.adding += added
+        self._changed(now)
+        degree = self.profile.degree(shape.tensor_parallel)
+        assert degree is not None
+        self.events.schedule(now + degree.startup_seconds, self._grown, (group, added))
+
+    def _grown(self, now: float, item: tuple[SimGroup, list[Replica]]) -> None:
+        group, added = item
+        if self.groups.get(group.name) is not group or group.state == "draining":
+            return
+        self._account(now)
+        group.adding = [r for r in group.adding if r not in added]
+        group.replicas += added
+        self._changed(now)
+        while self.held and self.serving:
+            self._route(now, self.held.popleft())
+
+    def shrink(self, now: float, name: str, replicas: int) -> None:
+        """A shrink in place: the highest replicas get no new work now and go once idle or at
+        the drain bound."""
+        self._account(now)
+        group = self.groups[name]
+        tp = group.shape.tensor_parallel
+        retired = group.replicas[replicas:]
+        group.replicas = group.replicas[:replicas]
+        group.retired += retired
+        group.shape = GroupShape(replicas * tp, tp)
+        self._changed(now)
+        for replica in retired:
+            if replica.in_flight == 0:
+                self._retired_gone(now, group, replica)
+            else:
+                at = now + self.limits.drain_timeout_s
+                self.events.schedule(at, self._retired_bound, (group, replica))
+
+    def _retired_bound(self, now: float, item: tuple[SimGroup, Replica]) -> None:
+        group, replica = item
+        if replica not in group.retired:
+            return
+        for request in replica.abort_all(now, "aborted at the drain bound"):
+            self._end(now, request, rejected=True)
+        self._retired_gone(now, group, replica)
+
+    def _retired_gone(self, now: float, group: SimGroup, replica: Replica) -> None:
+        self._account(now)
+        group.retired.remove(replica)
+        self._changed(now)
+        if self.on_replica_removed is not None:
+            self.on_replica_removed(group, group.shape.tensor_parallel)
 
     def start(self, now: float, name: str, node: str | None) -> None:
         """The group's pods are bound to `node`: its engines load and turn Ready."""
@@ -237,6 +311,10 @@ class Endpoint:
         group = self.groups.get(request.replica.key.split("/")[0]) if request.replica else None
         if group is not None and group.state == "draining" and group.in_flight == 0:
             self._remove(now, group)
+        elif (
+            group is not None and request.replica in group.retired and not request.replica.in_flight
+        ):
+            self._retired_gone(now, group, request.replica)
 
     def _end(self, now: float, request: Request, *, rejected: bool, reason: str = "") -> None:
         self._account(now)

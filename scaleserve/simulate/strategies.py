@@ -11,7 +11,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from scaleserve.operator.decide import Create, Delete, Retire
+from scaleserve.operator.decide import Create, Delete, Resize, Retire, Shrink
 from scaleserve.operator.layout import Group, GroupShape, describe, group_name
 from scaleserve.operator.snapshot import EngineGroup, PendingPod
 from scaleserve.simulate.control import Control, created_hash, reshape_started
@@ -118,6 +118,7 @@ class Scaleserve(Strategy):
 
     def start(self, now: float, endpoint: Endpoint) -> None:
         endpoint.on_removed = self._removed
+        endpoint.on_replica_removed = self._replica_removed
         for i, shape in enumerate(self.control.initial()):
             node = self.nodes.bind(shape.size, None)
             assert node is not None, "the cluster has no room for the first groups"
@@ -129,6 +130,27 @@ class Scaleserve(Strategy):
         if group.node is not None:
             self.nodes.release(group.node, group.shape.size, terminating=True)
 
+    def _replica_removed(self, group: SimGroup, gpus: int) -> None:
+        if group.node is not None:
+            self.nodes.release(group.node, gpus, terminating=True)
+
+    def _resize(self, now: float, endpoint: Endpoint, step: Shrink | Resize) -> None:
+        """A shrink drains its replicas at once (as a retire does, below); a resize grows the
+        group (the resize ending a shrink finds it at its size already)."""
+        group = endpoint.groups.get(step.group.name)
+        if group is None or group.state != "ready":
+            return
+        tp = step.group.tensor_parallel
+        if isinstance(step, Shrink) and step.replicas < group.shape.replicas:
+            if group.node is not None:
+                self.nodes.terminate(group.node, group.shape.size - tp * step.replicas)
+            endpoint.shrink(now, step.group.name, step.replicas)
+        elif isinstance(step, Resize) and step.group.size > group.shape.size:
+            added = step.group.size - group.shape.size
+            if group.node is not None and self.nodes.bind(added, group.node) is None:
+                return  # decide checked its node's room; the pods would stay Pending
+            endpoint.grow(now, step.group.name, step.group.shape)
+
     def tick(self, now: float, endpoint: Endpoint) -> None:
         for g in [g for g in endpoint.groups.values() if g.state == "pending"]:
             node = self.nodes.bind(g.shape.size, None)  # the scheduler, once there is room
@@ -136,7 +158,7 @@ class Scaleserve(Strategy):
                 endpoint.start(now, g.name, node)
         decision = self.control.step(
             now,
-            [observed(g) for g in endpoint.groups.values()],
+            [o for g in endpoint.groups.values() for o in observed(g)],
             endpoint.take_in_flight_avg(now),
             self.nodes.free,
             [
@@ -149,7 +171,9 @@ class Scaleserve(Strategy):
         for step in decision.steps:
             # a retired group drains at once and goes when its streams end (the gateways'
             # /stats are not modelled, so the operator's wait for them collapses into that)
-            if isinstance(step, Retire | Delete):
+            if isinstance(step, Shrink | Resize):
+                self._resize(now, endpoint, step)
+            elif isinstance(step, Retire | Delete):
                 group = endpoint.groups.get(step.group.name)
                 if group is None or group.state == "draining":
                     continue
@@ -164,14 +188,21 @@ class Scaleserve(Strategy):
                 )
 
 
-def observed(g: SimGroup) -> EngineGroup:
-    """A simulated group as observe reads its StatefulSet (draining: being deleted)."""
-    replicas = g.shape.replicas
-    return EngineGroup(
-        Group(g.name, g.shape.size, g.shape.tensor_parallel),
-        g.node,
-        replicas,
-        replicas if g.state == "ready" else 0,
-        g.state == "draining",
-        g.pod_hash,
-    )
+def observed(g: SimGroup) -> list[EngineGroup]:
+    """A simulated group as observe reads its StatefulSet (draining: being deleted), and a
+    shrink's retired replicas still draining as terminating pods (their GPUs held)."""
+    replicas, tp = g.shape.replicas, g.shape.tensor_parallel
+    out = [
+        EngineGroup(
+            Group(g.name, g.shape.size, tp),
+            g.node,
+            replicas,
+            len(g.replicas) if g.state == "ready" else 0,
+            g.state == "draining",
+            g.pod_hash,
+        )
+    ]
+    if g.retired:
+        n = len(g.retired)
+        out.append(EngineGroup(Group(f"{g.name}-retired", n * tp, tp), g.node, n, 0, True))
+    return out

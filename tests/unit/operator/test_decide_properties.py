@@ -11,12 +11,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from scaleserve.operator.builders import Owner
-from scaleserve.operator.decide import Create, Decision, Delete, Retire, Serve, decide
+from scaleserve.operator.decide import (
+    Create,
+    Decision,
+    Delete,
+    Resize,
+    Retire,
+    Serve,
+    Shrink,
+    decide,
+)
 from scaleserve.operator.layout import Group, Window
 from scaleserve.operator.placement import NodeGPUs
 from scaleserve.operator.scaling import parse_groups
@@ -61,10 +70,20 @@ class SimGroup:
     labelled: bool = True  # carries the label the engine Service selects
     routed: bool = True  # the gateways still send it new requests
     in_flight: int = 0
+    starting: int = 0  # replicas a grow in place added, not ready yet
+    shrink_to: int | None = None  # a shrink in place: ordinals from here up are retired
+    shrink_since: str | None = None
+    retired_labelled: bool = True
+    retired_routed: bool = True
+    retired_in_flight: int = 0
 
     @property
     def serving(self) -> bool:
         return self.ready and not self.terminating and self.retiring_since is None
+
+    @property
+    def resizing(self) -> bool:
+        return bool(self.starting) or self.shrink_to is not None
 
 
 class Endpoint(RuleBasedStateMachine):
@@ -76,12 +95,21 @@ class Endpoint(RuleBasedStateMachine):
         spare_nodes=st.integers(0, 1),
         disruption=st.booleans(),
         objectives=st.booleans(),
+        candidates=st.sampled_from([(8, 1), (1,)]),
     )
     def start(
-        self, budget: int, surge: int, spare_nodes: int, disruption: bool, objectives: bool
+        self,
+        budget: int,
+        surge: int,
+        spare_nodes: int,
+        disruption: bool,
+        objectives: bool,
+        candidates: tuple[int, ...],
     ) -> None:
         self.budget, self.surge, self.disruption = budget, surge, disruption
         self.objectives = objectives
+        # objectives mode at TP1 alone: the load changes the replica count (resizes in place)
+        self.candidates = list(candidates) if objectives else [8, 1]
         self.max_model_len = 4096
         self.nodes = {f"n{i}": True for i in range((budget + surge) // PER_NODE + spare_nodes)}
         self.groups: dict[str, SimGroup] = {}
@@ -102,7 +130,8 @@ class Endpoint(RuleBasedStateMachine):
         policy: dict[str, Any] = (
             {
                 "mode": "objectives",
-                "objectives": {"tbtP50Ms": 25},
+                # TP1 alone: an objective one replica meets up to ~50 in flight
+                "objectives": {"tbtP50Ms": 25 if len(self.candidates) > 1 else 40},
                 "maxGPUs": self.budget,
                 "profile": {"inline": PROFILE},
             }
@@ -117,7 +146,7 @@ class Endpoint(RuleBasedStateMachine):
                 "autoscaling": {
                     **policy,
                     "surgeGPUs": self.surge,
-                    "tensorParallelCandidates": [8, 1],
+                    "tensorParallelCandidates": self.candidates,
                     "windowSeconds": WINDOW_S,
                     "cooldownSeconds": 30,
                 },
@@ -129,9 +158,20 @@ class Endpoint(RuleBasedStateMachine):
     def edit_spec(self, length: int) -> None:
         self.max_model_len = length
 
-    @rule(load=st.sampled_from([1.0, 30.0, 100.0, 300.0]))
+    @rule(load=st.sampled_from([1.0, 30.0, 60.0, 100.0, 150.0, 300.0]))
     def change_load(self, load: float) -> None:
         self.load = load
+
+    @rule(load=st.sampled_from([1.0, 30.0, 150.0, 300.0]), data=st.data())
+    def load_holds(self, load: float, data: st.DataObject) -> None:
+        """A load held over several passes, pods and gateways keeping up: the policy's
+        window fills and the transition it starts runs (resizes in place among them)."""
+        self.load = load
+        for _ in range(6):
+            self.requests(data)
+            self.pods_progress(data)
+            self.gateways_follow_the_endpoint_slices()
+            self.operator_pass()
 
     @rule(data=st.data())
     def requests(self, data: st.DataObject) -> None:
@@ -141,11 +181,14 @@ class Endpoint(RuleBasedStateMachine):
                 continue
             most = 5 if g.routed and g.ready else g.in_flight
             g.in_flight = data.draw(st.integers(0, most))
+            most = 5 if g.retired_routed else g.retired_in_flight
+            g.retired_in_flight = data.draw(st.integers(0, most)) if g.shrink_to else 0
 
     @rule()
     def gateways_follow_the_endpoint_slices(self) -> None:
         for g in self.groups.values():
             g.routed = g.labelled
+            g.retired_routed = g.retired_labelled
 
     @rule()
     def gateways_flip_answering(self) -> None:
@@ -185,6 +228,9 @@ class Endpoint(RuleBasedStateMachine):
                     del self.groups[g.group.name]
             elif not g.ready and self._placed(g) and data.draw(st.booleans()):
                 g.ready = g.ever_ready = True
+                g.starting = 0
+            elif g.starting and self._placed(g) and data.draw(st.booleans()):
+                g.starting = 0
 
     # --- the operator -----------------------------------------------------------------------
 
@@ -214,18 +260,16 @@ class Endpoint(RuleBasedStateMachine):
                 g.group,
                 g.node,
                 g.group.replicas,
-                g.group.replicas if g.ready else 0,
+                g.group.replicas - g.starting if g.ready else 0,
                 g.terminating,
                 g.pod_hash,
                 g.retiring_since,
+                g.shrink_to,
+                g.shrink_since,
             )
             for g in self.groups.values()
         )
-        live = [(i, g) for i, g in enumerate(self.groups.values()) if not g.terminating]
-        pods = tuple(
-            EnginePod(f"{g.group.name}-0", g.group.name, f"10.0.0.{i}", g.labelled) for i, g in live
-        )
-        load = {f"10.0.0.{i}": ReplicaLoad(g.in_flight, g.routed) for i, g in live}
+        pods, load = self._pods()
         return Snapshot(
             owner=Owner("chat", "ns", "uid"),
             generation=1,
@@ -240,6 +284,25 @@ class Endpoint(RuleBasedStateMachine):
             load=load if self.stats_ok else None,
             profile=parse_profile(PROFILE) if self.objectives else None,
         )
+
+    def _pods(self) -> tuple[tuple[EnginePod, ...], dict[str, ReplicaLoad]]:
+        """Each live group's pods, and the gateways' report: a group's requests on its first
+        pod, a shrink's retired requests on its first retired pod."""
+        pods: list[EnginePod] = []
+        load: dict[str, ReplicaLoad] = {}
+        live = [(i, g) for i, g in enumerate(self.groups.values()) if not g.terminating]
+        for i, g in live:
+            for k in range(g.group.replicas):
+                ip = f"10.{i}.0.{k}"
+                retired = g.shrink_to is not None and k >= g.shrink_to
+                labelled = g.retired_labelled if retired else g.labelled
+                pods.append(EnginePod(f"chat-{g.group.name}-{k}", g.group.name, ip, labelled))
+                if retired:
+                    first = k == g.shrink_to
+                    load[ip] = ReplicaLoad(g.retired_in_flight if first else 0, g.retired_routed)
+                else:
+                    load[ip] = ReplicaLoad(g.in_flight if k == 0 else 0, g.routed)
+        return tuple(pods), load
 
     def reconcile(self) -> Decision:
         self.t += PASS_S
@@ -276,6 +339,27 @@ class Endpoint(RuleBasedStateMachine):
                 )
         if deleted:
             assert len(creates) <= 1  # one group in transition
+        self._check_resizes(decision, live)
+
+    def _check_resizes(self, decision: Decision, live: dict[str, SimGroup]) -> None:
+        for step in decision.steps:
+            if not isinstance(step, Shrink | Resize):
+                continue
+            g = self.groups[step.group.name]
+            assert g.group.tensor_parallel == step.group.tensor_parallel
+            assert g.pod_hash == self._hash(decision, g)  # a stale group is replaced
+            if isinstance(step, Shrink) and g.shrink_to is None:
+                # a shrink starts only with every group ready and none resizing
+                assert all(x.ready and not x.resizing for x in live.values())
+                assert 0 < step.replicas < g.group.replicas
+            elif isinstance(step, Resize) and g.shrink_to is not None:
+                # retired replicas with requests in flight are not removed before the bound
+                assert step.group.replicas == g.shrink_to
+                drained = g.retired_in_flight == 0 and not g.retired_routed and self.stats_ok
+                assert drained or (seconds_since(g.shrink_since, self.now) or 0) >= DRAIN_S
+            elif isinstance(step, Resize):
+                assert step.group.size > g.group.size  # grows only; shrinks drain first
+                assert all(x.ready and not x.resizing for x in live.values())
 
     def _apply(self, decision: Decision) -> None:
         stale_exists = any(
@@ -291,6 +375,15 @@ class Endpoint(RuleBasedStateMachine):
                 self.groups[step.group.name].labelled = False
             elif isinstance(step, Serve):
                 self.groups[step.group.name].labelled = True
+            elif isinstance(step, Shrink):
+                event("shrink in place")
+                g = self.groups[step.group.name]
+                g.shrink_to, g.shrink_since = step.replicas, g.shrink_since or step.since
+                g.retired_labelled = False
+                g.retired_in_flight, g.in_flight = g.in_flight, 0
+            elif isinstance(step, Resize):
+                event("resize in place")
+                self._resize(self.groups[step.group.name], step)
             else:
                 annotations = step.manifest["metadata"]["annotations"]
                 self.groups[step.group.name] = SimGroup(
@@ -299,6 +392,15 @@ class Endpoint(RuleBasedStateMachine):
                     annotations[ANNOTATION_POD_HASH],
                     transitional=stale_exists or any(isinstance(s, Retire) for s in decision.steps),
                 )
+
+    def _resize(self, g: SimGroup, step: Resize) -> None:
+        if g.shrink_to is not None:  # the StatefulSet removes the retired ordinals
+            g.shrink_to = g.shrink_since = None
+            g.retired_labelled = g.retired_routed = True
+            g.retired_in_flight = 0
+        else:
+            g.starting = step.group.replicas - g.group.replicas
+        g.group = step.group
 
     def _hash(self, decision: Decision, g: SimGroup) -> str:
         for step in decision.steps:
@@ -331,6 +433,9 @@ class Endpoint(RuleBasedStateMachine):
                 if g.transitional and not g.ever_ready and not g.terminating
             ]
             assert len(moving) <= 1
+            resizing = [g for g in self.groups.values() if g.resizing and not g.terminating]
+            assert len(resizing) <= 1
+            assert not (resizing and moving)
 
     @precondition(lambda self: hasattr(self, "groups"))
     @rule()
@@ -343,13 +448,16 @@ class Endpoint(RuleBasedStateMachine):
             self.gateways_follow_the_endpoint_slices()
             for g in list(self.groups.values()):
                 g.in_flight = 0 if g.retiring_since else g.in_flight
+                g.retired_in_flight = 0
                 if g.terminating:
                     del self.groups[g.group.name]
                 elif self._placed(g):
                     g.ready = g.ever_ready = True
+                    g.starting = 0
             decision = self.reconcile()
         live = [g for g in self.groups.values() if not g.terminating]
         assert all(g.retiring_since is None for g in live), "a drained group was kept"
+        assert not any(g.resizing for g in live), "a resize was left halfway"
         if self.status.get("conditions") and _true(self.status, "Held"):
             # a single group without spare GPUs holds its pods and says why
             assert not self.disruption

@@ -65,6 +65,48 @@ def test_scale_out_and_in_of_a_static_layout() -> None:
     assert [s.action for s in back.steps] == ["delete", "delete"]
 
 
+def test_one_more_replica_at_the_same_tp_is_a_resize_in_place() -> None:
+    plan = plan_transition(groups(Layout(2, 1)), group_shapes(Layout(3, 1), 8), 6, gpu_limit=16)
+    assert [str(s) for s in plan.steps] == ["resize g0-tp1 to 3 replica(s)"]
+    assert plan.steps[0].old_size == 2
+    assert plan.steps[0].grows
+    assert not plan.disruptive
+
+
+def test_a_grow_needs_only_the_added_gpus_within_the_limit() -> None:
+    # 3 GPUs held, limit 4: a new 4-GPU group would not fit beside the old one, one more does
+    plan = plan_transition(groups(Layout(3, 1)), group_shapes(Layout(4, 1), 8), 5, gpu_limit=4)
+    assert [s.action for s in plan.steps] == ["resize"]
+    assert plan.steps[0].group == Group("g0-tp1", 4, 1)
+
+
+def test_one_fewer_replica_at_the_same_tp_is_a_resize_in_place() -> None:
+    plan = plan_transition(groups(Layout(2, 1)), group_shapes(Layout(1, 1), 8), 0, gpu_limit=2)
+    assert [str(s) for s in plan.steps] == ["resize g0-tp1 to 1 replica(s)"]
+    assert not plan.steps[0].grows
+    assert not plan.disruptive
+
+
+def test_a_grow_without_room_on_its_node_is_make_before_break() -> None:
+    current = groups(Layout(2, 1))
+    plan = plan_transition(
+        current, group_shapes(Layout(3, 1), 8), 8, gpu_limit=16, room={"g0-tp1": 0}
+    )
+    assert [str(s) for s in plan.steps] == ["create g1-tp1", "delete g0-tp1"]
+
+
+def test_a_tp_change_is_still_make_before_break() -> None:
+    plan = plan_transition(groups(Layout(2, 1)), group_shapes(Layout(1, 2), 8), 8, gpu_limit=16)
+    assert [str(s) for s in plan.steps] == ["create g1-tp2", "delete g0-tp1"]
+
+
+def test_a_stale_group_is_replaced_not_resized() -> None:
+    plan = plan_transition(
+        groups(Layout(2, 1)), group_shapes(Layout(3, 1), 8), 8, gpu_limit=16, stale={"g0-tp1"}
+    )
+    assert [str(s) for s in plan.steps] == ["create g1-tp1", "delete g0-tp1"]
+
+
 # --- properties ---------------------------------------------------------------------------
 
 PER_NODE = st.sampled_from([1, 2, 4, 8])
@@ -91,6 +133,8 @@ def _replay(current: Sequence[Group], plan: Plan) -> tuple[list[Group], list[int
     for step in plan.steps:
         if step.action == "create":
             live.append(step.group)
+        elif step.action == "resize":
+            live = [step.group if g.name == step.group.name else g for g in live]
         else:
             live.remove(step.group)
         held.append(sum(g.size for g in live))

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaleserve.operator.builders import Owner
-from scaleserve.operator.decide import Create, Decision, Delete, Retire, decide
+from scaleserve.operator.decide import Create, Decision, Delete, Resize, Retire, Shrink, decide
 from scaleserve.operator.layout import Group, GroupShape, Window, describe
 from scaleserve.operator.objectives import demand
 from scaleserve.operator.placement import NodeGPUs
@@ -99,6 +99,11 @@ class Endpoint:
                 )
             elif isinstance(s, Retire | Delete):
                 self.groups.pop(s.group.name, None)
+            elif isinstance(s, Shrink | Resize):  # drained at once
+                old = self.groups[s.group.name]
+                size = s.replicas if isinstance(s, Shrink) else s.group.replicas
+                group = Group(s.group.name, size * s.group.tensor_parallel, s.group.tensor_parallel)
+                self.groups[s.group.name] = replace(old, group=group, replicas=size, ready=size)
         self.status = dict(decision.status)
         self.now += timedelta(seconds=PASS_S)
         return decision

@@ -41,6 +41,7 @@ class ModelFacts:
     chat_template: str = ""
     tokenizer_files: dict[str, bytes] = field(default_factory=dict)
     tool_call_parser: str = ""
+    task: str = "generate"
 
     def to_proto(self) -> engine_pb2.ModelInfoResponse:
         return engine_pb2.ModelInfoResponse(
@@ -55,6 +56,7 @@ class ModelFacts:
             tokenizer_files=self.tokenizer_files,
             protocol_version=PROTOCOL_VERSION,
             tool_call_parser=self.tool_call_parser,
+            task=self.task,
         )
 
 
@@ -115,7 +117,9 @@ def chat_template_of(tokenizer: Any, files: dict[str, bytes]) -> str:
     return ""
 
 
-def model_facts(engine: Any, served_name: str, tool_call_parser: str = "") -> ModelFacts:
+def model_facts(
+    engine: Any, served_name: str, tool_call_parser: str = "", task: str = "generate"
+) -> ModelFacts:
     """Facts about the model an AsyncLLM has loaded."""
     vllm_config = engine.vllm_config
     model_config = vllm_config.model_config
@@ -133,4 +137,5 @@ def model_facts(engine: Any, served_name: str, tool_call_parser: str = "") -> Mo
         chat_template=chat_template_of(tokenizer, files),
         tokenizer_files=files,
         tool_call_parser=tool_call_parser,
+        task=task,
     )

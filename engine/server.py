@@ -75,7 +75,7 @@ async def serve(settings: EngineSettings) -> int:
         try:
             runtime.engine = await asyncio.to_thread(load_engine, settings, runtime)
             runtime.facts = model_facts(
-                runtime.engine, settings.served_name, settings.tool_call_parser or ""
+                runtime.engine, settings.served_name, settings.tool_call_parser or "", settings.task
             )
             runtime.tool_parser = parser_class(settings.tool_call_parser, runtime.engine)
             # vLLM asks the core for its tasks on the first request and caches them: asked

@@ -18,6 +18,7 @@ from scaleserve.engine.errors import SettingsError
 
 ENV_PREFIX = "SCALESERVE_ENGINE_"
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+TASKS = ("generate", "embed")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class EngineSettings:
     stall_timeout: float = 120.0  # NOT_SERVING after this long without progress (0: never)
     extra_engine_args: Mapping[str, Any] = field(default_factory=dict)
     tool_call_parser: str | None = None  # a vLLM tool parser name: tool_choice auto/required
+    task: str = "generate"  # embed: vLLM's pooling runner, the Embed call instead of Generate
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -52,6 +54,12 @@ class EngineSettings:
         )
         _require(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
         _require(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
+        _require(self.task in TASKS, "task", f"must be one of {', '.join(TASKS)}")
+        _require(
+            self.task == "generate" or not self.tool_call_parser,
+            "tool_call_parser",
+            "has no use with --task embed",
+        )
         _require(
             0.0 < self.gpu_memory_utilization <= 1.0,
             "gpu_memory_utilization",
@@ -124,6 +132,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "stall_timeout": float,
     "extra_engine_args": _json_object,
     "tool_call_parser": _optional_str,
+    "task": str,
     "log_level": str,
 }
 
@@ -156,6 +165,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tool-call-parser",
         help="vLLM tool parser for the model's tool-call format (hermes, llama3_json, mistral, "
         "...): enables tool_choice auto, required and named functions (default: off)",
+    )
+    add(
+        "--task",
+        choices=TASKS,
+        help="generate (default) or embed: serve embeddings with vLLM's pooling runner (a "
+        "causal LM is converted to an embedding model)",
     )
     add("--log-level", help="debug, info, warning or error (default info)")
 

@@ -23,6 +23,7 @@ class Model:
     tokenizer: ModelTokenizer
     created: int
     tool_call_parser: str = ""  # the engines' vLLM tool parser ("": tool calling is off)
+    task: str = "generate"  # or "embed": the engines serve /v1/embeddings only
 
 
 def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
@@ -32,4 +33,6 @@ def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
         digest.update(name.encode() + b"\0" + info.tokenizer_files[name] + b"\0")
     digest.update(info.chat_template.encode())
     digest.update(f"\0{info.max_model_len}\0{info.vocab_size}\0{info.tool_call_parser}".encode())
+    if info.task and info.task != "generate":  # keys of generating engines stay as they were
+        digest.update(f"\0{info.task}".encode())
     return info.served_model_name, digest.hexdigest()[:16]

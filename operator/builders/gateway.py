@@ -125,6 +125,8 @@ def model_hash(spec: EndpointSpec) -> str:
     }
     if spec.engine.tool_call_parser:  # only when set: endpoints without it keep their digest
         facts["toolCallParser"] = spec.engine.tool_call_parser
+    if spec.task != "generate":  # likewise: the engines' ModelInfo says the task
+        facts["task"] = spec.task
     text = json.dumps(facts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -24,12 +24,19 @@ async def embed(
     """The EmbedResponse for a validated request (vLLM's errors propagate)."""
     engine = runtime.engine
     inputs = engine.renderer.render_cmpl([{"prompt_token_ids": ids} for ids in prepared.inputs])
-    outputs = await asyncio.gather(
-        *(
+    tasks = [
+        asyncio.ensure_future(
             _encode_one(runtime, engine_input, prepared.dimensions, f"{request_id}-{index}")
-            for index, engine_input in enumerate(inputs)
         )
-    )
+        for index, engine_input in enumerate(inputs)
+    ]
+    try:
+        outputs = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:  # one input failed, or the call was cancelled: abort the rest
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     response = engine_pb2.EmbedResponse(embeddings=outputs)
     response.prompt_tokens = sum(e.prompt_tokens for e in outputs)
     return response

@@ -35,6 +35,10 @@ def engine_args_kwargs(settings: EngineSettings) -> dict[str, Any]:
         "reasoning_parser": settings.reasoning_parser,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if settings.task == "embed":
+        # vLLM's pooling runner; its convert "auto" turns a causal LM into an embedding model
+        # (last-token pooling) and leaves a native embedding model as it is.
+        kwargs["runner"] = "pooling"
     kwargs.update(settings.extra_engine_args)
     return kwargs
 

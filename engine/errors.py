@@ -27,6 +27,12 @@ class InvalidRequestError(EngineError, ValueError):
         self.field = field
 
 
+class WrongTaskError(EngineError):
+    """A Generate call on an embedding engine, or an Embed call on a generating one."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class DuplicateRequestError(EngineError):
     code = grpc.StatusCode.ALREADY_EXISTS
 

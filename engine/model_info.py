@@ -42,6 +42,7 @@ class ModelFacts:
     tokenizer_files: dict[str, bytes] = field(default_factory=dict)
     tool_call_parser: str = ""
     reasoning_parser: str = ""
+    task: str = "generate"
 
     def to_proto(self) -> engine_pb2.ModelInfoResponse:
         return engine_pb2.ModelInfoResponse(
@@ -57,6 +58,7 @@ class ModelFacts:
             protocol_version=PROTOCOL_VERSION,
             tool_call_parser=self.tool_call_parser,
             reasoning_parser=self.reasoning_parser,
+            task=self.task,
         )
 
 
@@ -118,7 +120,11 @@ def chat_template_of(tokenizer: Any, files: dict[str, bytes]) -> str:
 
 
 def model_facts(
-    engine: Any, served_name: str, tool_call_parser: str = "", reasoning_parser: str = ""
+    engine: Any,
+    served_name: str,
+    tool_call_parser: str = "",
+    reasoning_parser: str = "",
+    task: str = "generate",
 ) -> ModelFacts:
     """Facts about the model an AsyncLLM has loaded."""
     vllm_config = engine.vllm_config
@@ -138,4 +144,5 @@ def model_facts(
         tokenizer_files=files,
         tool_call_parser=tool_call_parser,
         reasoning_parser=reasoning_parser,
+        task=task,
     )

@@ -79,6 +79,7 @@ async def serve(settings: EngineSettings) -> int:
                 settings.served_name,
                 settings.tool_call_parser or "",
                 settings.reasoning_parser or "",
+                settings.task,
             )
             runtime.output_parser = parser_class(
                 settings.tool_call_parser, settings.reasoning_parser, runtime.engine

@@ -21,12 +21,15 @@ from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from scaleserve.engine.embed_requests import PreparedEmbed, prepare_embed
+from scaleserve.engine.embedding import embed
 from scaleserve.engine.errors import (
     CoreDeadError,
     DuplicateRequestError,
     EngineError,
     InvalidRequestError,
     NotReadyError,
+    WrongTaskError,
     status_for,
 )
 from scaleserve.engine.lifecycle import Phase, Runtime
@@ -82,20 +85,27 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         tokenizer = self.runtime.engine.get_tokenizer()
         return OutputParsing(parser_cls, tokenizer, tools, reasoning)
 
-    def _admit(
-        self, request: engine_pb2.GenerateRequest
-    ) -> tuple[PreparedRequest, Any, OutputParsing | None]:
+    def _serving(self, task: str) -> Limits:
+        """The model's limits when the engine takes new `task` calls; else why not."""
         runtime = self.runtime
         phase = runtime.current_phase()
         if phase is Phase.FAILED:
             raise CoreDeadError(runtime.failure or "the engine core is not running")
         if phase is not Phase.SERVING:
             raise NotReadyError(f"the engine is {phase.value}; no new requests")
+        facts = runtime.facts
+        assert facts is not None
+        if facts.task != task:
+            raise WrongTaskError(f"this engine's task is {facts.task!r}, not {task!r}")
         if self._limits is None:
-            facts = runtime.facts
-            assert facts is not None
             self._limits = Limits(vocab_size=facts.vocab_size, max_model_len=facts.max_model_len)
-        prepared = prepare(request, self._limits)
+        return self._limits
+
+    def _admit(
+        self, request: engine_pb2.GenerateRequest
+    ) -> tuple[PreparedRequest, Any, OutputParsing | None]:
+        runtime = self.runtime
+        prepared = prepare(request, self._serving("generate"))
         if prepared.request_id in runtime.in_flight:
             raise DuplicateRequestError(prepared.request_id)
         kwargs = prepared.sampling
@@ -198,6 +208,48 @@ class EngineService(engine_pb2_grpc.EngineServicer):
             code, details = status_for(error)
             await context.abort(code, details)
 
+    async def Embed(  # noqa: N802
+        self, request: engine_pb2.EmbedRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.EmbedResponse:
+        started = time.perf_counter()
+        metrics, runtime = self.metrics, self.runtime
+        try:
+            prepared: PreparedEmbed = prepare_embed(request, self._serving("embed"))
+            if prepared.request_id in runtime.in_flight:
+                raise DuplicateRequestError(prepared.request_id)
+        except EngineError as exc:
+            invalid = isinstance(exc, InvalidRequestError)
+            metrics.requests.labels("invalid" if invalid else "refused").inc()
+            await context.abort(exc.code, str(exc))
+        request_id = prepared.request_id or uuid.uuid4().hex
+        runtime.start(request_id)  # a drain waits for it like for a Generate call
+        metrics.in_flight.inc()
+        outcome = "cancelled"
+        error: EngineError | None = None
+        response = engine_pb2.EmbedResponse()
+        try:
+            response = await embed(runtime, prepared, request_id)
+            outcome = "embedded"
+        except EngineDeadError:
+            outcome, error = "unavailable", CoreDeadError("the engine core process died")
+        except VLLMValidationError as exc:
+            outcome, error = "invalid", InvalidRequestError(_embed_field(exc, prepared), str(exc))
+        except Exception as exc:
+            if runtime.engine_dead:
+                outcome, error = "unavailable", CoreDeadError("the engine core process died")
+            else:
+                log.exception("embed request %s failed", request_id)
+                outcome, error = "error", EngineError(f"{type(exc).__name__}: {exc}")
+        finally:
+            runtime.finish(request_id)
+            metrics.in_flight.dec()
+            metrics.requests.labels(outcome).inc()
+            metrics.duration.observe(time.perf_counter() - started)
+        if error is not None:
+            code, details = status_for(error)
+            await context.abort(code, details)
+        return response
+
     async def Abort(  # noqa: N802
         self, request: engine_pb2.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.AbortResponse:
@@ -265,6 +317,16 @@ def _field_of(exc: VLLMValidationError, prepared: PreparedRequest) -> str:
     if exc.parameter in PROMPT_PARAMETERS:
         return "prompt_text" if prepared.prompt_len is None else "prompt_token_ids"
     return f"sampling.{exc.parameter}"
+
+
+def _embed_field(exc: VLLMValidationError, prepared: PreparedEmbed) -> str:
+    """The Embed field a vLLM validation error is about (vLLM names no parameter for its
+    matryoshka checks, the only pooling parameter a request sets)."""
+    if not exc.parameter and prepared.dimensions is not None:
+        return "dimensions"
+    if exc.parameter in PROMPT_PARAMETERS:
+        return "inputs"
+    return str(exc.parameter)
 
 
 class _Relay:

@@ -18,6 +18,7 @@ from scaleserve.engine.errors import SettingsError
 
 ENV_PREFIX = "SCALESERVE_ENGINE_"
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+TASKS = ("generate", "embed")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class EngineSettings:
     extra_engine_args: Mapping[str, Any] = field(default_factory=dict)
     tool_call_parser: str | None = None  # a vLLM tool parser name: tool_choice auto/required
     reasoning_parser: str | None = None  # a vLLM reasoning parser name: reasoning_content
+    task: str = "generate"  # embed: vLLM's pooling runner, the Embed call instead of Generate
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -53,6 +55,12 @@ class EngineSettings:
         )
         _require(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
         _require(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
+        _require(self.task in TASKS, "task", f"must be one of {', '.join(TASKS)}")
+        _require(
+            self.task == "generate" or not self.tool_call_parser,
+            "tool_call_parser",
+            "has no use with --task embed",
+        )
         _require(
             0.0 < self.gpu_memory_utilization <= 1.0,
             "gpu_memory_utilization",
@@ -126,6 +134,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "extra_engine_args": _json_object,
     "tool_call_parser": _optional_str,
     "reasoning_parser": _optional_str,
+    "task": str,
     "log_level": str,
 }
 
@@ -164,6 +173,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="vLLM reasoning parser for the model's thinking format (deepseek_r1, qwen3, ...): "
         "chat answers carry the reasoning in reasoning_content, apart from content "
         "(default: off)",
+        "--task",
+        choices=TASKS,
+        help="generate (default) or embed: serve embeddings with vLLM's pooling runner (a "
+        "causal LM is converted to an embedding model)",
     )
     add("--log-level", help="debug, info, warning or error (default info)")
 

@@ -23,6 +23,7 @@ from scaleserve.gateway.auth import ApiKeys
 from scaleserve.gateway.deadlines import CURRENT_FLOW, Flow, bind_send, current_trace
 from scaleserve.gateway.discovery.kubernetes import EndpointSliceDiscovery
 from scaleserve.gateway.discovery.static import StaticDiscovery
+from scaleserve.gateway.embed_route import EmbeddingsRoute
 from scaleserve.gateway.errors import (
     ClientDisconnectedError,
     GatewayError,
@@ -61,6 +62,7 @@ def error_response(err: GatewayError) -> Response:
 INLINE_TOKENIZE_BYTES = 32 * 1024  # larger bodies are templated and tokenized in a thread
 REQUEST_ID_CHARS = re.compile(rb"[A-Za-z0-9._:/+=-]+")
 GENERATION_ROUTES = {"/v1/completions": "completion", "/v1/chat/completions": "chat"}
+EMBEDDINGS_ROUTE = "/v1/embeddings"
 
 
 class GatewayApp:
@@ -80,12 +82,18 @@ class GatewayApp:
         self.keys = keys
         self.max_body = gateway.settings.max_body_bytes
         self.tracer = tracing.tracer if tracing is not None else None
+        self.embeddings = EmbeddingsRoute(self)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             kind = GENERATION_ROUTES.get(scope["path"])
             if kind is not None:
                 await self.generate(kind, scope, receive, send)
+                return
+            if scope["path"] == EMBEDDINGS_ROUTE:
+                request_id = request_id_of(scope)
+                send = with_header(send, (b"x-request-id", request_id.encode()))
+                await self.embeddings(scope, receive, send, request_id)
                 return
         if scope["type"] == "http":
             request_id = request_id_of(scope)
@@ -353,6 +361,7 @@ def create_app(
 
     @app.post("/v1/completions")
     @app.post("/v1/chat/completions")
+    @app.post("/v1/embeddings")
     async def generation_routes() -> Response:  # served by GatewayApp's fast path
         raise NotFoundError("no such route")
 

@@ -24,6 +24,7 @@ class Model:
     created: int
     tool_call_parser: str = ""  # the engines' vLLM tool parser ("": tool calling is off)
     reasoning_parser: str = ""  # the engines' vLLM reasoning parser ("": no reasoning split)
+    task: str = "generate"  # or "embed": the engines serve /v1/embeddings only
 
 
 def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
@@ -35,4 +36,6 @@ def model_key(info: engine_pb2.ModelInfoResponse) -> tuple[str, str]:
     digest.update(f"\0{info.max_model_len}\0{info.vocab_size}\0{info.tool_call_parser}".encode())
     if info.reasoning_parser:
         digest.update(f"\0{info.reasoning_parser}".encode())
+    if info.task and info.task != "generate":  # keys of generating engines stay as they were
+        digest.update(f"\0{info.task}".encode())
     return info.served_model_name, digest.hexdigest()[:16]

@@ -25,6 +25,7 @@ from scaleserve.gateway.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     NoReplicaAvailableError,
+    NotImplementedByEngineError,
     ShuttingDownError,
     UpstreamError,
     from_rpc_error,
@@ -159,6 +160,7 @@ class Gateway:
                 created=int(time.time()),
                 tool_call_parser=info.tool_call_parser,
                 reasoning_parser=info.reasoning_parser,
+                task=info.task or "generate",
             )
             # Forget models no replica serves any more (a finished rollout).
             held = {r.model for r in self.pool.replicas} | {key}
@@ -242,6 +244,9 @@ class Gateway:
         """Check the model, tokenize, check lengths, and build the engine request. The model
         chosen is recorded on the request's flow, so that dispatch routes to its replicas."""
         model = self.resolve(req.model)
+        if model.task != "generate":
+            api = "Chat Completions" if req.kind == "chat" else "Completions"
+            raise NotImplementedByEngineError(f"The model does not support {api} API")
         flow = CURRENT_FLOW.get()
         if flow is not None:
             flow.model = model.key

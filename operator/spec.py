@@ -36,6 +36,7 @@ MANAGED_ENGINE_ARGS = (
     "enable_prefix_caching",
     "enable_expert_parallel",
     "disable_log_stats",
+    "runner",
 )
 
 
@@ -348,6 +349,8 @@ class TracingSettings(_Model):
 
 class EndpointSpec(_Model):
     model: ModelSource
+    # generate: completions and chat; embed: /v1/embeddings (vLLM's pooling runner)
+    task: Literal["generate", "embed"] = "generate"
     engine: EngineSettings = Field(default_factory=EngineSettings)
     gpu: GPUSettings = Field(default_factory=GPUSettings)
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
@@ -358,6 +361,12 @@ class EndpointSpec(_Model):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     tracing: TracingSettings | None = None
+
+    @model_validator(mode="after")
+    def _check_task(self) -> EndpointSpec:
+        if self.task == "embed" and self.engine.tool_call_parser:
+            raise SpecError("spec.engine.toolCallParser has no use with spec.task embed")
+        return self
 
     @model_validator(mode="after")
     def _check_layout(self) -> EndpointSpec:

@@ -59,6 +59,11 @@ class EngineStub:
                 request_serializer=engine__pb2.ModelInfoRequest.SerializeToString,
                 response_deserializer=engine__pb2.ModelInfoResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/scaleserve.engine.v1.Engine/Embed',
+                request_serializer=engine__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=engine__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -99,6 +104,14 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embeddings of a batch of token-id lists (engines whose task is "embed": vLLM's pooling
+        runner). Cancelling the call aborts the batch's vLLM requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +139,11 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.ModelInfo,
                     request_deserializer=engine__pb2.ModelInfoRequest.FromString,
                     response_serializer=engine__pb2.ModelInfoResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=engine__pb2.EmbedRequest.FromString,
+                    response_serializer=engine__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +281,33 @@ class Engine:
             '/scaleserve.engine.v1.Engine/ModelInfo',
             engine__pb2.ModelInfoRequest.SerializeToString,
             engine__pb2.ModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scaleserve.engine.v1.Engine/Embed',
+            engine__pb2.EmbedRequest.SerializeToString,
+            engine__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

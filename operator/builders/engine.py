@@ -66,6 +66,8 @@ def engine_args(spec: EndpointSpec, tensor_parallel: int) -> list[str]:
         args += ["--tool-call-parser", eng.tool_call_parser]
     if eng.reasoning_parser:
         args += ["--reasoning-parser", eng.reasoning_parser]
+    if spec.task != "generate":  # only when set: generating endpoints keep their pod spec
+        args += ["--task", spec.task]
     extra = dict(eng.extra_args)
     if extra:
         args += ["--extra-engine-args", json.dumps(extra, sort_keys=True, separators=(",", ":"))]

@@ -127,6 +127,8 @@ def model_hash(spec: EndpointSpec) -> str:
         facts["toolCallParser"] = spec.engine.tool_call_parser
     if spec.engine.reasoning_parser:  # the same: only when set
         facts["reasoningParser"] = spec.engine.reasoning_parser
+    if spec.task != "generate":  # likewise: the engines' ModelInfo says the task
+        facts["task"] = spec.task
     text = json.dumps(facts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -257,6 +257,21 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"model": "/other"}}},
         ["spec.engine.extraArgs.model is managed by the operator: it is set from spec.model.uri"],
     ),
+    (
+        "embed-with-tool-parser",
+        {"model": MODEL, "layout": STATIC, "task": "embed", "engine": {"toolCallParser": "hermes"}},
+        ["spec.engine.toolCallParser has no use with spec.task embed"],
+    ),
+    (
+        "unknown-task",
+        {"model": MODEL, "layout": STATIC, "task": "classify"},
+        ["spec.task", "Unsupported value"],
+    ),
+    (
+        "extra-args-runner",
+        {"model": MODEL, "layout": STATIC, "engine": {"extraArgs": {"runner": "pooling"}}},
+        ["spec.engine.extraArgs.runner is managed by the operator: it is set from spec.task"],
+    ),
 ]
 
 
@@ -296,6 +311,7 @@ def test_valid_tolerations_quantities_and_extra_args_are_accepted(
     spec = {
         "model": MODEL,
         "layout": STATIC,
+        "task": "embed",
         "engine": {"extraArgs": {"swap_space": 4, "kv_cache_dtype": "fp8", "tokenizer": "org/t"}},
         "tolerations": [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -308,3 +324,4 @@ def test_valid_tolerations_quantities_and_extra_args_are_accepted(
     created = create_endpoint(kube_api, namespace, "accepted", spec)
     assert created["spec"]["engine"]["extraArgs"] == spec["engine"]["extraArgs"]  # type: ignore[index]
     assert created["spec"]["tolerations"] == spec["tolerations"]
+    assert created["spec"]["task"] == "embed"

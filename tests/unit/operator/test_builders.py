@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from scaleserve.operator.builders import Observed, Owner, PlacedGroup, desired
+from scaleserve.operator.builders.engine import engine_args
 from scaleserve.operator.layout import Group
 from scaleserve.operator.spec import parse_spec
 
@@ -177,6 +178,13 @@ def test_engine_settings_reach_the_engine_flags() -> None:
     assert args[args.index("--reasoning-parser") + 1] == "deepseek_r1"
     extra = json.loads(args[args.index("--extra-engine-args") + 1])
     assert extra == {"swap_space": 4}
+
+
+def test_the_endpoints_task_reaches_the_engine_only_when_it_is_embed() -> None:
+    raw = {"model": {"uri": "/m"}, "layout": {"replicas": 1, "tensorParallel": 1}}
+    assert "--task" not in engine_args(parse_spec(raw), 1)
+    args = engine_args(parse_spec({**raw, "task": "embed"}), 1)
+    assert args[args.index("--task") + 1] == "embed"
 
 
 def test_services_follow_the_contract() -> None:
@@ -345,6 +353,8 @@ def test_a_change_of_what_gateways_learn_from_the_engines_rolls_the_gateways() -
     ]
     for edited in rolling:
         assert _model_hash(edited) != before, edited
+    no_tools = _edit(raw, "engine", toolCallParser="")
+    assert _model_hash({**no_tools, "task": "embed"}) != _model_hash(no_tools)
     # engine-only settings and the layout leave the gateways alone
     unchanged = [
         _edit(raw, "engine", gpuMemoryUtilization=0.8, maxNumSeqs=64),

@@ -145,6 +145,15 @@ INVALID = [
         },
         "spec.tracing.samplingRatio",
     ),
+    (
+        {
+            "model": {"uri": "/m"},
+            "task": "embed",
+            "engine": {"toolCallParser": "hermes"},
+            "layout": {"replicas": 1, "tensorParallel": 8},
+        },
+        "spec.engine.toolCallParser has no use with spec.task embed",
+    ),
 ]
 
 

@@ -1,0 +1,195 @@
+"""POST /v1/embeddings: admission, tokenization, one unary Embed call to a replica, one JSON body.
+
+The request takes the generation routes' admission queue and holding (an endpoint scaled to
+zero), and the same routing policy over the same pooled channels; the whole batch goes to one
+replica. A failure before an answer is tried once more on another replica, as for generation;
+a client that disconnects cancels the call, which aborts the engine's requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from scaleserve.engine.proto import engine_pb2
+from scaleserve.gateway.embed_protocol import EmbeddingRequest, embedding_body, parse_embedding
+from scaleserve.gateway.errors import (
+    REPLICA_FAILURES,
+    RETRYABLE,
+    ClientDisconnectedError,
+    EngineTimeoutError,
+    GatewayError,
+    InvalidRequestError,
+    NoReplicaAvailableError,
+    NotImplementedByEngineError,
+    ShuttingDownError,
+    from_rpc_error,
+)
+from scaleserve.gateway.models import Model
+from scaleserve.gateway.protocol import parse_json
+from scaleserve.gateway.responses import JSON_HEADERS, error_response_messages
+from scaleserve.gateway.routing import RouteRequest
+
+if TYPE_CHECKING:
+    from scaleserve.gateway.app import GatewayApp
+    from scaleserve.gateway.service import Gateway
+
+ROUTE = "embeddings"  # the metrics' route label
+
+
+def tokenize(model: Model, req: EmbeddingRequest) -> list[list[int]]:
+    """Token ids per input, checked against the model's vocabulary and context length."""
+    if model.task != "embed":
+        raise NotImplementedByEngineError("The model does not support Embeddings API")
+    tok = model.tokenizer
+    result = []
+    for item in req.inputs:
+        ids = tok.encode(item) if isinstance(item, str) else list(item)
+        if model.vocab_size and max(ids) >= model.vocab_size:
+            raise InvalidRequestError(
+                f"token ids in 'input' must be below the vocabulary size {model.vocab_size}",
+                param="input",
+                code="invalid_value",
+            )
+        limit = model.max_model_len
+        if limit and len(ids) > limit:
+            raise InvalidRequestError(
+                f"This model's maximum context length is {limit} tokens. However, your prompt "
+                f"contains {len(ids)} input tokens, which exceeds this limit even without any "
+                f"output tokens. Please reduce the length of the input prompt.",
+                param="input",
+                code="context_length_exceeded",
+            )
+        result.append(ids)
+    return result
+
+
+async def call_embed(
+    gateway: Gateway, model: Model, inputs: list[list[int]], request: engine_pb2.EmbedRequest
+) -> engine_pb2.EmbedResponse:
+    """The Embed call on a replica of `model` the policy picks; one retry elsewhere."""
+    settings = gateway.settings
+    exclude: frozenset[str] = frozenset()
+    last: GatewayError | None = None
+    metadata = (("x-request-id", request.request_id),)
+    for attempt in range(2):
+        route = RouteRequest(next(gateway._seq), random.getrandbits(64), inputs[0])
+        choice = gateway.policy(gateway.pool.snapshot(exclude, model.key), route)
+        replica = gateway.pool.get(choice.key) if choice is not None else None
+        if replica is None:
+            break
+        if attempt:
+            gateway.retries_total += 1
+            gateway.metrics.retries.inc()
+        gateway.pool.acquire(replica)
+        try:
+            response: engine_pb2.EmbedResponse = await replica.stub.Embed(
+                request, metadata=metadata, timeout=settings.first_token_timeout
+            )
+            replica.outputs += 1  # proof of life for the replica's probe
+            return response
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                gateway.pool.report_stall(replica, "no embeddings within the timeout")
+                last = EngineTimeoutError(
+                    f"the engine sent no embeddings within {settings.first_token_timeout:g}s"
+                )
+            else:
+                if code in REPLICA_FAILURES:
+                    gateway.pool.report_failure(replica, f"{code.name}: {exc.details()}")
+                last = from_rpc_error(exc)
+                if code not in RETRYABLE:
+                    raise last from None
+            exclude = exclude | {replica.address}
+        finally:
+            gateway.pool.release(replica)
+    if last is not None:
+        raise last
+    raise NoReplicaAvailableError(
+        "no engine replica is available",
+        headers={"retry-after": str(settings.retry_after)},
+    )
+
+
+class EmbeddingsRoute:
+    """The route's ASGI handler; `app` supplies body reading, admission and holding."""
+
+    def __init__(self, app: GatewayApp) -> None:
+        self.app = app
+        self.gateway = app.gateway
+
+    async def __call__(self, scope: Any, receive: Any, send: Any, request_id: str) -> None:
+        app, gateway = self.app, self.gateway
+        arrived = time.perf_counter()
+        admitted = False
+        status = 200
+        try:
+            if gateway.draining:
+                raise ShuttingDownError(
+                    "the gateway is shutting down; retry", headers={"connection": "close"}
+                )
+            raw = await app.read_body(scope, receive)
+            await app.admit(receive)
+            admitted = True
+            req = parse_embedding(parse_json(raw))
+            if gateway.awaits_replica(req.model):  # scaled to zero, or all starting
+                admitted = False
+                await app.hold(req.model, receive)
+                admitted = True
+            body = await self._embed(req, receive, request_id)
+            headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        except GatewayError as err:
+            status = err.status
+            start, error_body = error_response_messages(err)
+            await send(start)
+            await send(error_body)
+        except ClientDisconnectedError:
+            status = 499
+            gateway.metrics_disconnect()
+        finally:
+            if admitted:
+                gateway.admission.release()
+            gateway.observe(ROUTE, status, arrived)
+
+    async def _embed(self, req: EmbeddingRequest, receive: Any, request_id: str) -> bytes:
+        gateway = self.gateway
+        model = gateway.resolve(req.model)
+        inputs = tokenize(model, req)
+        request = engine_pb2.EmbedRequest(
+            request_id=request_id, inputs=[engine_pb2.TokenIds(ids=ids) for ids in inputs]
+        )
+        if req.dimensions is not None:
+            request.dimensions = req.dimensions
+        gateway.requests_total += 1
+        gateway.in_flight.add(1)
+        try:
+            response = await _unless_disconnected(
+                call_embed(gateway, model, inputs, request), receive
+            )
+        finally:
+            gateway.in_flight.add(-1)
+        gateway.metrics.tokens.labels("prompt").inc(response.prompt_tokens)
+        vectors = [e.vector for e in response.embeddings]
+        return embedding_body(req.model, vectors, response.prompt_tokens, req.encoding_format)
+
+
+async def _unless_disconnected(call: Any, receive: Any) -> Any:
+    """Await `call`; a client that leaves meanwhile cancels it (and so the engine's requests)."""
+    work = asyncio.ensure_future(call)
+    left = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait((work, left), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+        if not work.done():
+            work.cancel()
+    if work.cancelled() or not work.done():
+        raise ClientDisconnectedError
+    return work.result()

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from scaleserve.engine.errors import SettingsError
-from scaleserve.engine.settings import add_arguments, settings_from_environment
+from scaleserve.engine.settings import EngineSettings, add_arguments
 
 
 def register(subparsers: Any) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = settings_from_environment(args)
+        settings = EngineSettings.load(args)
     except SettingsError as exc:
         print(f"scaleserve engine: {exc}", file=sys.stderr)
         return 2

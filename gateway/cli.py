@@ -11,11 +11,11 @@ from typing import Any
 def _run(args: argparse.Namespace) -> int:
     from scaleserve.gateway.app import create_app
     from scaleserve.gateway.server import serve
-    from scaleserve.gateway.settings import SettingsError, from_args
+    from scaleserve.gateway.settings import GatewaySettings, SettingsError
     from scaleserve.tracing import tracer_from_env
 
     try:
-        settings = from_args(args)
+        settings = GatewaySettings.load(args)
         # with several workers this app only runs the same checks before any starts; each
         # worker makes its own app and tracer
         app = create_app(

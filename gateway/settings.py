@@ -1,35 +1,36 @@
-"""The gateway's settings: one frozen object from flags and SCALESERVE_GATEWAY_* env."""
+"""The gateway's settings: one frozen object from flags and SCALESERVE_GATEWAY_* env (`load`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal, get_args
 
-ENV_PREFIX = "SCALESERVE_GATEWAY_"
-ROUTING = ("round-robin", "least-in-flight", "prefix-affinity")
-DISCOVERY = ("static", "kubernetes")
-MAX_WORKERS = 64
-DEADLINES = (
-    "first_token_timeout",
-    "token_idle_timeout",
-    "queue_timeout",
-    "receive_timeout",
-    "write_timeout",
-    "drain_timeout",
-    "hold_timeout",
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
 )
+from pydantic_settings import SettingsConfigDict
+
+from scaleserve.settings import CommaList, Port, Settings
+
+Routing = Literal["round-robin", "least-in-flight", "prefix-affinity"]
+Discovery = Literal["static", "kubernetes"]
+ROUTING = get_args(Routing)
+DISCOVERY = get_args(Discovery)
+MAX_WORKERS = 64
+AtLeast16 = Annotated[int, Field(ge=16)]
 
 
 class SettingsError(ValueError):
     """A setting is missing or out of range."""
 
 
-@dataclass(frozen=True)
-class GatewaySettings:
+class GatewaySettings(Settings):
     """How the gateway runs.
 
     replicas: static engine addresses (host:port); replicas_file: more, one per line.
@@ -65,75 +66,57 @@ class GatewaySettings:
         connection limits above are the pod's, divided among them.
     """
 
+    model_config = SettingsConfigDict(env_prefix="SCALESERVE_GATEWAY_")
+    settings_error = SettingsError
+
     host: str = "0.0.0.0"
-    port: int = 8000
-    replicas: tuple[str, ...] = ()
+    port: Port = 8000
+    replicas: CommaList = ()
     replicas_file: str = ""
-    discovery: str = "static"
+    discovery: Discovery = "static"
     namespace: str = "default"
     service: str = ""
     selector: str = ""
     port_name: str = "grpc"
-    routing: str = "least-in-flight"
+    routing: Routing = "least-in-flight"
     api_key_file: str = ""
-    max_concurrency: int = 1024
-    max_queue: int = 1024
-    max_body_bytes: int = 4 * 1024 * 1024
-    stats_window: float = 30.0
-    health_interval: float = 1.0
-    health_timeout: float = 2.0
-    retry_after: int = 1
-    keep_alive: float = 75.0
-    internal_port: int = 8001
-    first_token_timeout: float = 120.0
-    token_idle_timeout: float = 60.0
-    queue_timeout: float = 30.0
-    receive_timeout: float = 30.0
-    write_timeout: float = 60.0
-    drain_timeout: float = 30.0
-    hold_timeout: float = 300.0
-    max_held: int = 256
-    served_models: tuple[str, ...] = ()
-    max_connections: int = 8192
-    backlog: int = 2048
-    workers: int = 1
+    max_concurrency: NonNegativeInt = 1024
+    max_queue: NonNegativeInt = 1024
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    stats_window: PositiveFloat = 30.0
+    health_interval: PositiveFloat = 1.0
+    health_timeout: PositiveFloat = 2.0
+    retry_after: PositiveInt = 1
+    keep_alive: PositiveFloat = 75.0
+    internal_port: Port = 8001
+    first_token_timeout: PositiveFloat = 120.0
+    token_idle_timeout: PositiveFloat = 60.0
+    queue_timeout: PositiveFloat = 30.0
+    receive_timeout: PositiveFloat = 30.0
+    write_timeout: PositiveFloat = 60.0
+    drain_timeout: PositiveFloat = 30.0
+    hold_timeout: PositiveFloat = 300.0
+    max_held: NonNegativeInt = 256
+    served_models: CommaList = ()
+    max_connections: AtLeast16 = 8192
+    backlog: AtLeast16 = 2048
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 1
     log_level: str = "info"
 
-    def __post_init__(self) -> None:
-        if self.routing not in ROUTING:
-            raise SettingsError(f"routing must be one of {', '.join(ROUTING)}")
-        if self.discovery not in DISCOVERY:
-            raise SettingsError(f"discovery must be one of {', '.join(DISCOVERY)}")
+    @field_validator("replicas")
+    @classmethod
+    def _addresses(cls, replicas: tuple[str, ...]) -> tuple[str, ...]:
+        for address in replicas:
+            _check_address(address)
+        return replicas
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewaySettings:
         if self.discovery == "kubernetes" and not (self.service or self.selector):
-            raise SettingsError("kubernetes discovery needs --service or --selector")
-        for name in ("port", "internal_port"):
-            if not 0 < getattr(self, name) < 65536:
-                raise SettingsError(f"{name} must be in 1..65535")
+            raise ValueError("kubernetes discovery needs --service or --selector")
         if self.port == self.internal_port:
-            raise SettingsError("internal_port must differ from port")
-        for name in ("max_concurrency", "max_queue", "max_held"):
-            if getattr(self, name) < 0:
-                raise SettingsError(f"{name} must be >= 0")
-        if self.max_body_bytes < 1024:
-            raise SettingsError("max_body_bytes must be >= 1024")
-        for name in (
-            "stats_window",
-            "health_interval",
-            "health_timeout",
-            "keep_alive",
-            *DEADLINES,
-        ):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{name} must be > 0")
-        if self.retry_after < 1:
-            raise SettingsError("retry_after must be >= 1")
-        if self.max_connections < 16 or self.backlog < 16:
-            raise SettingsError("max_connections and backlog must be >= 16")
-        if not 1 <= self.workers <= MAX_WORKERS:
-            raise SettingsError(f"workers must be in 1..{MAX_WORKERS}")
-        for address in self.replicas:
-            if not _is_address(address):
-                raise SettingsError(f"replica address {address!r} is not host:port")
+            raise ValueError("internal_port must differ from port")
+        return self
 
     def static_replicas(self) -> tuple[str, ...]:
         """Addresses from `replicas` and `replicas_file`, in order, without duplicates."""
@@ -142,50 +125,15 @@ class GatewaySettings:
             for line in Path(self.replicas_file).read_text().splitlines():
                 line = line.split("#", 1)[0].strip()
                 if line:
-                    if not _is_address(line):
-                        raise SettingsError(f"replica address {line!r} is not host:port")
+                    _check_address(line)
                     addresses.append(line)
         return tuple(dict.fromkeys(addresses))
 
-    @classmethod
-    def from_sources(
-        cls, values: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
-    ) -> GatewaySettings:
-        """Explicit values (flags; None means unset) over env over defaults."""
-        values = values or {}
-        env = os.environ if env is None else env
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            value = values.get(f.name)
-            if value is None:
-                raw = env.get(ENV_PREFIX + f.name.upper())
-                if raw is None or raw == "":
-                    continue
-                value = raw
-            kwargs[f.name] = _coerce(f.name, cls.__dataclass_fields__[f.name].default, value)
-        return cls(**kwargs)
 
-
-def _is_address(text: str) -> bool:
+def _check_address(text: str) -> None:
     host, sep, port = text.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
-
-
-def _coerce(name: str, default: Any, value: Any) -> Any:
-    try:
-        if isinstance(default, tuple):
-            if isinstance(value, str):
-                return tuple(p.strip() for p in value.split(",") if p.strip())
-            return tuple(value)
-        if isinstance(default, bool):
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{name}: cannot read {value!r}") from None
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise SettingsError(f"replica address {text!r} is not host:port")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,8 +193,3 @@ def worker_share(total: int, workers: int, index: int) -> int:
     if total == 0:
         return 0
     return max(1, total // workers + (1 if index < total % workers else 0))
-
-
-def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> GatewaySettings:
-    values = {f.name: getattr(args, f.name, None) for f in fields(GatewaySettings)}
-    return GatewaySettings.from_sources(values, env)

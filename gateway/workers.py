@@ -14,7 +14,6 @@ single process would; a worker that dies otherwise is started again.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -50,11 +49,12 @@ multiprocessing.allow_connection_pickling()  # the listening socket travels to e
 def worker_settings(settings: GatewaySettings, index: int) -> GatewaySettings:
     """Worker `index`'s settings: the pod's admission and connection limits divided."""
     n = settings.workers
-    return dataclasses.replace(
-        settings,
-        max_concurrency=worker_share(settings.max_concurrency, n, index),
-        max_queue=worker_share(settings.max_queue, n, index),
-        max_connections=max(16, worker_share(settings.max_connections, n, index)),
+    return settings.model_copy(
+        update={
+            "max_concurrency": worker_share(settings.max_concurrency, n, index),
+            "max_queue": worker_share(settings.max_queue, n, index),
+            "max_connections": max(16, worker_share(settings.max_connections, n, index)),
+        }
     )
 
 

@@ -59,17 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     from scaleserve.operator.leader import run_elected
 
     try:
-        settings = OperatorSettings.from_env(
-            namespaces=args.namespaces,
-            reconcile_interval_s=args.reconcile_interval_s,
-            stats_url=args.stats_url,
-            stats_timeout_s=args.stats_timeout_s,
-            pending_grace_s=args.pending_grace_s,
-            field_manager=args.field_manager,
-            liveness_port=args.liveness_port,
-            metrics_port=args.metrics_port,
-            leader_lease=args.leader_lease,
-        )
+        settings = OperatorSettings.load(args)
     except SettingsError as exc:
         print(f"scaleserve operator: {exc}")
         return 2

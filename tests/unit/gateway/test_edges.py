@@ -137,12 +137,12 @@ def test_settings_from_env_and_flags() -> None:
         "SCALESERVE_GATEWAY_ROUTING": "prefix-affinity",
         "SCALESERVE_GATEWAY_MAX_QUEUE": "7",
     }
-    s = GatewaySettings.from_sources({"max_queue": 9}, env)
+    s = GatewaySettings.load({"max_queue": 9}, env)
     assert s.replicas == ("a:1", "b:2")
     assert s.routing == "prefix-affinity"
     assert s.max_queue == 9
     with pytest.raises(SettingsError):
-        GatewaySettings.from_sources({}, {"SCALESERVE_GATEWAY_ROUTING": "random"})
+        GatewaySettings.load({}, {"SCALESERVE_GATEWAY_ROUTING": "random"})
     with pytest.raises(SettingsError):
         GatewaySettings(replicas=("nohost",))
     with pytest.raises(SettingsError):

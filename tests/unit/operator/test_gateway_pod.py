@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from scaleserve.gateway.settings import add_arguments, from_args
+from scaleserve.gateway.settings import GatewaySettings, add_arguments
 from scaleserve.operator.builders import Observed, Owner, desired
 from scaleserve.operator.builders.gateway import DRAIN_S, PRE_STOP_S
 from scaleserve.operator.builders.naming import GATEWAY_INTERNAL_PORT
@@ -113,7 +113,7 @@ def test_gateway_deadlines_reach_the_gateway_flags_and_unset_ones_keep_its_defau
     # the gateway itself accepts them
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    settings = from_args(parser.parse_args(args), env={})
+    settings = GatewaySettings.load(parser.parse_args(args), {})
     assert (settings.first_token_timeout, settings.token_idle_timeout) == (90.0, 15.5)
     assert (settings.write_timeout, settings.queue_timeout) == (20.0, 30.0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from scaleserve.operator import status
 from scaleserve.operator.concurrency import Windows, stats_urls
@@ -18,14 +19,14 @@ def test_settings_come_from_prefixed_env_then_flags() -> None:
         "SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S": "2.5",
         "SCALESERVE_OPERATOR_STATS_URL": "http://127.0.0.1:9/stats/{namespace}/{endpoint}",
     }
-    settings = OperatorSettings.from_env(env, pending_grace_s=5.0)
+    settings = OperatorSettings.load({"pending_grace_s": 5.0}, env)
     assert settings.namespaces == ("a", "b")
     assert settings.reconcile_interval_s == 2.5
     assert settings.pending_grace_s == 5.0
-    assert OperatorSettings.from_env(env, namespaces=["x"]).namespaces == ("x",)
-    assert OperatorSettings.from_env(env).leader_lease == ""  # no election unless asked
+    assert OperatorSettings.load({"namespaces": ["x"]}, env).namespaces == ("x",)
+    assert OperatorSettings.load({}, env).leader_lease == ""  # no election unless asked
     lease = {"SCALESERVE_OPERATOR_LEADER_LEASE": "ops/scaleserve-operator"}
-    assert OperatorSettings.from_env(lease).leader_lease == "ops/scaleserve-operator"
+    assert OperatorSettings.load({}, lease).leader_lease == "ops/scaleserve-operator"
 
 
 @pytest.mark.parametrize(
@@ -35,20 +36,20 @@ def test_settings_come_from_prefixed_env_then_flags() -> None:
         ({"SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S": "0"}, "reconcile_interval_s"),
         ({"SCALESERVE_OPERATOR_STATS_URL": "http://{host}/stats"}, "unknown fields: host"),
         ({"SCALESERVE_OPERATOR_STATS_URL": "ftp://x/{pod_ip}"}, "http"),
-        ({"SCALESERVE_OPERATOR_LIVENESS_PORT": "65536"}, "liveness_port must be a port"),
-        ({"SCALESERVE_OPERATOR_METRICS_PORT": "-1"}, "metrics_port must be a port"),
-        ({"SCALESERVE_OPERATOR_LEADER_LEASE": "just-a-name"}, "leader_lease must be"),
-        ({"SCALESERVE_OPERATOR_LEADER_LEASE": "ns/Not_A_Name"}, "leader_lease must be"),
+        ({"SCALESERVE_OPERATOR_LIVENESS_PORT": "65536"}, "LIVENESS_PORT='65536'"),
+        ({"SCALESERVE_OPERATOR_METRICS_PORT": "-1"}, "METRICS_PORT='-1'"),
+        ({"SCALESERVE_OPERATOR_LEADER_LEASE": "just-a-name"}, "leader_lease .*: must be"),
+        ({"SCALESERVE_OPERATOR_LEADER_LEASE": "ns/Not_A_Name"}, "leader_lease .*: must be"),
     ],
 )
 def test_invalid_settings_fail_at_start(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        OperatorSettings.from_env(env)
+        OperatorSettings.load({}, env)
 
 
 def test_settings_are_frozen() -> None:
     settings = OperatorSettings()
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.namespaces = ("x",)  # type: ignore[misc]
 
 

@@ -2,8 +2,9 @@
 # Builds the images from images/*.Dockerfile without a Docker engine, and unpacks each into an
 # OCI bundle that `runc run` starts (scaleserve/dev/containers.py).
 #
-#   images/build.sh [operator|gateway|engine-cpu]...     (default: operator gateway)
+#   images/build.sh [operator|gateway|engine-cpu|pause]...     (default: operator gateway)
 #
+# pause is the local node's pod sandbox image (images/pause/): a static binary, no bundle.
 # The Dockerfiles' base (PYTHON_IMAGE, python:3.11-slim-bookworm) cannot be pulled here: a
 # minimal Debian bookworm with Python 3.11 is made with mmdebstrap from the machine's Debian
 # mirror instead and passed as that build argument. podman builds with --isolation=chroot
@@ -36,15 +37,17 @@ hash_of() { sha256sum | cut -c1-16; }
 
 install_tools() {
   local missing=()
-  for tool in podman mmdebstrap runc umoci skopeo; do
+  for tool in podman mmdebstrap runc umoci skopeo gcc; do
     command -v "$tool" >/dev/null || missing+=("$tool")
   done
+  [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] \
+    || missing+=(libc6-dev)
   [ ${#missing[@]} -eq 0 ] && return
   step "installing ${missing[*]} from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq </dev/null
   apt-get install -y -qq --no-install-recommends podman mmdebstrap runc umoci skopeo \
-    uidmap ca-certificates </dev/null >/dev/null
+    uidmap ca-certificates gcc libc6-dev </dev/null >/dev/null
 }
 
 # The build context's files the Dockerfiles COPY (the .dockerignore'd caches left out).
@@ -85,6 +88,7 @@ build_image() {
   key=$(printf '%s\n' "$BASE" "${args[@]}" "$(context_hash)" | hash_of)
   tag=localhost/scaleserve-$name:$key
   bundle=$CACHE/bundles/$name-$key
+  printf '%s\n' "$tag" >"$CACHE/$name.image"
   if [ -f "$bundle/.complete" ]; then
     step "$name $tag: cached"
     printf '%s\n' "$bundle" >"$CACHE/$name.bundle"
@@ -122,11 +126,29 @@ prune() {
       --storage-driver overlay rmi --force >/dev/null || true
 }
 
+# The sandbox image: images/pause/pause.c compiled statically, alone in its build context.
+build_pause() {
+  local key tag t context=$CACHE/pause-context
+  key=$(cat images/pause/Dockerfile images/pause/pause.c | hash_of)
+  tag=localhost/scaleserve-pause:$key
+  printf '%s\n' "$tag" >"$CACHE/pause.image"
+  if pod image exists "$tag"; then step "pause $tag: cached"; return; fi
+  t=$SECONDS
+  step "pause $tag: gcc -static images/pause/pause.c, podman build (images/pause/Dockerfile)"
+  rm -rf "$context" && mkdir -p "$context"
+  gcc -static -Os -s -o "$context/pause" images/pause/pause.c
+  pod build --quiet --format docker --isolation=chroot --pull=never -f images/pause/Dockerfile \
+    -t "$tag" "$context" >/dev/null
+  rm -rf "$context"
+  took "pause: built" "$t"
+}
+
 [ "$(id -u)" = 0 ] || { echo "images/build.sh: run as root (mmdebstrap, podman, runc)" >&2; exit 1; }
 mkdir -p "$CACHE"
 install_tools
 build_base
 for name in "${images[@]}"; do
+  if [ "$name" = pause ]; then build_pause; continue; fi
   [ -f "images/$name.Dockerfile" ] || { echo "no images/$name.Dockerfile" >&2; exit 2; }
   build_image "$name"
 done

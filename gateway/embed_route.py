@@ -8,7 +8,6 @@ a client that disconnects cancels the call, which aborts the engine's requests.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,11 @@ from scaleserve.gateway.errors import (
 )
 from scaleserve.gateway.models import Model
 from scaleserve.gateway.protocol import parse_json
-from scaleserve.gateway.responses import JSON_HEADERS, error_response_messages
+from scaleserve.gateway.responses import (
+    JSON_HEADERS,
+    error_response_messages,
+    unless_client_leaves,
+)
 from scaleserve.gateway.routing import RouteRequest
 
 if TYPE_CHECKING:
@@ -170,7 +173,7 @@ class EmbeddingsRoute:
         gateway.requests_total += 1
         gateway.in_flight.add(1)
         try:
-            response = await _unless_disconnected(
+            response = await unless_client_leaves(
                 call_embed(gateway, model, inputs, request), receive
             )
         finally:
@@ -178,18 +181,3 @@ class EmbeddingsRoute:
         gateway.metrics.tokens.labels("prompt").inc(response.prompt_tokens)
         vectors = [e.vector for e in response.embeddings]
         return embedding_body(req.model, vectors, response.prompt_tokens, req.encoding_format)
-
-
-async def _unless_disconnected(call: Any, receive: Any) -> Any:
-    """Await `call`; a client that leaves meanwhile cancels it (and so the engine's requests)."""
-    work = asyncio.ensure_future(call)
-    left = asyncio.ensure_future(receive())
-    try:
-        await asyncio.wait((work, left), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        left.cancel()
-        if not work.done():
-            work.cancel()
-    if work.cancelled() or not work.done():
-        raise ClientDisconnectedError
-    return work.result()

@@ -10,9 +10,11 @@ errors after it are one SSE error event followed by [DONE].
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import grpc
 import orjson
@@ -20,7 +22,12 @@ import orjson
 from scaleserve.gateway import sse
 from scaleserve.gateway.choices import Collector, Echo, Framer
 from scaleserve.gateway.deadlines import CURRENT_FLOW, current_trace
-from scaleserve.gateway.errors import GatewayError, UpstreamError, from_rpc_error
+from scaleserve.gateway.errors import (
+    ClientDisconnectedError,
+    GatewayError,
+    UpstreamError,
+    from_rpc_error,
+)
 from scaleserve.gateway.protocol import GenerationRequest
 from scaleserve.gateway.service import Gateway, Upstream
 
@@ -233,3 +240,27 @@ class GenerationResponse:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+T = TypeVar("T")
+
+
+async def unless_client_leaves(work: Awaitable[T], receive: Any) -> T:
+    """Await `work` (a wait in a queue, an engine call); a client that leaves meanwhile cancels
+    it and raises ClientDisconnectedError. The request's body is read, so receive() now only
+    reports a disconnect."""
+    task = asyncio.ensure_future(work)
+    left = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait((task, left), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+        if not task.done():
+            # a queue is left (a slot that arrives meanwhile is handed on); an engine call is
+            # cancelled, which aborts its requests in the engine
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise ClientDisconnectedError
+    return task.result()  # the queue's refusal (429, 503 for holding) or the call's error

@@ -180,18 +180,13 @@ class EngineService(engine_pb2_grpc.EngineServicer):
                 if relay.done:
                     break
             outcome = relay.outcome  # an abort may end a stream before all n choices finish
-        except EngineDeadError:
-            outcome, error = "unavailable", CoreDeadError("the engine core process died")
-        except VLLMValidationError as exc:
-            outcome, error = "invalid", InvalidRequestError(_field_of(exc, prepared), str(exc))
         except Exception as exc:
-            if runtime.engine_dead:
-                outcome, error = "unavailable", CoreDeadError("the engine core process died")
-            else:
-                log.exception(
-                    "request %s (x-request-id %s) failed", request_id, _client_request_id(context)
-                )
-                outcome, error = "error", EngineError(f"{type(exc).__name__}: {exc}")
+            outcome, error = _failure(
+                runtime,
+                exc,
+                _field_of(exc, prepared) if isinstance(exc, VLLMValidationError) else "",
+                f"request {request_id} (x-request-id {_client_request_id(context)})",
+            )
         finally:
             runtime.finish(request_id)
             runtime.counters.generated_tokens_total += tokens
@@ -230,16 +225,13 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         try:
             response = await embed(runtime, prepared, request_id)
             outcome = "embedded"
-        except EngineDeadError:
-            outcome, error = "unavailable", CoreDeadError("the engine core process died")
-        except VLLMValidationError as exc:
-            outcome, error = "invalid", InvalidRequestError(_embed_field(exc, prepared), str(exc))
         except Exception as exc:
-            if runtime.engine_dead:
-                outcome, error = "unavailable", CoreDeadError("the engine core process died")
-            else:
-                log.exception("embed request %s failed", request_id)
-                outcome, error = "error", EngineError(f"{type(exc).__name__}: {exc}")
+            outcome, error = _failure(
+                runtime,
+                exc,
+                _embed_field(exc, prepared) if isinstance(exc, VLLMValidationError) else "",
+                f"embed request {request_id}",
+            )
         finally:
             runtime.finish(request_id)
             metrics.in_flight.dec()
@@ -302,6 +294,19 @@ def _end_trace(
 
 
 PROMPT_PARAMETERS = {None, "", "prompt", "input_tokens", "prompt_token_ids"}
+
+
+def _failure(runtime: Runtime, exc: Exception, field: str, what: str) -> tuple[str, EngineError]:
+    """The outcome label and the error of a call that raised `exc` (`field`: the request field
+    a VLLMValidationError names); an unexpected exception while the core is dead is UNAVAILABLE."""
+    if isinstance(exc, EngineDeadError):
+        return "unavailable", CoreDeadError("the engine core process died")
+    if isinstance(exc, VLLMValidationError):
+        return "invalid", InvalidRequestError(field, str(exc))
+    if runtime.engine_dead:
+        return "unavailable", CoreDeadError("the engine core process died")
+    log.exception("%s failed", what)
+    return "error", EngineError(f"{type(exc).__name__}: {exc}")
 
 
 def _client_request_id(context: Any) -> str:

@@ -24,6 +24,7 @@ from scaleserve.gateway.deadlines import CURRENT_FLOW, Flow, bind_send, current_
 from scaleserve.gateway.discovery.kubernetes import EndpointSliceDiscovery
 from scaleserve.gateway.discovery.static import StaticDiscovery
 from scaleserve.gateway.embed_route import EmbeddingsRoute
+from scaleserve.gateway.engine_request import prepare
 from scaleserve.gateway.errors import (
     ClientDisconnectedError,
     GatewayError,
@@ -144,11 +145,12 @@ class GatewayApp:
         if not admission.try_acquire():
             await unless_client_leaves(admission.acquire(), receive)
 
-    async def hold(self, model: str, receive: Any) -> None:
-        """Wait without an admission slot until a replica serves `model`, then take a slot."""
+    async def hold(self, name: str, receive: Any) -> Model:
+        """Wait without an admission slot until a replica serves `name`, then take a slot."""
         self.gateway.admission.release()
-        await unless_client_leaves(self.gateway.hold(model), receive)
+        model = await unless_client_leaves(self.gateway.hold(name), receive)
         await self.admit(receive)
+        return model
 
     async def generate(self, kind: str, scope: Any, receive: Any, send: Any) -> None:
         task = asyncio.current_task()
@@ -216,9 +218,10 @@ class GatewayApp:
                     trace.stage("gateway.queue")
                 data = parse_json(raw)
                 req = parse_chat(data) if kind == "chat" else parse_completion(data)
-                if gateway.awaits_replica(req.model):  # scaled to zero, or all starting
+                model = gateway.lookup(req.model)
+                if model is None:  # scaled to zero, or all starting
                     admitted = False
-                    await self.hold(req.model, receive)
+                    model = await self.hold(req.model, receive)
                     admitted = True
                 request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + os.urandom(12).hex()
                 if trace is not None:
@@ -226,10 +229,10 @@ class GatewayApp:
                     trace.annotate({MODEL: req.model, "gen_ai.response.id": request_id})
                 if len(raw) > INLINE_TOKENIZE_BYTES:  # long prompts: keep the loop for streams
                     prompt_ids, engine_request = await asyncio.to_thread(  # copies the context
-                        gateway.prepare, req, request_id
+                        prepare, req, model, request_id
                     )
                 else:
-                    prompt_ids, engine_request = gateway.prepare(req, request_id)
+                    prompt_ids, engine_request = prepare(req, model, request_id)
                 if trace is not None:
                     trace.stage("gateway.tokenize", {PROMPT_TOKENS: len(prompt_ids)})
             except GatewayError as err:
@@ -241,7 +244,7 @@ class GatewayApp:
             except ClientDisconnectedError:
                 return
             response = GenerationResponse(
-                gateway, req, request_id, prompt_ids, engine_request, route, arrived
+                gateway, req, model, request_id, prompt_ids, engine_request, route, arrived
             )
             await response(scope, receive, send)
         finally:

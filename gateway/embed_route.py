@@ -8,34 +8,30 @@ a client that disconnects cancels the call, which aborts the engine's requests.
 
 from __future__ import annotations
 
-import random
 import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from scaleserve.engine.proto import engine_pb2
+from scaleserve.gateway.dispatch import RetryElsewhere, on_a_replica
 from scaleserve.gateway.embed_protocol import EmbeddingRequest, embedding_body, parse_embedding
 from scaleserve.gateway.errors import (
-    REPLICA_FAILURES,
-    RETRYABLE,
     ClientDisconnectedError,
     EngineTimeoutError,
     GatewayError,
     InvalidRequestError,
-    NoReplicaAvailableError,
     NotImplementedByEngineError,
     ShuttingDownError,
-    from_rpc_error,
 )
 from scaleserve.gateway.models import Model
+from scaleserve.gateway.pool import Replica
 from scaleserve.gateway.protocol import parse_json
 from scaleserve.gateway.responses import (
     JSON_HEADERS,
     error_response_messages,
     unless_client_leaves,
 )
-from scaleserve.gateway.routing import RouteRequest
 
 if TYPE_CHECKING:
     from scaleserve.gateway.app import GatewayApp
@@ -75,48 +71,28 @@ async def call_embed(
     gateway: Gateway, model: Model, inputs: list[list[int]], request: engine_pb2.EmbedRequest
 ) -> engine_pb2.EmbedResponse:
     """The Embed call on a replica of `model` the policy picks; one retry elsewhere."""
-    settings = gateway.settings
-    exclude: frozenset[str] = frozenset()
-    last: GatewayError | None = None
+    timeout = gateway.settings.first_token_timeout
     metadata = (("x-request-id", request.request_id),)
-    for attempt in range(2):
-        route = RouteRequest(next(gateway._seq), random.getrandbits(64), inputs[0])
-        choice = gateway.policy(gateway.pool.snapshot(exclude, model.key), route)
-        replica = gateway.pool.get(choice.key) if choice is not None else None
-        if replica is None:
-            break
-        if attempt:
-            gateway.retries_total += 1
-            gateway.metrics.retries.inc()
+
+    async def attempt(replica: Replica) -> engine_pb2.EmbedResponse:
         gateway.pool.acquire(replica)
         try:
             response: engine_pb2.EmbedResponse = await replica.stub.Embed(
-                request, metadata=metadata, timeout=settings.first_token_timeout
+                request, metadata=metadata, timeout=timeout
             )
-            replica.outputs += 1  # proof of life for the replica's probe
-            return response
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                gateway.pool.report_stall(replica, "no embeddings within the timeout")
-                last = EngineTimeoutError(
-                    f"the engine sent no embeddings within {settings.first_token_timeout:g}s"
-                )
-            else:
-                if code in REPLICA_FAILURES:
-                    gateway.pool.report_failure(replica, f"{code.name}: {exc.details()}")
-                last = from_rpc_error(exc)
-                if code not in RETRYABLE:
-                    raise last from None
-            exclude = exclude | {replica.address}
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            gateway.pool.report_stall(replica, "no embeddings within the timeout")
+            raise RetryElsewhere(
+                EngineTimeoutError(f"the engine sent no embeddings within {timeout:g}s")
+            ) from None
         finally:
             gateway.pool.release(replica)
-    if last is not None:
-        raise last
-    raise NoReplicaAvailableError(
-        "no engine replica is available",
-        headers={"retry-after": str(settings.retry_after)},
-    )
+        replica.outputs += 1  # proof of life for the replica's probe
+        return response
+
+    return await on_a_replica(gateway, model.key, inputs[0], attempt)
 
 
 class EmbeddingsRoute:
@@ -140,11 +116,12 @@ class EmbeddingsRoute:
             await app.admit(receive)
             admitted = True
             req = parse_embedding(parse_json(raw))
-            if gateway.awaits_replica(req.model):  # scaled to zero, or all starting
+            model = gateway.lookup(req.model)
+            if model is None:  # scaled to zero, or all starting
                 admitted = False
-                await app.hold(req.model, receive)
+                model = await app.hold(req.model, receive)
                 admitted = True
-            body = await self._embed(req, receive, request_id)
+            body = await self._embed(req, model, receive, request_id)
             headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": body})
@@ -161,9 +138,10 @@ class EmbeddingsRoute:
                 gateway.admission.release()
             gateway.observe(ROUTE, status, arrived)
 
-    async def _embed(self, req: EmbeddingRequest, receive: Any, request_id: str) -> bytes:
+    async def _embed(
+        self, req: EmbeddingRequest, model: Model, receive: Any, request_id: str
+    ) -> bytes:
         gateway = self.gateway
-        model = gateway.resolve(req.model)
         inputs = tokenize(model, req)
         request = engine_pb2.EmbedRequest(
             request_id=request_id, inputs=[engine_pb2.TokenIds(ids=ids) for ids in inputs]

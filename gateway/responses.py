@@ -22,14 +22,16 @@ import orjson
 from scaleserve.gateway import sse
 from scaleserve.gateway.choices import Collector, Echo, Framer
 from scaleserve.gateway.deadlines import CURRENT_FLOW, current_trace
+from scaleserve.gateway.dispatch import Upstream
 from scaleserve.gateway.errors import (
     ClientDisconnectedError,
     GatewayError,
     UpstreamError,
     from_rpc_error,
 )
+from scaleserve.gateway.models import Model
 from scaleserve.gateway.protocol import GenerationRequest
-from scaleserve.gateway.service import Gateway, Upstream
+from scaleserve.gateway.service import Gateway
 
 log = logging.getLogger("scaleserve.gateway")
 
@@ -61,6 +63,7 @@ class GenerationResponse:
         self,
         gateway: Gateway,
         req: GenerationRequest,
+        model: Model,
         request_id: str,
         prompt_ids: list[int],
         engine_request: Any,
@@ -69,6 +72,7 @@ class GenerationResponse:
     ) -> None:
         self.gateway = gateway
         self.req = req
+        self.model = model
         self.request_id = request_id
         self.prompt_ids = prompt_ids
         self.engine_request = engine_request
@@ -121,7 +125,7 @@ class GenerationResponse:
         gw = self.gateway  # admitted by the app before the body was parsed
         gw.in_flight.add(1)
         try:
-            upstream = await gw.open(self.prompt_ids, self.engine_request)
+            upstream = await gw.dispatch.open(self.prompt_ids, self.engine_request)
             gw.observe_ttft(upstream.first_at - self.arrived)
             try:
                 if self.req.stream:
@@ -129,7 +133,7 @@ class GenerationResponse:
                 else:
                     await self._collect(upstream, send)
             finally:
-                await gw.finish(upstream)
+                await gw.dispatch.finish(upstream)
                 trace = current_trace()
                 if trace is not None:
                     trace.stage("gateway.stream", {"gateway.stream.messages": upstream.reads + 1})
@@ -151,7 +155,7 @@ class GenerationResponse:
         req = self.req
         if not req.choices.echo:
             return None
-        tok = self.gateway.resolve(req.model).tokenizer
+        tok = self.model.tokenizer
         ids = self.prompt_ids
         text = req.prompt if isinstance(req.prompt, str) else tok.decode(ids)
         return Echo(text, lambda: tok.decode(ids[:1], skip_special_tokens=False))
@@ -191,7 +195,7 @@ class GenerationResponse:
             self.gateway.observe_tokens(u.prompt_tokens, u.completion_tokens, msg.finish_reason)
             self._observe_latency(up, u.completion_tokens)
         except grpc.aio.AioRpcError as exc:
-            self.gateway.upstream_failed(up, exc)
+            self.gateway.dispatch.upstream_failed(up, exc)
             err = from_rpc_error(exc)
             self.status = err.status
             tail = head + sse.error_frame(err.message, err.type, err.code)
@@ -208,7 +212,7 @@ class GenerationResponse:
             while msg.finish_reason != "abort" and not collector.add(msg):
                 msg = await up.next()
         except grpc.aio.AioRpcError as exc:
-            self.gateway.upstream_failed(up, exc)
+            self.gateway.dispatch.upstream_failed(up, exc)
             raise from_rpc_error(exc) from None
         up.complete = True
         if msg.finish_reason == "abort":

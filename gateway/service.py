@@ -1,72 +1,31 @@
-"""The gateway's request path below HTTP: model, tokenization, routing, retry, accounting."""
+"""The gateway below HTTP: the models its replicas serve, admission, holding, dispatch, the
+accounting of requests (stats, metrics, latency) and the drain."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import random
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from scaleserve.engine.proto import engine_pb2
-from scaleserve.gateway.deadlines import CURRENT_FLOW, Sweeper, current_trace
-from scaleserve.gateway.engine_request import sampling_params
-from scaleserve.gateway.errors import (
-    REPLICA_FAILURES,
-    RETRYABLE,
-    EngineTimeoutError,
-    GatewayError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    NoReplicaAvailableError,
-    NotImplementedByEngineError,
-    ShuttingDownError,
-    UpstreamError,
-    from_rpc_error,
-)
+from scaleserve.gateway.deadlines import Sweeper, current_trace
+from scaleserve.gateway.dispatch import Dispatcher, Upstream
+from scaleserve.gateway.errors import ModelNotFoundError, NoReplicaAvailableError, ShuttingDownError
 from scaleserve.gateway.holding import Holding
 from scaleserve.gateway.limits import Admission
 from scaleserve.gateway.metrics import GatewayMetrics
 from scaleserve.gateway.models import Model, model_key
-from scaleserve.gateway.pool import EOF, Replica, ReplicaPool
-from scaleserve.gateway.protocol import GenerationRequest
-from scaleserve.gateway.routing import RouteRequest, get_policy
+from scaleserve.gateway.pool import ReplicaPool
+from scaleserve.gateway.routing import get_policy
 from scaleserve.gateway.settings import GatewaySettings
 from scaleserve.gateway.stats import LatencyWindow, TimeWeightedGauge
 from scaleserve.gateway.tokenizer import ModelTokenizer
-from scaleserve.gateway.tools import require_parser
-from scaleserve.tracing import COMPLETION_TOKENS, FINISH_REASON, PROMPT_TOKENS, REPLICA, Trace
+from scaleserve.tracing import COMPLETION_TOKENS, FINISH_REASON, PROMPT_TOKENS
 
 log = logging.getLogger("scaleserve.gateway")
-STATUS_WAIT_S = 2.0  # how long a finished call may take to deliver its status
-
-
-@dataclass(slots=True)
-class Upstream:
-    """An open Generate call that has produced its first message."""
-
-    replica: Replica
-    call: Any  # grpc.aio.UnaryStreamCall
-    first: engine_pb2.GenerateResponse
-    first_at: float
-    tensor_parallel: int  # the replica's degree when the call started (the latency report's)
-    complete: bool = False  # the last message (finish_reason) has arrived
-    reads: int = 0  # messages read after the first (the idle deadline's progress)
-
-    async def next(self) -> engine_pb2.GenerateResponse:
-        """The call's next message; the stream ending before its last message is an error."""
-        msg = await self.call.read()
-        self.reads += 1
-        self.replica.outputs += 1  # proof of life for the replica's probe
-        if msg is EOF:
-            raise UpstreamError("the engine ended the stream before finishing")
-        return msg  # type: ignore[no-any-return]
 
 
 class Gateway:
@@ -98,12 +57,13 @@ class Gateway:
         self.models: dict[Hashable, Model] = {}
         self.draining = False  # SIGTERM: no new requests, /readyz fails
         self.started = int(time.time())  # `created` of a configured model not seen yet
-        self._seq = itertools.count()
+        self.seq = itertools.count()  # the routing policies' request sequence
         self._model_lock = asyncio.Lock()
         self.metrics = GatewayMetrics(self.stats)
         self._request_counters: dict[tuple[str, int], Any] = {}
         self._prompt_tokens = self.metrics.tokens.labels("prompt")
         self._completion_tokens = self.metrics.tokens.labels("completion")
+        self.dispatch = Dispatcher(self)
 
     # -- observations (once per request, never per token) ----------------------------------
 
@@ -205,216 +165,48 @@ class Gateway:
     def ready(self) -> bool:
         return bool(self.served_models())
 
+    def lookup(self, name: str) -> Model | None:
+        """The model a request for `name` is prepared with: during a rollout (one name, two
+        tokenizers or limits), the one with the most serving capacity; None when the request
+        has to wait for a replica (see awaits_replica); 404 for a name nothing serves."""
+        for model in self._capacity():
+            if model.name == name:
+                return model
+        if self._may_serve(name):
+            return None
+        raise ModelNotFoundError(f"The model `{name}` does not exist.", param="model")
+
     def awaits_replica(self, name: str) -> bool:
         """Whether a request for `name` has to wait for a replica: none serves it now, and it is
         a name of this endpoint (configured, or seen on a replica), or no name is known yet. A
         name nothing has named, once names are known, is refused (404) instead."""
         if any(model.name == name for model in self._capacity()):
             return False
+        return self._may_serve(name)
+
+    def _may_serve(self, name: str) -> bool:
         known = self.settings.served_models or self.models
         return not known or name in self.settings.served_models or self._seen(name)
 
     def _seen(self, name: str) -> bool:
         return any(model.name == name for model in self.models.values())
 
-    async def hold(self, name: str) -> None:
+    async def hold(self, name: str) -> Model:
         """Hold a request for `name` until a replica serves it (or its name turns out unknown),
-        within the holding bounds; 503 + Retry-After beyond them."""
+        within the holding bounds; 503 + Retry-After beyond them. Returns its model."""
         await self.holding.wait(lambda: not self.awaits_replica(name), f"`{name}`")
+        return self.resolve(name)
 
     def resolve(self, name: str) -> Model:
-        """The model a request for `name` is prepared with: during a rollout (one name, two
-        tokenizers or limits), the one with the most serving capacity."""
-        for model in self._capacity():
-            if model.name == name:
-                return model
-        if self.awaits_replica(name):
+        """`lookup`, with a request that would have to wait refused (503 + Retry-After)."""
+        model = self.lookup(name)
+        if model is None:
             what = f"`{name}`" if self.settings.served_models or self.models else "any model"
             raise NoReplicaAvailableError(
                 f"no replica of {what} takes requests now",
                 headers={"retry-after": str(self.settings.retry_after)},
             )
-        raise ModelNotFoundError(f"The model `{name}` does not exist.", param="model")
-
-    # -- request preparation ---------------------------------------------------------------
-
-    def prepare(
-        self, req: GenerationRequest, request_id: str
-    ) -> tuple[list[int], engine_pb2.GenerateRequest]:
-        """Check the model, tokenize, check lengths, and build the engine request. The model
-        chosen is recorded on the request's flow, so that dispatch routes to its replicas."""
-        model = self.resolve(req.model)
-        if model.task != "generate":
-            api = "Chat Completions" if req.kind == "chat" else "Completions"
-            raise NotImplementedByEngineError(f"The model does not support {api} API")
-        flow = CURRENT_FLOW.get()
-        if flow is not None:
-            flow.model = model.key
-        tok = model.tokenizer
-        tools = req.tools
-        if tools is not None:
-            require_parser(tools, model.tool_call_parser)
-        thinking = None
-        if req.kind == "chat":
-            extra = thinking = req.reasoning.template_kwargs(req.chat_template_kwargs)
-            if tools is not None:
-                extra = {**(extra or {}), "tools": tools.template_tools()}
-            ids = tok.encode_chat(
-                req.messages, req.add_generation_prompt, req.continue_final_message, extra
-            )
-        elif isinstance(req.prompt, str):
-            ids = tok.encode(req.prompt)
-        else:
-            ids = list(req.prompt)
-            if model.vocab_size and max(ids) >= model.vocab_size:
-                raise InvalidRequestError(
-                    f"prompt token ids must be below the vocabulary size {model.vocab_size}",
-                    param="prompt",
-                    code="invalid_value",
-                )
-        s = req.sampling
-        limit = model.max_model_len
-        if limit:
-            if len(ids) >= limit:
-                raise InvalidRequestError(
-                    f"This model's maximum context length is {limit} tokens. However, your prompt "
-                    f"has {len(ids)} tokens, leaving no room for a completion.",
-                    param="messages" if req.kind == "chat" else "prompt",
-                    code="context_length_exceeded",
-                )
-            if s.max_tokens is not None and len(ids) + s.max_tokens > limit:
-                raise InvalidRequestError(
-                    f"This model's maximum context length is {limit} tokens. However, you "
-                    f"requested {len(ids) + s.max_tokens} tokens ({len(ids)} in the prompt, "
-                    f"{s.max_tokens} for the completion). Please reduce the prompt or max_tokens.",
-                    param="max_tokens",
-                    code="context_length_exceeded",
-                )
-        sp = sampling_params(req, model.vocab_size)
-        request = engine_pb2.GenerateRequest(
-            request_id=request_id,
-            prompt_token_ids=engine_pb2.TokenIds(ids=ids),
-            sampling=sp,
-        )
-        if tools is not None and tools.parsed:
-            request.tool_calling.CopyFrom(tools.engine_spec(req.stream))
-        if req.kind == "chat" and model.reasoning_parser:
-            request.reasoning.CopyFrom(req.reasoning.engine_spec(thinking, req.stream))
-        return ids, request
-
-    # -- dispatch --------------------------------------------------------------------------
-
-    async def open(self, prompt_ids: list[int], request: engine_pb2.GenerateRequest) -> Upstream:
-        """Route and start a Generate call on a replica of the request's model; one retry
-        elsewhere if it fails, or sends nothing within first_token_timeout, before output."""
-        flow = CURRENT_FLOW.get()
-        model = flow.model if flow is not None else None
-        metadata = (("x-request-id", flow.request_id),) if flow is not None else None
-        trace = flow.trace if flow is not None else None
-        if trace is not None:  # the engine's span joins the request's trace
-            metadata = (*(metadata or ()), *trace.headers())
-        ttft = self.settings.first_token_timeout
-        exclude: frozenset[str] = frozenset()
-        last: GatewayError | None = None
-        for attempt in range(2):
-            route = RouteRequest(next(self._seq), random.getrandbits(64), prompt_ids)
-            choice = self.policy(self.pool.snapshot(exclude, model), route)
-            replica = self.pool.get(choice.key) if choice is not None else None
-            if trace is not None:
-                trace.stage("gateway.route", {REPLICA: replica.address} if replica else None)
-            if replica is None:
-                break
-            if attempt:
-                self.retries_total += 1
-                self.metrics.retries.inc()
-            tp = replica.weight
-            self._bind(replica, tp)
-            call = replica.stub.Generate(request, metadata=metadata)
-            try:
-                first = await self._first_message(call, ttft, replica, trace)
-            except grpc.aio.AioRpcError as exc:
-                self._unbind(replica, tp)
-                code = exc.code()
-                if code in REPLICA_FAILURES:
-                    self.pool.report_failure(replica, f"{code.name}: {exc.details()}")
-                last = from_rpc_error(exc)
-                if code not in RETRYABLE:
-                    raise last from None
-                exclude = exclude | {replica.address}
-                continue
-            except TimeoutError:
-                call.cancel()  # aborts the engine's request
-                self._unbind(replica, tp)
-                self.pool.report_stall(replica, f"no first message within {ttft:g}s")
-                last = EngineTimeoutError(
-                    f"the engine sent no token within {ttft:g}s", code="first_token_timeout"
-                )
-                exclude = exclude | {replica.address}
-                continue
-            except BaseException:
-                call.cancel()
-                self._unbind(replica, tp)
-                raise
-            if first is EOF:
-                self._unbind(replica, tp)
-                last = UpstreamError("the engine ended the stream without output")
-                exclude = exclude | {replica.address}
-                continue
-            upstream = Upstream(replica, call, first, time.perf_counter(), tp)
-            if trace is not None:
-                trace.annotate({REPLICA: replica.address})
-            if flow is not None:
-                flow.upstream = upstream  # from here the sweeper watches its progress
-            return upstream
-        if last is not None:
-            raise last
-        raise NoReplicaAvailableError(
-            "no engine replica is available",
-            headers={"retry-after": str(self.settings.retry_after)},
-        )
-
-    def _bind(self, replica: Replica, tensor_parallel: int) -> None:
-        self.pool.acquire(replica)
-        self.latency.start(tensor_parallel)
-
-    def _unbind(self, replica: Replica, tensor_parallel: int) -> None:
-        self.pool.release(replica)
-        self.latency.end(tensor_parallel)
-
-    @staticmethod
-    async def _first_message(
-        call: Any, within: float, replica: Replica, trace: Trace | None
-    ) -> Any:
-        """The call's first message within `within` s; with tracing, the wait is a span."""
-        try:
-            async with asyncio.timeout(within):
-                first = await call.read()
-        except BaseException as exc:
-            if trace is not None:
-                trace.stage("gateway.first_token", {REPLICA: replica.address}, error=exc)
-            raise
-        if trace is not None:
-            trace.stage("gateway.first_token", {REPLICA: replica.address})
-        return first
-
-    def upstream_failed(self, upstream: Upstream, exc: grpc.aio.AioRpcError) -> None:
-        """A call failed after its first message: take an unreachable replica out at once."""
-        if exc.code() in REPLICA_FAILURES:
-            self.pool.report_failure(upstream.replica, f"{exc.code().name}: {exc.details()}")
-
-    async def finish(self, upstream: Upstream) -> None:
-        """End the call: a complete one is left to close with its status (an engine counts a
-        cancelled call as aborted), anything else is cancelled, which aborts the engine request."""
-        call = upstream.call
-        try:
-            if upstream.complete and not call.done():
-                with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
-                    async with asyncio.timeout(STATUS_WAIT_S):
-                        await call.code()
-        finally:
-            if not call.done():
-                call.cancel()
-            self._unbind(upstream.replica, upstream.tensor_parallel)
+        return model
 
     # -- shutdown --------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -149,9 +150,10 @@ async def test_a_started_stream_ended_by_a_deadline_is_counted_by_how_it_ended(
 ) -> None:
     from scaleserve.engine.proto import engine_pb2
     from scaleserve.gateway.deadlines import CURRENT_FLOW
+    from scaleserve.gateway.dispatch import Upstream
     from scaleserve.gateway.protocol import parse_completion
     from scaleserve.gateway.responses import GenerationResponse
-    from scaleserve.gateway.service import Gateway, Upstream
+    from scaleserve.gateway.service import Gateway
     from scaleserve.gateway.settings import GatewaySettings
 
     gw = Gateway(GatewaySettings())
@@ -164,7 +166,7 @@ async def test_a_started_stream_ended_by_a_deadline_is_counted_by_how_it_ended(
     async def finish(_: Upstream) -> None:
         pass
 
-    gw.open, gw.finish = open_call, finish  # type: ignore[method-assign]
+    gw.dispatch.open, gw.dispatch.finish = open_call, finish  # type: ignore[method-assign]
     req = parse_completion({"model": "m", "prompt": "x", "stream": True})
     sent: list[dict] = []
     frame_sent = asyncio.Event()
@@ -180,7 +182,8 @@ async def test_a_started_stream_ended_by_a_deadline_is_counted_by_how_it_ended(
 
     async def serve() -> None:
         CURRENT_FLOW.set(flow)
-        response = GenerationResponse(gw, req, "cmpl-1", [1], None, "completions", 0.0)
+        model: Any = None  # read only to echo the prompt, which this request does not
+        response = GenerationResponse(gw, req, model, "cmpl-1", [1], None, "completions", 0.0)
         await response({}, receive, send)
 
     flow = Flow(asyncio.current_task(), "req_1")  # type: ignore[arg-type]

@@ -129,7 +129,7 @@ async def test_a_gateway_holds_for_its_model_until_a_replica_serves_it() -> None
         assert gw.holding.held == 1
         ready_replica(gw, "a:1", "tiny")
         gw.pool.set_endpoints([Endpoint("a:1")])  # what a probe's refresh does
-        await asyncio.wait_for(held, 5)
+        assert (await asyncio.wait_for(held, 5)).name == "tiny"  # released with its model
         assert gw.stats()["held"] == 0
         assert gw.resolve("tiny").name == "tiny"
         gw.pool.report_failure(gw.pool.replicas[0], "gone")  # known, all out: held again
@@ -149,7 +149,8 @@ async def test_without_a_configured_name_the_first_replica_decides() -> None:
         gw.pool.set_endpoints([Endpoint("a:1")])
         ready_replica(gw, "a:1", "tiny")
         gw.pool.set_endpoints([Endpoint("a:1")])
-        await asyncio.wait_for(held, 5)  # released, then refused by name
+        with pytest.raises(ModelNotFoundError):
+            await asyncio.wait_for(held, 5)  # released, then refused by name
         with pytest.raises(ModelNotFoundError):
             gw.resolve("anything")
     finally:

@@ -113,6 +113,17 @@ class Run:
         self.events += 1
         return now
 
+    def add(self, run: Run) -> None:
+        """Pool another run's samples and totals into this one (rounds of one side)."""
+        self.requests += run.requests
+        self.tokens += run.tokens
+        self.events += run.events
+        self.errors += run.errors
+        self.wall_s += run.wall_s
+        self.gateway_cpu_s += run.gateway_cpu_s
+        self.ttft_ms += run.ttft_ms
+        self.tbt_ms += run.tbt_ms
+
     def summary(self) -> dict[str, float | int | str]:
         return {
             "path": self.path,
@@ -255,10 +266,12 @@ async def measure(
 # -- processes ---------------------------------------------------------------------------
 
 
-def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         cmd,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         process_group=0,  # the driver's session: one CPU share for all (docs/benchmarks.md)
@@ -310,9 +323,10 @@ def start_gateway(
     *limits: str,
     workers: int = 1,
     env: dict[str, str] | None = None,
+    tree: str = "",
 ) -> subprocess.Popen[bytes]:
     """`scaleserve gateway` on `port` in front of the synthetic engine on `engine_port`, with the
-    admission flags in `limits`."""
+    admission flags in `limits`; from `tree` (another checkout) when given."""
     return start(
         [
             sys.executable,
@@ -331,19 +345,59 @@ def start_gateway(
             "--log-level",
             "warning",
         ],
-        env,
+        {**(env or {}), "PYTHONPATH": str(Path(tree).resolve())} if tree else env,
+        Path(tree).resolve() if tree else ROOT,  # `-m` looks in the working directory first
     )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One gateway under test: `label=workers[@tree][+NAME=VALUE...]` on the command line; a
+    tree (another checkout, e.g. the main branch for "before") runs that tree's code."""
+
+    label: str
+    workers: int
+    tree: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        label, _, rest = spec.partition("=")
+        rest, *env = rest.split("+")
+        workers, _, tree = rest.partition("@")
+        pairs = tuple(tuple(e.split("=", 1)) for e in env)
+        return cls(label, int(workers), tree, pairs)  # type: ignore[arg-type]
+
+    def start(self, port: int, engine_port: int) -> subprocess.Popen[bytes]:
+        env = dict(self.env)
+        return start_gateway(
+            port,
+            engine_port,
+            "--max-concurrency",
+            "0",
+            workers=self.workers,
+            env=env,
+            tree=self.tree,
+        )
+
+
+def merge(runs: list[Run]) -> Run:
+    """Rounds of one variant at one level as one run (samples pooled, totals added)."""
+    out = Run(runs[0].path, runs[0].mode, runs[0].concurrency)
+    for r in runs:
+        out.add(r)
+    return out
 
 
 def print_tables(args: argparse.Namespace, table: list[dict], saturation: list[dict]) -> None:
     print(f"\nlatency runs: {args.rate:g} tokens/s per stream, {args.tokens} tokens per request")
     print(
-        f"{'workers':>7} {'conc':>5} {'+TTFT p50':>10} {'+TTFT p99':>10} {'+TBT p50':>10} "
+        f"{'gateway':>14} {'conc':>5} {'+TTFT p50':>10} {'+TTFT p99':>10} {'+TBT p50':>10} "
         f"{'tok/s':>8} {'cpu ms/1k tok':>14} {'err':>4}"
     )
     for r in table:
         print(
-            f"{r['workers']:>7} {r['concurrency']:>5} {r['added_ttft_p50_ms']:>8.3f}ms "
+            f"{r['gateway']:>14} {r['concurrency']:>5} {r['added_ttft_p50_ms']:>8.3f}ms "
             f"{r['added_ttft_p99_ms']:>8.3f}ms "
             f"{r['added_tbt_p50_ms']:>8.4f}ms {r['gateway_tokens_per_s']:>8.0f} "
             f"{r['gateway_cpu_s_per_1k_tokens'] * 1000:>14.1f} {r['errors']:>4}"
@@ -353,12 +407,12 @@ def print_tables(args: argparse.Namespace, table: list[dict], saturation: list[d
         f"message, unpaced; paced: {args.saturation_rate:g} tokens/s/stream, coalesced when behind"
     )
     print(
-        f"{'workers':>7} {'kind':>6} {'conc':>5} {'direct tok/s':>13} {'gateway tok/s':>14} "
+        f"{'gateway':>14} {'kind':>6} {'conc':>5} {'direct tok/s':>13} {'gateway tok/s':>14} "
         f"{'events/s':>9} {'tok/event':>9} {'cpu ms/1k tok':>14} {'gw cpu':>7}"
     )
     for r in saturation:
         print(
-            f"{r['workers']:>7} {r['kind']:>6} {r['concurrency']:>5} "
+            f"{r['gateway']:>14} {r['kind']:>6} {r['concurrency']:>5} "
             f"{r['direct_tokens_per_s']:>13.0f} "
             f"{r['gateway_tokens_per_s']:>14.0f} {r['gateway_events_per_s']:>9.0f} "
             f"{r['tokens_per_event']:>9.2f} {r['gateway_cpu_s_per_1k_tokens'] * 1000:>14.1f} "
@@ -384,12 +438,28 @@ def main() -> int:
     parser.add_argument(
         "--tracing", action="store_true", help="measure tracing off vs on instead (A/B)"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="--tracing: off/on alternations")
+    parser.add_argument(
+        "--gateways",
+        default="",
+        help="gateways to compare instead of --workers: label=workers[@tree][+NAME=VALUE], "
+        "comma-separated (before=1@/path/to/main,after=1)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternations of the gateways at each level"
+    )
     parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument(
+        "--conditions",
+        default="shared 2-core machine; synthetic engine and load generator on the same cores",
+        help="how the figures were taken (written with them)",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",") if c]
     sat_levels = [int(c) for c in args.saturation.split(",") if c]
-    worker_counts = [int(w) for w in args.workers.split(",") if w]
+    variants = [Variant.parse(v) for v in args.gateways.split(",") if v] or [
+        Variant(f"w{w}", int(w)) for w in args.workers.split(",") if w
+    ]
+    labels = [v.label for v in variants]
     if args.quick:
         args.min_requests = 32
         args.saturation_tokens = 256
@@ -406,58 +476,60 @@ def main() -> int:
     import uvloop
 
     results: list[dict[str, float | int | str]] = []
-    runs: dict[tuple[str, str, int], Run] = {}
+    rounds: dict[tuple[str, str, int], list[Run]] = {}
     modes = (("latency", args.rate), ("burst", 0.0), ("paced", args.saturation_rate))
     for mode, rate in modes:
         engine_port = free_port()
         engine = synthetic(engine_port, rate)
         gateways = {
-            w: (port, start_gateway(port, engine_port, "--max-concurrency", "0", workers=w))
-            for w, port in ((w, free_port()) for w in worker_counts)
+            v.label: (port, v.start(port, engine_port))
+            for v, port in ((v, free_port()) for v in variants)
         }
         try:
             for port, _ in gateways.values():
                 wait_http(f"http://127.0.0.1:{port}/readyz")
-            for i, c in enumerate(levels if mode == "latency" else sat_levels):
+            for c in levels if mode == "latency" else sat_levels:
                 if mode == "latency":
                     per_worker = max(2, -(-args.min_requests // c))
                     tokens = args.tokens
                 else:
                     per_worker, tokens = 1, args.saturation_tokens
-                # A/B: the gateways' order alternates from one level to the next
-                order = worker_counts if i % 2 == 0 else worker_counts[::-1]
-                for w in [None, *order]:
-                    path = "direct" if w is None else f"gateway-w{w}"
-                    port, gateway = gateways[w or worker_counts[0]]
-                    run = uvloop.run(
-                        measure(
-                            path,
-                            mode,
-                            c,
-                            per_worker,
-                            tokens,
-                            f"127.0.0.1:{engine_port}",
-                            f"http://127.0.0.1:{port}",
-                            gateway.pid,
-                            "synthetic",
-                            tokens / rate if mode == "latency" else 0.0,
+                for k in range(args.rounds):
+                    # A/B: the gateways' order alternates from one round to the next
+                    order = labels if k % 2 == 0 else labels[::-1]
+                    for label in [None, *order]:
+                        path = "direct" if label is None else label
+                        port, gateway = gateways[label or labels[0]]
+                        run = uvloop.run(
+                            measure(
+                                path,
+                                mode,
+                                c,
+                                per_worker,
+                                tokens,
+                                f"127.0.0.1:{engine_port}",
+                                f"http://127.0.0.1:{port}",
+                                gateway.pid,
+                                "synthetic",
+                                tokens / rate if mode == "latency" else 0.0,
+                            )
                         )
-                    )
-                    runs[(mode, path, c)] = run
-                    results.append(run.summary())
-                    print(json.dumps(run.summary()), file=sys.stderr, flush=True)
+                        rounds.setdefault((mode, path, c), []).append(run)
+                        results.append({**run.summary(), "round": k})
+                        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         finally:
             for _, gateway in gateways.values():
                 stop(gateway)
             stop(engine)
+    runs = {key: merge(rs) for key, rs in rounds.items()}
 
     table = []
-    for w in worker_counts:
+    for label in labels:
         for c in levels:
-            d, g = runs[("latency", "direct", c)], runs[("latency", f"gateway-w{w}", c)]
+            d, g = runs[("latency", "direct", c)], runs[("latency", label, c)]
             table.append(
                 {
-                    "workers": w,
+                    "gateway": label,
                     "concurrency": c,
                     "added_ttft_p50_ms": round(pct(g.ttft_ms, 50) - pct(d.ttft_ms, 50), 3),
                     "added_ttft_p99_ms": round(pct(g.ttft_ms, 99) - pct(d.ttft_ms, 99), 3),
@@ -470,13 +542,13 @@ def main() -> int:
                 }
             )
     saturation = []
-    for w in worker_counts:
+    for label in labels:
         for kind in ("burst", "paced"):
             for c in sat_levels:
-                d, g = runs[(kind, "direct", c)], runs[(kind, f"gateway-w{w}", c)]
+                d, g = runs[(kind, "direct", c)], runs[(kind, label, c)]
                 saturation.append(
                     {
-                        "workers": w,
+                        "gateway": label,
                         "kind": kind,
                         "concurrency": c,
                         "direct_tokens_per_s": round(d.tokens / d.wall_s, 1),
@@ -498,6 +570,11 @@ def main() -> int:
             "paced_rate_tokens_per_s": args.saturation_rate,
             "rows": saturation,
         },
+        "gateways": [
+            {"label": v.label, "workers": v.workers, "tree": v.tree, "env": dict(v.env)}
+            for v in variants
+        ],
+        "conditions": args.conditions,
         "runs": results,
     }
     write(args.output, out, load_before)

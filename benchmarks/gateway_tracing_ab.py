@@ -72,7 +72,7 @@ def tracing_ab(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
                             args.tokens / args.rate,
                         )
                     )
-                    _pool(pooled[side], run)
+                    pooled[side].add(run)
             rows.append(_row(c, pooled["off"], pooled["on"]))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5) as resp:
@@ -91,17 +91,6 @@ def tracing_ab(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
             "rows": rows,
         }
     }
-
-
-def _pool(into: Run, run: Run) -> None:
-    into.requests += run.requests
-    into.tokens += run.tokens
-    into.events += run.events
-    into.errors += run.errors
-    into.wall_s += run.wall_s
-    into.gateway_cpu_s += run.gateway_cpu_s
-    into.ttft_ms += run.ttft_ms
-    into.tbt_ms += run.tbt_ms
 
 
 def _row(c: int, off: Run, on: Run) -> dict[str, Any]:

@@ -7,7 +7,7 @@ that stopped reading, its write blocked (`write_timeout`). Ending a flow cancels
 the reason attached; the app's edge turns the reason into the client's error (a JSON error
 before the first byte, an SSE error event and [DONE] after it) or, for a client that does not
 read, just closes. The time to the first token and the queue wait are per-request timers
-(`Gateway.open`, `Admission`), not per-token work.
+(`Dispatcher.open`, `Admission`), not per-token work.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Flow:
     def __init__(self, task: asyncio.Task[Any], request_id: str) -> None:
         self.task = task
         self.request_id = request_id
-        self.upstream: Any = None  # service.Upstream once the engine's first message came
+        self.upstream: Any = None  # dispatch.Upstream once the engine's first message came
         self.trace: Trace | None = None  # set only when tracing is on
         self.model: Any = None  # key of the model the request was prepared for
         self.started = False  # response headers sent

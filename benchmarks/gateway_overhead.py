@@ -27,6 +27,12 @@ concurrency of the latency runs; gateway CPU per request, TTFT and tokens/s side
 Results: benchmarks/results/gateway_tracing_overhead.json.
 
     .venv/bin/python benchmarks/gateway_overhead.py --tracing --concurrency 16,64
+
+With --baseline TREE it compares two gateway trees the same way (benchmarks/gateway_ab.py): the
+gateway of another checkout (before) and this one's (after), with the engine direct in each
+round for the TTFT the gateways add. Results: benchmarks/results/gateway_baseline_ab.json.
+
+    .venv/bin/python benchmarks/gateway_overhead.py --baseline ../main --concurrency 4,16,64
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gateway_overhead.json"
 TRACING_RESULTS = ROOT / "benchmarks" / "results" / "gateway_tracing_overhead.json"
+BASELINE_RESULTS = ROOT / "benchmarks" / "results" / "gateway_baseline_ab.json"
 PROMPT = "The gateway streams tokens to the client over server-sent events."
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -255,10 +262,12 @@ async def measure(
 # -- processes ---------------------------------------------------------------------------
 
 
-def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         cmd,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         process_group=0,  # the driver's session: one CPU share for all (docs/benchmarks.md)
@@ -310,9 +319,10 @@ def start_gateway(
     *limits: str,
     workers: int = 1,
     env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
     """`scaleserve gateway` on `port` in front of the synthetic engine on `engine_port`, with the
-    admission flags in `limits`."""
+    admission flags in `limits`; started in `cwd`, whose `scaleserve` it runs."""
     return start(
         [
             sys.executable,
@@ -332,6 +342,7 @@ def start_gateway(
             "warning",
         ],
         env,
+        cwd,
     )
 
 
@@ -384,7 +395,13 @@ def main() -> int:
     parser.add_argument(
         "--tracing", action="store_true", help="measure tracing off vs on instead (A/B)"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="--tracing: off/on alternations")
+    parser.add_argument(
+        "--baseline",
+        help="another checkout: measure its gateway (before) vs this one (after), A/B",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="--tracing, --baseline: A/B alternations"
+    )
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",") if c]
@@ -401,6 +418,12 @@ def main() -> int:
 
         ab = tracing_ab(args, levels)
         write(args.output if args.output != str(RESULTS) else TRACING_RESULTS, ab, load_before)
+        return 0
+    if args.baseline:
+        from gateway_ab import baseline_ab
+
+        ab = baseline_ab(args, levels)
+        write(args.output if args.output != str(RESULTS) else BASELINE_RESULTS, ab, load_before)
         return 0
 
     import uvloop

@@ -2,10 +2,9 @@
 
 One synthetic engine, two gateways in front of it: tracing off (no OTEL_* env: no provider, no
 spans) and tracing on (OTEL_EXPORTER_OTLP_ENDPOINT at a local sink, benchmarks/otlp_sink.py, and
-every request sampled). At each concurrency the two are driven alternately, off then on, for
-`--rounds` rounds, so that drift in the machine's load hits both alike; the figures per side
-pool the rounds. The cost per request is the gateway process's CPU time over the requests it
-served (warm-ups included on both sides).
+every request sampled). At each concurrency the two are driven alternately
+(gateway_ab.py), for `--rounds` rounds, so that drift in the machine's load hits both alike; the
+figures per side pool the rounds.
 """
 
 from __future__ import annotations
@@ -16,24 +15,13 @@ import sys
 import urllib.request
 from typing import Any
 
-from gateway_overhead import (
-    Run,
-    free_port,
-    measure,
-    pct,
-    start,
-    start_gateway,
-    stop,
-    synthetic,
-    wait_http,
-)
+from gateway_ab import alternate, figures
+from gateway_overhead import Run, free_port, start, start_gateway, stop, synthetic, wait_http
 
 SIDES = ("off", "on")
 
 
 def tracing_ab(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
-    import uvloop
-
     engine_port, sink_port = free_port(), free_port()
     engine = synthetic(engine_port, args.rate)
     sink = start([sys.executable, "benchmarks/otlp_sink.py", "--port", str(sink_port)])
@@ -43,44 +31,29 @@ def tracing_ab(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
     }
     ports = {side: free_port() for side in SIDES}
     gateways = {
-        side: start_gateway(
-            ports[side], engine_port, "--max-concurrency", "0", env=traced if side == "on" else None
+        side: (
+            ports[side],
+            start_gateway(
+                ports[side],
+                engine_port,
+                "--max-concurrency",
+                "0",
+                env=traced if side == "on" else None,
+            ),
         )
         for side in SIDES
     }
-    rows = []
     try:
-        for side in SIDES:
-            wait_http(f"http://127.0.0.1:{ports[side]}/readyz")
         wait_http(f"http://127.0.0.1:{sink_port}/stats")
-        for c in levels:
-            per_worker = max(2, -(-args.min_requests // c))
-            pooled = {side: Run("gateway", f"tracing-{side}", c) for side in SIDES}
-            for _ in range(args.rounds):
-                for side in SIDES:
-                    run = uvloop.run(
-                        measure(
-                            "gateway",
-                            "latency",
-                            c,
-                            per_worker,
-                            args.tokens,
-                            f"127.0.0.1:{engine_port}",
-                            f"http://127.0.0.1:{ports[side]}",
-                            gateways[side].pid,
-                            "synthetic",
-                            args.tokens / args.rate,
-                        )
-                    )
-                    _pool(pooled[side], run)
-            rows.append(_row(c, pooled["off"], pooled["on"]))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        pooled = alternate(args, levels, engine_port, gateways, direct=False)
         with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5) as resp:
             received = json.loads(resp.read())
     finally:
-        for proc in (*gateways.values(), engine):
+        for _, proc in gateways.values():
             stop(proc)
+        stop(engine)
     stop(sink)  # after the traced gateway flushed its last batch at shutdown
+    rows = [_row(c, runs["off"], runs["on"]) for c, runs in pooled.items()]
     _print(args, rows, received)
     return {
         "tracing": {
@@ -93,30 +66,8 @@ def tracing_ab(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
     }
 
 
-def _pool(into: Run, run: Run) -> None:
-    into.requests += run.requests
-    into.tokens += run.tokens
-    into.events += run.events
-    into.errors += run.errors
-    into.wall_s += run.wall_s
-    into.gateway_cpu_s += run.gateway_cpu_s
-    into.ttft_ms += run.ttft_ms
-    into.tbt_ms += run.tbt_ms
-
-
 def _row(c: int, off: Run, on: Run) -> dict[str, Any]:
-    def side(r: Run) -> dict[str, float]:
-        return {
-            "requests": r.requests,
-            "cpu_ms_per_request": round(r.gateway_cpu_s * 1000 / max(1, r.requests), 4),
-            "ttft_p50_ms": round(pct(r.ttft_ms, 50), 3),
-            "ttft_p99_ms": round(pct(r.ttft_ms, 99), 3),
-            "tbt_p50_ms": round(pct(r.tbt_ms, 50), 4),
-            "tokens_per_s": round(r.tokens / r.wall_s, 1) if r.wall_s else 0.0,
-            "errors": r.errors,
-        }
-
-    a, b = side(off), side(on)
+    a, b = figures(off), figures(on)
     return {
         "concurrency": c,
         "off": a,

@@ -160,21 +160,35 @@ def _imported_from(tree: Path) -> str:
     return out.stdout.decode().strip()
 
 
+def print_table(title: str, columns: dict[str, int], rows: list[list[str]]) -> None:
+    """A title, then right-aligned columns (header: width) of pre-formatted cells."""
+    print(title)
+    print(" ".join(f"{h:>{w}}" for h, w in columns.items()))
+    for cells in rows:
+        print(" ".join(f"{c:>{w}}" for c, w in zip(cells, columns.values(), strict=True)))
+
+
 def _print(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
-    print(
+    columns = {"conc": 5, "cpu/req before": 15, "after": 9, "after/before": 13}
+    columns |= {"+TTFT p50 before": 17, "after ": 8, "+TTFT p99 before": 17, "after  ": 8}
+    cells = []
+    for r in rows:
+        a, b = r["before"], r["after"]
+        cells.append(
+            [
+                str(r["concurrency"]),
+                f"{a['cpu_ms_per_request']:.3f}ms",
+                f"{b['cpu_ms_per_request']:.3f}ms",
+                f"{r['cpu_per_request_after_over_before']:.3f}",
+                f"{a['added_ttft_p50_ms']:.3f}ms",
+                f"{b['added_ttft_p50_ms']:.3f}ms",
+                f"{a['added_ttft_p99_ms']:.3f}ms",
+                f"{b['added_ttft_p99_ms']:.3f}ms",
+                str(a["errors"] + b["errors"]),
+            ]
+        )
+    title = (
         f"\nbefore ({args.baseline}) vs after (this tree): {args.rate:g} tokens/s per stream, "
         f"{args.tokens} tokens per request, {args.rounds} alternating rounds"
     )
-    print(
-        f"{'conc':>5} {'cpu/req before':>15} {'after':>9} {'after/before':>13} "
-        f"{'+TTFT p50 before':>17} {'after':>8} {'+TTFT p99 before':>17} {'after':>8} {'err':>4}"
-    )
-    for r in rows:
-        a, b = r["before"], r["after"]
-        print(
-            f"{r['concurrency']:>5} {a['cpu_ms_per_request']:>13.3f}ms "
-            f"{b['cpu_ms_per_request']:>7.3f}ms {r['cpu_per_request_after_over_before']:>13.3f} "
-            f"{a['added_ttft_p50_ms']:>15.3f}ms {b['added_ttft_p50_ms']:>6.3f}ms "
-            f"{a['added_ttft_p99_ms']:>15.3f}ms {b['added_ttft_p99_ms']:>6.3f}ms "
-            f"{a['errors'] + b['errors']:>4}"
-        )
+    print_table(title, columns | {"err": 4}, cells)

@@ -15,7 +15,7 @@ import sys
 import urllib.request
 from typing import Any
 
-from gateway_ab import alternate, figures
+from gateway_ab import alternate, figures, print_table
 from gateway_overhead import Run, free_port, start, start_gateway, stop, synthetic, wait_http
 
 SIDES = ("off", "on")
@@ -83,23 +83,30 @@ def _row(c: int, off: Run, on: Run) -> dict[str, Any]:
 
 
 def _print(args: argparse.Namespace, rows: list[dict[str, Any]], received: dict) -> None:
-    print(
+    columns = {"conc": 5, "cpu/req off": 12, "cpu/req on": 11, "on/off": 7, "+us/req": 8}
+    columns |= {"TTFT p50 off": 13, "on": 8, "tok/s off": 10, "on ": 8, "err": 4}
+    cells = []
+    for r in rows:
+        a, b = r["off"], r["on"]
+        cells.append(
+            [
+                str(r["concurrency"]),
+                f"{a['cpu_ms_per_request']:.3f}ms",
+                f"{b['cpu_ms_per_request']:.3f}ms",
+                f"{r['cpu_per_request_on_over_off']:.3f}",
+                f"{r['added_cpu_us_per_request']:.1f}",
+                f"{a['ttft_p50_ms']:.3f}ms",
+                f"{b['ttft_p50_ms']:.3f}ms",
+                f"{a['tokens_per_s']:.0f}",
+                f"{b['tokens_per_s']:.0f}",
+                str(a["errors"] + b["errors"]),
+            ]
+        )
+    title = (
         f"\ntracing off vs on (sampling 1.0, OTLP/HTTP to a local sink): {args.rate:g} tokens/s "
         f"per stream, {args.tokens} tokens per request, {args.rounds} alternating rounds"
     )
-    print(
-        f"{'conc':>5} {'cpu/req off':>12} {'cpu/req on':>11} {'on/off':>7} {'+us/req':>8} "
-        f"{'TTFT p50 off':>13} {'on':>8} {'tok/s off':>10} {'on':>8} {'err':>4}"
-    )
-    for r in rows:
-        a, b = r["off"], r["on"]
-        print(
-            f"{r['concurrency']:>5} {a['cpu_ms_per_request']:>10.3f}ms "
-            f"{b['cpu_ms_per_request']:>9.3f}ms {r['cpu_per_request_on_over_off']:>7.3f} "
-            f"{r['added_cpu_us_per_request']:>8.1f} {a['ttft_p50_ms']:>11.3f}ms "
-            f"{b['ttft_p50_ms']:>6.3f}ms {a['tokens_per_s']:>10.0f} {b['tokens_per_s']:>8.0f} "
-            f"{a['errors'] + b['errors']:>4}"
-        )
+    print_table(title, columns, cells)
     print(
         f"sink received (before shutdown): {received['spans']} spans "
         f"in {received['exports']} exports"

@@ -26,7 +26,7 @@ MinTokens = Annotated[int, Meta(ge=0, le=MAX_INT32)] | Annotated[float, Meta(ge=
 TopK = Annotated[int, Meta(ge=-1, le=MAX_INT32)] | Annotated[float, Meta(ge=-1, le=MAX_INT32)]
 Seed = (
     Annotated[int, Meta(ge=-MAX_SEED - 1, le=MAX_SEED)]
-    | Annotated[float, Meta(ge=-(2.0**63), le=2.0**63)]
+    | Annotated[float, Meta(ge=-(2.0**63), lt=2.0**63)]  # 2.0**63 is MAX_SEED + 1
 )
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]

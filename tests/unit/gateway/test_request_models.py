@@ -36,6 +36,7 @@ def chat(**kw: object) -> dict[str, Any]:
         (completion(n=True), "n", "invalid_type"),
         (completion(max_tokens=1.5), "max_tokens", "invalid_type"),
         (completion(max_tokens=2**40), "max_tokens", "invalid_value"),
+        (completion(seed=2.0**63), "seed", "invalid_value"),
         (completion(stop=["a", ""]), "stop", "invalid_value"),
         (completion(stop_token_ids=[1, -1]), "stop_token_ids", "invalid_value"),
         (completion(stream_options={"include_usage": "yes"}, stream=True), "stream_options", None),

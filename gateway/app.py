@@ -9,16 +9,13 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from fastapi import FastAPI
 
 from scaleserve.gateway import sse
+from scaleserve.gateway.api_routes import add_error_handlers, add_health_routes, add_model_routes
 from scaleserve.gateway.auth import ApiKeys
 from scaleserve.gateway.deadlines import CURRENT_FLOW, Flow, bind_send, current_trace
 from scaleserve.gateway.discovery.kubernetes import EndpointSliceDiscovery
@@ -29,16 +26,12 @@ from scaleserve.gateway.errors import (
     ClientDisconnectedError,
     GatewayError,
     InternalError,
-    InvalidRequestError,
-    MethodNotAllowedError,
-    NotFoundError,
     PayloadTooLargeError,
     RequestTimeoutError,
     ShuttingDownError,
 )
 from scaleserve.gateway.internal import InternalServer
-from scaleserve.gateway.models import Model
-from scaleserve.gateway.protocol import parse_chat, parse_completion, parse_json
+from scaleserve.gateway.protocol import parse_chat, parse_completion
 from scaleserve.gateway.responses import (
     GenerationResponse,
     error_response_messages,
@@ -49,19 +42,6 @@ from scaleserve.gateway.settings import GatewaySettings
 from scaleserve.tracing import MODEL, PROMPT_TOKENS, REQUEST_ID, Trace, Tracing, carrier_of
 
 log = logging.getLogger("scaleserve.gateway")
-
-
-class JSONBytes(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return content if isinstance(content, bytes) else orjson.dumps(content)
-
-
-def error_response(err: GatewayError) -> Response:
-    return Response(
-        err.body(), status_code=err.status, media_type="application/json", headers=err.headers
-    )
 
 
 INLINE_TOKENIZE_BYTES = 32 * 1024  # larger bodies are templated and tokenized in a thread
@@ -216,8 +196,7 @@ class GatewayApp:
                 admitted = True
                 if trace is not None:
                     trace.stage("gateway.queue")
-                data = parse_json(raw)
-                req = parse_chat(data) if kind == "chat" else parse_completion(data)
+                req = parse_chat(raw) if kind == "chat" else parse_completion(raw)
                 model = gateway.lookup(req.model)
                 if model is None:  # scaled to zero, or all starting
                     admitted = False
@@ -271,14 +250,14 @@ def request_id_of(scope: Any) -> str:
     return "req_" + os.urandom(12).hex()
 
 
-def create_app(
-    settings: GatewaySettings, tracing: Tracing | None = None, internal_path: str = ""
-) -> GatewayApp:
-    """The gateway's app; `tracing` (scaleserve.tracing) turns request traces on;
-    `internal_path`: a worker's internal Unix socket (workers.py) in place of the internal TCP
-    port."""
-    gateway = Gateway(settings)
-    keys = ApiKeys.from_path(settings.api_key_file)
+def lifespan_of(
+    gateway: Gateway,
+    keys: ApiKeys,
+    tracing: Tracing | None,
+    internal_path: str,
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Discovery, health probes, deadlines and the internal server, for the app's lifetime."""
+    settings = gateway.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -314,81 +293,26 @@ def create_app(
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)  # flushes the last spans
 
+    return lifespan
+
+
+def create_app(
+    settings: GatewaySettings, tracing: Tracing | None = None, internal_path: str = ""
+) -> GatewayApp:
+    """The gateway's app; `tracing` (scaleserve.tracing) turns request traces on;
+    `internal_path`: a worker's internal Unix socket (workers.py) in place of the internal TCP
+    port."""
+    gateway = Gateway(settings)
+    keys = ApiKeys.from_path(settings.api_key_file)
     app = FastAPI(
         title="scaleserve gateway",
-        lifespan=lifespan,
+        lifespan=lifespan_of(gateway, keys, tracing, internal_path),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
     )
     app.state.gateway = gateway
-
-    @app.exception_handler(GatewayError)
-    async def _gateway_error(_: Request, err: GatewayError) -> Response:
-        return error_response(err)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            return error_response(NotFoundError("no such route"))
-        if exc.status_code == 405:
-            return error_response(MethodNotAllowedError("method not allowed on this route"))
-        err = InvalidRequestError(str(exc.detail))
-        err.status = exc.status_code
-        return error_response(err)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        request_id = request.scope.get("scaleserve.request_id", "")
-        log.error("request %s failed", request_id, exc_info=exc)
-        return error_response(InternalError(f"internal error (request id {request_id})"))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
-        return error_response(InvalidRequestError(str(exc)))
-
-    @app.post("/v1/completions")
-    @app.post("/v1/chat/completions")
-    @app.post("/v1/embeddings")
-    async def generation_routes() -> Response:  # served by GatewayApp's fast path
-        raise NotFoundError("no such route")
-
-    def model_object(name: str, model: Model | None) -> dict[str, Any]:
-        card: dict[str, Any] = {
-            "id": name,
-            "object": "model",
-            "created": model.created if model is not None else gateway.started,
-            "owned_by": "scaleserve",
-        }
-        if model is not None:  # a configured name no replica has described yet has no length
-            card["max_model_len"] = model.max_model_len
-        return card
-
-    @app.get("/v1/models")
-    async def models(request: Request) -> Response:
-        keys.check(request.headers.get("authorization"))
-        data = [model_object(name, m) for name, m in gateway.listed_models()]
-        return JSONBytes({"object": "list", "data": data})
-
-    @app.get("/v1/models/{model_id:path}")
-    async def model(request: Request, model_id: str) -> Response:
-        keys.check(request.headers.get("authorization"))
-        for name, listed in gateway.listed_models():
-            if name == model_id:
-                return JSONBytes(model_object(name, listed))
-        raise NotFoundError(f"The model `{model_id}` does not exist.", code="model_not_found")
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return JSONBytes({"status": "ok"})
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        # Ready without replicas while requests can be held: a Service that dropped every
-        # gateway of an endpoint scaled to zero would refuse the request that wakes it.
-        if (gateway.ready or settings.max_held > 0) and not gateway.draining:
-            return JSONBytes({"status": "ready"})
-        status = "draining" if gateway.draining else "not ready"
-        return JSONBytes({"status": status}, status_code=503)
-
+    add_error_handlers(app)
+    add_model_routes(app, gateway, keys)
+    add_health_routes(app, gateway)
     return GatewayApp(app, gateway, keys, tracing)

@@ -1,7 +1,8 @@
 """/v1/embeddings: the request body parsed once, at the edge, and the response encoded.
 
-`input` takes the four shapes OpenAI's API does: a string, a list of strings, a list of token
-ids, a list of lists of token ids. Vectors arrive from the engine as little-endian float32
+The body decodes into its typed model (request_models.py). `input` takes the four shapes
+OpenAI's API does: a string, a list of strings, a list of token ids, a list of lists of token
+ids. Vectors arrive from the engine as little-endian float32
 bytes, which are already the `base64` encoding's payload; `float` decodes them once.
 """
 
@@ -10,15 +11,16 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from scaleserve.gateway.errors import InvalidRequestError
+from scaleserve.gateway.request_decode import decode
+from scaleserve.gateway.request_models import MAX_INPUTS, EmbeddingBody
 
-ENCODINGS = ("float", "base64")
-MAX_INPUTS = 2048  # OpenAI's limit on one request's inputs
 INPUT_TYPES = (
     "'input' must be a string, a list of strings, a list of token ids or a list of lists of "
     "token ids"
@@ -34,67 +36,45 @@ class EmbeddingRequest:
     user: str | None = None
 
 
-def _invalid(message: str, param: str, code: str = "invalid_type") -> InvalidRequestError:
-    return InvalidRequestError(message, param=param, code=code)
+def _invalid(message: str, code: str = "invalid_value") -> InvalidRequestError:
+    return InvalidRequestError(message, param="input", code=code)
 
 
-def _token_ids(value: list[Any]) -> tuple[int, ...]:
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
-        raise _invalid(INPUT_TYPES, "input")
-    if any(t < 0 for t in value):
-        raise _invalid("token ids in 'input' must be >= 0", "input", "invalid_value")
-    return tuple(value)
-
-
-def _inputs(value: Any) -> tuple[str | tuple[int, ...], ...]:
+def _inputs(value: str | list[Any]) -> tuple[str | tuple[int, ...], ...]:
+    """The model checked each item's type (and token ids >= 0); one request holds one shape."""
     if isinstance(value, str):
         items: tuple[str | tuple[int, ...], ...] = (value,)
-    elif not isinstance(value, list) or not value:
-        if isinstance(value, list):
-            raise _invalid("'input' must not be empty", "input", "invalid_value")
-        raise _invalid(INPUT_TYPES, "input")
+    elif not value:
+        raise _invalid("'input' must not be empty")
     elif all(isinstance(v, str) for v in value):
         items = tuple(value)
     elif all(isinstance(v, list) for v in value):
-        items = tuple(_token_ids(v) for v in value)
+        items = tuple(tuple(v) for v in value)
+    elif all(isinstance(v, int) for v in value):
+        items = (tuple(value),)
     else:
-        items = (_token_ids(value),)
+        raise _invalid(INPUT_TYPES, "invalid_type")
     if len(items) > MAX_INPUTS:
-        raise _invalid(f"'input' may hold at most {MAX_INPUTS} items", "input", "invalid_value")
-    for item in items:
-        if len(item) == 0:
-            raise _invalid("'input' must not contain empty items", "input", "invalid_value")
+        raise _invalid(f"'input' may hold at most {MAX_INPUTS} items")
+    if any(len(item) == 0 for item in items):
+        raise _invalid("'input' must not contain empty items")
     return items
 
 
-def parse_embedding(data: dict[str, Any]) -> EmbeddingRequest:
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
+def parse_embedding(source: bytes | Mapping[str, Any]) -> EmbeddingRequest:
+    """`source`: the body's bytes, or the body already parsed."""
+    body = decode(source, EmbeddingBody)
+    if not body.model:
         raise InvalidRequestError(
             "you must provide a model parameter", param="model", code="missing_required_parameter"
         )
-    if "input" not in data:
+    if body.input is None:
         raise InvalidRequestError(
             "you must provide an input parameter", param="input", code="missing_required_parameter"
         )
-    encoding = data.get("encoding_format")
-    if encoding is None:
-        encoding = "float"
-    if encoding not in ENCODINGS:
-        raise _invalid(
-            f"'encoding_format' must be one of {', '.join(ENCODINGS)}",
-            "encoding_format",
-            "invalid_value",
-        )
-    dimensions = data.get("dimensions")
-    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
-        raise _invalid("'dimensions' must be an integer", "dimensions")
-    if dimensions is not None and dimensions < 1:
-        raise _invalid("'dimensions' must be >= 1", "dimensions", "invalid_value")
-    user = data.get("user")
-    if user is not None and not isinstance(user, str):
-        raise _invalid("'user' must be a string", "user")
-    return EmbeddingRequest(model, _inputs(data.get("input")), encoding, dimensions, user)
+    return EmbeddingRequest(
+        body.model, _inputs(body.input), body.encoding_format or "float", body.dimensions, body.user
+    )
 
 
 def vector_json(vector: bytes, encoding_format: str) -> Any:

@@ -15,8 +15,7 @@ import orjson
 
 from scaleserve.engine.proto import engine_pb2
 from scaleserve.gateway.errors import InvalidRequestError
-
-EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+from scaleserve.gateway.request_models import ChatBody
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,28 +43,17 @@ class ReasoningParams:
 PLAIN = ReasoningParams()
 
 
-def parse_reasoning(data: dict[str, Any]) -> ReasoningParams:
-    include = data.get("include_reasoning", True)
-    if not isinstance(include, bool):
-        raise InvalidRequestError(
-            "'include_reasoning' must be a boolean", param="include_reasoning", code="invalid_type"
-        )
-    effort = data.get("reasoning_effort")
-    if effort is not None and effort not in EFFORTS:
-        raise InvalidRequestError(
-            f"'reasoning_effort' must be one of {', '.join(EFFORTS)}",
-            param="reasoning_effort",
-            code="invalid_value",
-        )
-    if data.get("thinking_token_budget") is not None:
+def parse_reasoning(body: ChatBody) -> ReasoningParams:
+    if body.thinking_token_budget is not None:
         raise InvalidRequestError(
             "thinking_token_budget is not supported",
             param="thinking_token_budget",
             code="unsupported_value",
         )
-    if include and effort is None:
+    include = body.include_reasoning is not False
+    if include and body.reasoning_effort is None:
         return PLAIN
-    return ReasoningParams(include, effort)
+    return ReasoningParams(include, body.reasoning_effort)
 
 
 def message_fields(reasoning: str | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import orjson
 
 from scaleserve.engine.proto import engine_pb2
 from scaleserve.gateway.errors import InvalidRequestError
+from scaleserve.gateway.request_models import ChatBody, Message, NamedToolChoice, Tool
 
 NAMED_USAGE = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`'
 
@@ -54,9 +55,9 @@ def _invalid(message: str, param: str) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, code="invalid_value")
 
 
-def _tool(tool: Any, index: int) -> dict[str, Any]:
-    function = tool.get("function") if isinstance(tool, dict) else None
-    if not isinstance(function, dict) or tool.get("type", "function") != "function":
+def _tool(tool: Tool, index: int) -> dict[str, Any]:
+    function = tool.function
+    if function is None or tool.type != "function":
         raise _invalid(f"tools[{index}] must be a function tool", "tools")
     name = function.get("name")
     if not isinstance(name, str) or not name:
@@ -67,15 +68,15 @@ def _tool(tool: Any, index: int) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _named(choice: dict[str, Any], tools: tuple[dict[str, Any], ...]) -> str:
-    function = choice.get("function")
-    if not isinstance(function, dict):
+def _named(choice: NamedToolChoice, tools: tuple[dict[str, Any], ...]) -> str:
+    function = choice.function
+    if function is None:
         raise _invalid(
             f"Invalid value for `function`: `{function}` in `tool_choice`! {NAMED_USAGE}",
             "tool_choice.function",
         )
-    name = function.get("name")
-    if not isinstance(name, str) or not name:
+    name = function.name
+    if not name:
         raise _invalid(
             f"Invalid `name` in `function`: `{name}` in `tool_choice`! {NAMED_USAGE}",
             "tool_choice.function.name",
@@ -88,10 +89,10 @@ def _named(choice: dict[str, Any], tools: tuple[dict[str, Any], ...]) -> str:
     return name
 
 
-def parse_tools(data: dict[str, Any]) -> ToolParams | None:
+def parse_tools(body: ChatBody) -> ToolParams | None:
     """The request's tool fields, refused in the cases vLLM's server refuses them."""
-    raw, choice = data.get("tools"), data.get("tool_choice")
-    if data.get("functions") is not None:
+    raw, choice = body.tools, body.tool_choice
+    if body.functions is not None:
         raise InvalidRequestError(
             "the deprecated functions API is not supported: use tools",
             param="functions",
@@ -101,8 +102,6 @@ def parse_tools(data: dict[str, Any]) -> ToolParams | None:
         if choice not in (None, "none"):
             raise _invalid("When using `tool_choice`, `tools` must be set.", "tool_choice")
         return None
-    if not isinstance(raw, list):
-        raise _invalid("'tools' must be a list of function tools", "tools")
     if not raw:
         raise _invalid(
             "`tools` must not be an empty array. Either provide at least one tool or omit the "
@@ -110,14 +109,11 @@ def parse_tools(data: dict[str, Any]) -> ToolParams | None:
             "tools",
         )
     tools = tuple(_tool(t, i) for i, t in enumerate(raw))
-    parallel = data.get("parallel_tool_calls")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise _invalid("'parallel_tool_calls' must be a boolean", "parallel_tool_calls")
-    parallel = parallel is not False
+    parallel = body.parallel_tool_calls is not False
+    if isinstance(choice, NamedToolChoice):
+        return ToolParams(tools, _named(choice, tools), named=True, parallel=parallel)
     if choice is None:
         choice = "auto"
-    if isinstance(choice, dict):
-        return ToolParams(tools, _named(choice, tools), named=True, parallel=parallel)
     if choice not in ("none", "auto", "required"):
         raise _invalid(
             f'Invalid value for `tool_choice`: {choice}! Only named tools, "none", "auto" or '
@@ -158,25 +154,21 @@ def _arguments(value: Any) -> dict[str, Any]:
     return {}
 
 
-def message_tool_fields(message: dict[str, Any], index: int) -> dict[str, Any]:
+def message_tool_fields(message: Message, index: int) -> dict[str, Any]:
     """What an assistant's `tool_calls` or a tool message's `tool_call_id` (and a `name`) add
     to a message handed to the chat template."""
     out: dict[str, Any] = {}
-    role = message.get("role")
-    calls = message.get("tool_calls")
-    if role == "assistant" and calls:
-        if not isinstance(calls, list):
-            raise _invalid("'tool_calls' must be a list", f"messages[{index}].tool_calls")
-        out["tool_calls"] = [_history_call(c, index) for c in calls]
-    if role == "tool" and isinstance(message.get("tool_call_id"), str):
-        out["tool_call_id"] = message["tool_call_id"]
-    if isinstance(message.get("name"), str):
-        out["name"] = message["name"]
+    if message.role == "assistant" and message.tool_calls:
+        out["tool_calls"] = [_history_call(c, index) for c in message.tool_calls]
+    if message.role == "tool" and message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        out["name"] = message.name
     return out
 
 
-def _history_call(call: Any, index: int) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call, dict) else None
+def _history_call(call: dict[str, Any], index: int) -> dict[str, Any]:
+    function = call.get("function")
     if not isinstance(function, dict) or call.get("type", "function") != "function":
         raise _invalid(
             "chat completions only support assistant tool_calls of type 'function'.",

@@ -103,3 +103,30 @@ def test_stream_frames_carry_reasoning_deltas_then_content() -> None:
         None,
         {"content": "Paris"},
     ]
+
+
+def test_include_reasoning_false_keeps_the_logprobs_of_every_token() -> None:
+    # The engine omits the reasoning text; the thinking tokens' logprobs still arrive and stay.
+    thought = engine_pb2.TokenLogprob(token_id=5, token="Hmm", logprob=-0.5)
+    answer = engine_pb2.TokenLogprob(token_id=7, token="Paris", logprob=-0.25)
+    thinking = engine_pb2.GenerateResponse(index=0, token_ids=[5], logprobs=[thought])
+    final = engine_pb2.GenerateResponse(
+        index=0, text="Paris", token_ids=[7], logprobs=[answer], finish_reason="stop"
+    )
+    req = parse_chat(chat(include_reasoning=False, logprobs=True))
+    assert req.reasoning.engine_spec(None, False).omit
+    collector = Collector(req, None, reasoning=True)
+    collector.add(thinking)
+    collector.add(final)
+    (choice,) = collector.choices()
+    assert [e["token"] for e in choice["logprobs"]["content"]] == ["Hmm", "Paris"]
+    assert choice["message"]["reasoning_content"] is None
+
+    streamed = parse_chat(chat(include_reasoning=False, logprobs=True, stream=True))
+    framer = Framer(streamed, sse.StreamEncoder("chat", "id", 1, "m"), 3, None, reasoning=True)
+    tokens = []
+    for msg in (thinking, final):
+        frame = framer.frame(msg)
+        assert frame, "a frame that carries only logprobs is still sent"
+        tokens += [e["token"] for e in json.loads(frame[6:])["choices"][0]["logprobs"]["content"]]
+    assert tokens == ["Hmm", "Paris"]

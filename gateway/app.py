@@ -31,6 +31,7 @@ from scaleserve.gateway.errors import (
     ShuttingDownError,
 )
 from scaleserve.gateway.internal import InternalServer
+from scaleserve.gateway.models import Model
 from scaleserve.gateway.protocol import parse_chat, parse_completion
 from scaleserve.gateway.responses import (
     GenerationResponse,

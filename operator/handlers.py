@@ -142,6 +142,13 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     """A registry holding the operator's handlers, configured by `config` (no globals)."""
     registry = kopf.OperatorRegistry()
     _watch_children(registry)
+    _activities(registry, config)
+    _endpoint_handlers(registry, config)
+    return registry
+
+
+def _activities(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """Log-in, and the runtime the handlers share: made at start-up, closed at clean-up."""
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -169,6 +176,11 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         if runtime is not None:
             await runtime.http.close()
             await runtime.kube.close()
+
+
+def _endpoint_handlers(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """An endpoint's passes: at once on create, resume and spec change, then from its daemon
+    every interval or when a child wakes it; its in-memory state is dropped on delete."""
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, id="apply", registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, id="apply", registry=registry)
@@ -213,8 +225,6 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             runtime.windows.reset(endpoint_key(meta))
             runtime.metrics.forget(meta["namespace"], meta["name"])
             runtime.forget((meta["namespace"], meta["name"]))
-
-    return registry
 
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout_s: float) -> None:

@@ -78,6 +78,43 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+
+
+def _writes(api: KubeApi) -> dict[str, float]:
+    """The API server's request counters for writes, by verb, resource and subresource
+    (`apiserver_request_total`): they count every client, the controllers' writes too."""
+    status, text = api.request("GET", "/metrics")
+    if status != 200:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            kv.split("=", 1) for kv in line[line.index("{") + 1 : line.rindex("}")].split(",")
+        )
+        verb = labels.get("verb", "").strip('"')
+        if verb not in WRITE_VERBS:
+            continue
+        sub = labels.get("subresource", '""').strip('"')
+        group = labels.get("group", '""').strip('"')
+        resource = labels.get("resource", '""').strip('"')
+        key = f"{verb} {resource}{'.' + group if group else ''}{'/' + sub if sub else ''}"
+        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    out = {}
+    for name, pid in pids.items():
+        try:
+            out[name] = _cpu_seconds(pid)
+        except OSError:
+            continue
+    return out
+
+
 def _ready_count(api: KubeApi) -> int:
     """Endpoints with phase Ready; -1 when the API server, busy with the benchmark's own load,
     did not answer in time (the poll goes on)."""
@@ -133,6 +170,8 @@ def run(
                 time.sleep(0.02)
             latencies.append(time.monotonic() - t)
 
+        pids = {**state.pids, "operator": operator.pid}
+        cpu_start, writes_start = _cpu_by_process(pids), _writes(api)
         t = time.monotonic()
         with ThreadPoolExecutor(max_workers=parallelism) as pool:
             list(pool.map(lambda i: api.create(EP_PATH, _endpoint(f"ep-{i}")), range(endpoints)))
@@ -142,11 +181,23 @@ def run(
                 raise TimeoutError(f"{endpoints} endpoints Ready")
             time.sleep(POLL_S)
         converge_s = time.monotonic() - t
+        cpu_end, writes_end = _cpu_by_process(pids), _writes(api)
+        converge_cpu = {n: round(cpu_end[n] - cpu_start[n], 1) for n in cpu_end if n in cpu_start}
+        per_endpoint = {
+            k: round((v - writes_start.get(k, 0.0)) / endpoints, 2)
+            for k, v in sorted(writes_end.items())
+            if v - writes_start.get(k, 0.0) >= 1
+        }
 
         time.sleep(max(5.0, 2 * interval))  # settle
-        cpu0, w0 = _cpu_seconds(operator.pid), time.monotonic()
+        cpu0, w0, writes0 = _cpu_seconds(operator.pid), time.monotonic(), _writes(api)
         time.sleep(60)
         cpu = (_cpu_seconds(operator.pid) - cpu0) / (time.monotonic() - w0)
+        steady_writes = {
+            k: round((v - writes0.get(k, 0.0)) / (endpoints + samples), 3)
+            for k, v in sorted(_writes(api).items())
+            if v - writes0.get(k, 0.0) >= 1
+        }
         rss = _rss_bytes(operator.pid)
         load_end = os.getloadavg()
     finally:
@@ -166,7 +217,10 @@ def run(
         },
         "create_requests_s": round(created_s, 2),
         "all_ready_s": round(converge_s, 2),
+        "converge_cpu_seconds": converge_cpu,
+        "converge_writes_per_endpoint": per_endpoint,
         "steady_state_cpu_cores": round(cpu, 3),
+        "steady_state_writes_per_endpoint_per_minute": steady_writes,
         "steady_state_rss_mib": round(rss / (1 << 20), 1),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         # other work on the machine slows every figure above; compare runs at similar load

@@ -85,78 +85,124 @@ def chooser(spec: EndpointSpec) -> Chooser:
     return choose_target
 
 
+@dataclass(frozen=True)
+class _Moves:
+    """What a pass does towards the target: the plan, the steps safe now, what the next step
+    waits for, why the rollout holds ("" if it does not), and the events."""
+
+    plan: Plan
+    steps: tuple[Step, ...] = ()
+    waiting: str = ""
+    held: str = ""
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Course:
+    """The groups planned with and the shapes planned for, as one pass sees them."""
+
+    live: list[EngineGroup]  # serving groups, a shrinking one at its new size
+    shapes: tuple[GroupShape, ...]
+    hashes: dict[GroupShape, str]  # pod-spec hash per shape
+    stale: set[str]  # live groups not running the current pod spec
+    limit: int  # most GPUs the endpoint may hold at once
+
+
 def decide(
     spec: EndpointSpec, snap: Snapshot, now: datetime, choose: Chooser | None = None
 ) -> Decision:
     """choose: the policy picking the target (the spec's, unless a caller brings its own);
     every step towards it is decided here whatever picked it."""
     choose = choose or chooser(spec)
-    # retiring groups are on their way out: not planned with, but holding their GPUs and names;
-    # a shrinking group is planned with at its new size, its retired replicas' GPUs held
-    live = [_shrunk(g) for g in snap.serving]
-    shrinking = {g.group.name for g in snap.serving if g.shrink_to is not None}
-    retiring = snap.retiring
     drains, draining, events = drain_steps(spec, snap, now)
     stuck = [p for p in snap.pending if p.seconds >= snap.pending_grace_s]
     target, more = choose(spec, snap, bool(stuck), now)
-    events += more
+    course = _course(spec, snap, target)
+    current = [g.group for g in course.live]
+    plan = plan_transition(
+        current, course.shapes, UNLIMITED, gpu_limit=course.limit, stale=course.stale
+    )
+    if plan.done:
+        moves = _Moves(plan)
+    elif snap.free is None:
+        return Decision(target.layout, needs_free_gpus=True)
+    else:
+        moves = _moves(spec, snap, course, str(target), now)
+    steps = drains + moves.steps
+    after = _after(course.live, steps)
+    shrinking = {g.group.name for g in snap.serving if g.shrink_to is not None}
+    resized = {s.group.name for s in steps if isinstance(s, Resize)}
+    stale = course.stale | (shrinking - resized)
+    config, workloads = _manifests(spec, snap, after, stale, course.hashes)
+    # the transition lasts until retired groups are gone, the one deleted now included
+    draining = draining or ("deleting retired groups" if snap.retiring else "")
+    draining = draining or ("resizing engine groups" if shrinking else "")
+    progress = _progress(after, moves.plan, moves.waiting, moves.held, stuck, snap, draining)
+    progress = replace(progress, problem=target.problem)
+    new, ends = _status(spec, snap, target, progress, now)
+    events += more + moves.events + ends
+    return Decision(target.layout, steps, config, workloads, new, events)
+
+
+def _course(spec: EndpointSpec, snap: Snapshot, target: Target) -> _Course:
+    # retiring groups are on their way out: not planned with, but holding their GPUs and names;
+    # a shrinking group is planned with at its new size, its retired replicas' GPUs held
+    live = [_shrunk(g) for g in snap.serving]
     shapes = target.groups(spec.gpu.per_node)
     hashes = {s: pod_hash(spec, snap.owner, s) for s in {*shapes, *(g.group.shape for g in live)}}
     stale = {g.group.name for g in live if g.pod_hash != hashes[g.group.shape]}
-    limit = gpu_limit(spec, live, shapes)
-    current = [g.group for g in live]
-    plan = plan_transition(current, shapes, UNLIMITED, gpu_limit=limit, stale=stale)
-    held_back = snap.orphan_gpus + sum(g.group.size for g in retiring)
-    held_back += sum(a.group.size - b.group.size for a, b in zip(snap.serving, live, strict=True))
-    steps: tuple[Step, ...] = drains
-    waiting, held = "", ""
-    if not plan.done:
-        if snap.free is None:
-            return Decision(target.layout, needs_free_gpus=True)
-        # no shape left (scale to zero): nothing is created, any size will do
-        size = max((s.size for s in shapes), default=spec.gpu.per_node)
-        free = placeable(size, snap.free.now)
-        releasing = max(0, placeable(size, snap.free.after_release) - free)
-        plan = plan_transition(
-            current,
-            shapes,
-            free,
-            gpu_limit=limit,
-            avoid_names=snap.names_in_use | {g.group.name for g in retiring},
-            releasing_gpus=releasing,
-            stale=stale,
-            room=_room(live, snap.free.now, free),
+    return _Course(live, shapes, hashes, stale, gpu_limit(spec, live, shapes))
+
+
+def _moves(
+    spec: EndpointSpec, snap: Snapshot, course: _Course, target: str, now: datetime
+) -> _Moves:
+    """The plan with the free GPUs per node (snap.free is set), and its steps safe now; a plan
+    that would take the endpoint dark holds unless the spec allows disruption."""
+    assert snap.free is not None
+    live, shapes, limit = course.live, course.shapes, course.limit
+    # no shape left (scale to zero): nothing is created, any size will do
+    size = max((s.size for s in shapes), default=spec.gpu.per_node)
+    free = placeable(size, snap.free.now)
+    releasing = max(0, placeable(size, snap.free.after_release) - free)
+    plan = plan_transition(
+        [g.group for g in live],
+        shapes,
+        free,
+        gpu_limit=limit,
+        avoid_names=snap.names_in_use | {g.group.name for g in snap.retiring},
+        releasing_gpus=releasing,
+        stale=course.stale,
+        room=_room(live, snap.free.now, free),
+    )
+    if plan.disruptive and not spec.rollout.allow_disruption:
+        held = hold_message(spec, live, target, shapes, limit)
+        repeat = snap.status.get("message") == held
+        return _Moves(
+            plan, held=held, events=() if repeat else (Event("Warning", "RolloutHeld", held),)
         )
-        if plan.disruptive and not spec.rollout.allow_disruption:
-            held = hold_message(spec, live, str(target), shapes, limit)
-            if snap.status.get("message") != held:
-                events += (Event("Warning", "RolloutHeld", held),)
-        else:
-            if plan.disruptive and snap.status.get("message") != plan.summary:
-                events += (Event("Warning", "NoSpareGPUs", plan.summary),)
-            more_steps, waiting, more = safe_steps(
-                spec,
-                snap.owner,
-                live,
-                plan,
-                snap.free,
-                limit=limit,
-                orphan_gpus=held_back,
-                hashes=hashes,
-                since=stamp(now),
-            )
-            steps += more_steps
-            events += more
-    after = _after(live, steps)
-    resized = {s.group.name for s in steps if isinstance(s, Resize)}
-    config, workloads = _manifests(spec, snap, after, stale | (shrinking - resized), hashes)
-    # the transition lasts until retired groups are gone, the one deleted now included
-    draining = draining or ("deleting retired groups" if retiring else "")
-    draining = draining or ("resizing engine groups" if shrinking else "")
-    progress = _progress(after, plan, waiting, held, stuck, snap, draining)
-    progress = replace(progress, problem=target.problem)
-    new, more = _status(spec, snap, target, progress, now)
-    return Decision(target.layout, steps, config, workloads, new, events + more)
+    events: tuple[Event, ...] = ()
+    if plan.disruptive and snap.status.get("message") != plan.summary:
+        events = (Event("Warning", "NoSpareGPUs", plan.summary),)
+    steps, waiting, more = safe_steps(
+        spec,
+        snap.owner,
+        live,
+        plan,
+        snap.free,
+        limit=limit,
+        orphan_gpus=_held_back(snap, live),
+        hashes=course.hashes,
+        since=stamp(now),
+    )
+    return _Moves(plan, steps, waiting, "", events + more)
+
+
+def _held_back(snap: Snapshot, live: Sequence[EngineGroup]) -> int:
+    """GPUs held by nothing the plan counts: orphan pods, retiring groups, and the replicas a
+    shrink under way retires."""
+    held = snap.orphan_gpus + sum(g.group.size for g in snap.retiring)
+    return held + sum(a.group.size - b.group.size for a, b in zip(snap.serving, live, strict=True))
 
 
 def hold_message(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import aiohttp
 import kopf
@@ -27,6 +28,9 @@ COALESCE_S = 0.2
 INDEXES = ("engines", "gateways", "endpoint_pods", "gpu_pods", "nodes")
 ENDPOINT_PODS = {LABEL_ENDPOINT: kopf.PRESENT}
 WORKLOADS = ("StatefulSet", "Deployment")
+# what kopf's diff base drops, and keeps of the metadata (ownerReferences name its keys)
+DROPPED = ("metadata", "status")
+KEPT_METADATA = ("labels", "annotations", "ownerReferences")
 CONFIG_CHILDREN = (
     ("", "v1", "services"),
     ("", "v1", "serviceaccounts"),
@@ -142,6 +146,13 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     """A registry holding the operator's handlers, configured by `config` (no globals)."""
     registry = kopf.OperatorRegistry()
     _watch_children(registry)
+    _activities(registry, config)
+    _endpoint_handlers(registry, config)
+    return registry
+
+
+def _activities(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """Log-in, and the runtime the handlers share: made at start-up, closed at clean-up."""
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -169,6 +180,11 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         if runtime is not None:
             await runtime.http.close()
             await runtime.kube.close()
+
+
+def _endpoint_handlers(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """An endpoint's passes: at once on create, resume and spec change, then from its daemon
+    every interval or when a child wakes it; its in-memory state is dropped on delete."""
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, id="apply", registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, id="apply", registry=registry)
@@ -214,8 +230,6 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             runtime.metrics.forget(meta["namespace"], meta["name"])
             runtime.forget((meta["namespace"], meta["name"]))
 
-    return registry
-
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout_s: float) -> None:
     """Until `wake` is set, the daemon is stopped, or `timeout_s` has passed."""
@@ -231,11 +245,29 @@ def _key(body: kopf.Body) -> tuple[str, str]:
     return body["metadata"]["namespace"], body["metadata"]["name"]
 
 
+class LeanDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base of an endpoint (what tells kopf that the spec changed), built from the
+    fields it keeps: kopf's own build deep-copies the whole body, status and managedFields
+    included, only to drop them, on every event of every endpoint (a tenth of the operator's
+    CPU while 1,000 endpoints converge). The result is the same."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        fields = [f.split(".") if isinstance(f, str) else f for f in extra_fields or ()]
+        if any(f and f[0] in DROPPED for f in fields):  # a field kopf restores from these
+            return super().build(body=body, extra_fields=extra_fields)
+        meta = body.get("metadata") or {}
+        lean = {k: v for k, v in body.items() if k not in DROPPED}
+        lean["metadata"] = {k: meta[k] for k in KEPT_METADATA if k in meta}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=extra_fields)
+
+
 def kopf_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     # The CRD's status schema is structural: kopf keeps its bookkeeping in annotations.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="scaleserve.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanDiffBase(
         prefix="scaleserve.io", key="last-handled-configuration"
     )
     settings.persistence.finalizer = "scaleserve.io/finalizer"

@@ -64,7 +64,9 @@ class Kube:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config()
-        return cls(client.ApiClient(), field_manager)
+        api = client.ApiClient()
+        _distrust_env(api)
+        return cls(api, field_manager)
 
     async def close(self) -> None:
         await self._api.close()
@@ -184,6 +186,21 @@ class Kube:
         else:
             ops.append({"op": "add", "path": "/status", "value": status})
         await self.request("PATCH", url, body=ops, content_type="application/json-patch+json")
+
+
+def _distrust_env(api: client.ApiClient) -> None:
+    """Swap kubernetes_asyncio's session (trust_env=True) for one that ignores the proxy
+    variables and ~/.netrc, as kopf's own client does (its networking.trust_env is False), so
+    the operator's writes reach the API server the same way its watches do. With trust_env,
+    aiohttp looks up both on every request, each in a thread-pool round trip: about a fifth of
+    the operator's CPU under a burst of applies."""
+    rest = api.rest_client
+    old: aiohttp.ClientSession = rest.pool_manager
+    # read_bufsize as kubernetes_asyncio's: an object may be up to etcd's 1.5 MiB
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=old.connector, trust_env=False, read_bufsize=2**21
+    )
+    old.detach()  # the connector (TLS set-up, connection limit) now belongs to the new session
 
 
 def _reason(data: bytes) -> str:

@@ -27,7 +27,7 @@ from scaleserve.operator.observe import (
 )
 from scaleserve.operator.runtime import Emit, Runtime
 from scaleserve.operator.snapshot import Snapshot
-from scaleserve.operator.spec import EndpointSpec, SpecError, parse_spec
+from scaleserve.operator.spec import EndpointSpec, SpecError
 from scaleserve.operator.target import stamp
 
 __all__ = ["Emit", "Runtime", "reconcile"]
@@ -43,7 +43,7 @@ async def reconcile(
         old = last_status(rt, body)
         now = utcnow()
         try:
-            spec = parse_spec(body.get("spec"))
+            spec = rt.spec(body)
         except SpecError as exc:
             await _invalid(rt, meta, old, str(exc), now)
             raise InvalidSpecError(str(exc)) from None

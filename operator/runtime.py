@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from scaleserve.operator.drift import Drift
 from scaleserve.operator.kube import Kube
 from scaleserve.operator.metrics import OperatorMetrics
 from scaleserve.operator.settings import OperatorSettings
+from scaleserve.operator.spec import EndpointSpec, parse_spec
 
 Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
 Key = tuple[str, str]  # namespace, name
@@ -63,12 +64,27 @@ class Runtime:
     # what was applied to each child and what the watches saw of it since: a resync re-applies
     # only the children that drifted
     drift: Drift = field(init=False)
+    # each endpoint's parsed spec, with the UID and generation it was parsed at
+    specs: dict[Key, tuple[tuple[str, int], EndpointSpec]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.drift = Drift(self.clock, RESYNC_S)
 
     def lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
+
+    def spec(self, body: Mapping[str, Any]) -> EndpointSpec:
+        """The endpoint's spec, parsed once per generation (the API server raises it with every
+        change of the spec): validating it is a sizeable part of a pass. Raises SpecError."""
+        meta = body["metadata"]
+        key, generation = (meta["namespace"], meta["name"]), meta.get("generation")
+        cached = self.specs.get(key)
+        if cached is not None and cached[0] == (meta["uid"], generation):
+            return cached[1]
+        spec = parse_spec(body.get("spec"))
+        if isinstance(generation, int):
+            self.specs[key] = ((meta["uid"], generation), spec)
+        return spec
 
     def wake(self, key: Key) -> asyncio.Event:
         return self.wakes.setdefault(key, asyncio.Event())
@@ -107,6 +123,7 @@ class Runtime:
         self.locks.pop(key, None)
         self.wakes.pop(key, None)
         self.written.pop(key, None)
+        self.specs.pop(key, None)
         self.last_apply.pop(key, None)
         self.rejected.pop(key, None)
         self.failures.pop(key, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from scaleserve.profiles import ProfileError, parse_profile
 
@@ -20,24 +20,11 @@ DEFAULT_IMAGE = "ghcr.io/scaleserve/scaleserve:0.1.0"
 # spec.engine.extraArgs must not override. The CRD refuses these keys; their flag spellings
 # (--tensor-parallel-size) only the operator can see (CEL cannot list an object's unknown keys).
 MANAGED_ENGINE_ARGS = (
-    "model",
-    "served_model_name",
-    "tensor_parallel_size",
-    "pipeline_parallel_size",
-    "data_parallel_size",
-    "host",
-    "port",
-    "metrics_port",
-    "dtype",
-    "quantization",
-    "gpu_memory_utilization",
-    "max_model_len",
-    "max_num_seqs",
-    "enable_prefix_caching",
-    "enable_expert_parallel",
-    "disable_log_stats",
-    "runner",
-)
+    "model", "served_model_name", "tensor_parallel_size", "pipeline_parallel_size",
+    "data_parallel_size", "host", "port", "metrics_port", "dtype", "quantization",
+    "gpu_memory_utilization", "max_model_len", "max_num_seqs", "enable_prefix_caching",
+    "enable_expert_parallel", "disable_log_stats", "runner",
+)  # fmt: skip
 
 
 class SpecError(ValueError):
@@ -393,8 +380,6 @@ def parse_spec(raw: Any) -> EndpointSpec:
 
     Raises SpecError (a ValueError) with a message naming the offending field.
     """
-    from pydantic import ValidationError
-
     try:
         return EndpointSpec.model_validate(dict(raw or {}))
     except ValidationError as exc:

@@ -104,6 +104,14 @@ class Progress:
     rejected: str  # children the API server refused ("" if none)
     problem: str = ""  # what keeps the autoscaling policy from choosing ("" if nothing)
 
+    @property
+    def reshaping(self) -> bool:
+        return bool(self.transition) and not self.held
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.stuck or self.rejected or self.problem)
+
 
 def _message(p: Progress, target: str, note: str) -> str:
     if p.held:
@@ -130,19 +138,9 @@ def build(
 ) -> dict[str, Any]:
     """The endpoint's status (without the autoscaling fields, added by the caller)."""
     serving = p.ready_replicas > 0 and gateways > 0
-    reshaping = bool(p.transition) and not p.held
-    degraded = bool(p.stuck or p.rejected or p.problem)
     message = _message(p, target, note)
     new: dict[str, Any] = {
-        "phase": "Idle"
-        if target == "0" and not p.replicas and not degraded
-        else phase(
-            groups=p.replicas,
-            ready=serving and p.all_ready,
-            reshaping=reshaping,
-            degraded=degraded,
-            initial=old.get("phase") in (None, "Pending", "Deploying"),
-        ),
+        "phase": _phase(old, p, target=target, serving=serving),
         "currentLayout": p.current_layout,
         "targetLayout": target,
         "readyReplicas": p.ready_replicas,
@@ -151,31 +149,45 @@ def build(
         "message": message,
         "observedGeneration": generation,
     }
-    why = "RolloutRejected" if p.rejected else "PodsPending" if p.stuck else "ProfileUnusable"
-    new["conditions"] = conditions(
-        old.get("conditions") or [],
-        [
-            Condition(
-                "Ready",
-                serving,
-                "Serving" if serving else "NotServing",
-                f"{p.ready_replicas} engine replica(s) and {gateways} gateway(s) ready",
-            ),
-            Condition(
-                "Reshaping",
-                reshaping,
-                "Transition" if reshaping else ("Held" if p.held else "AtTarget"),
-                p.transition if reshaping else (p.held or f"at {target}"),
-            ),
-            Condition("Held", bool(p.held), "NoSpareGPUs" if p.held else "NotHeld", p.held),
-            Condition(
-                "Degraded",
-                degraded,
-                why if degraded else "AsExpected",
-                message if degraded else "no engine pods stuck Pending, every child applied",
-            ),
-        ],
-        now,
-        generation,
-    )
+    current = _conditions(p, target=target, gateways=gateways, message=message)
+    new["conditions"] = conditions(old.get("conditions") or [], current, now, generation)
     return new
+
+
+def _phase(old: Mapping[str, Any], p: Progress, *, target: str, serving: bool) -> str:
+    if target == "0" and not p.replicas and not p.degraded:
+        return "Idle"
+    return phase(
+        groups=p.replicas,
+        ready=serving and p.all_ready,
+        reshaping=p.reshaping,
+        degraded=p.degraded,
+        initial=old.get("phase") in (None, "Pending", "Deploying"),
+    )
+
+
+def _conditions(p: Progress, *, target: str, gateways: int, message: str) -> list[Condition]:
+    """Ready, Reshaping, Held and Degraded, as the progress says."""
+    serving, reshaping, degraded = p.ready_replicas > 0 and gateways > 0, p.reshaping, p.degraded
+    why = "RolloutRejected" if p.rejected else "PodsPending" if p.stuck else "ProfileUnusable"
+    return [
+        Condition(
+            "Ready",
+            serving,
+            "Serving" if serving else "NotServing",
+            f"{p.ready_replicas} engine replica(s) and {gateways} gateway(s) ready",
+        ),
+        Condition(
+            "Reshaping",
+            reshaping,
+            "Transition" if reshaping else ("Held" if p.held else "AtTarget"),
+            p.transition if reshaping else (p.held or f"at {target}"),
+        ),
+        Condition("Held", bool(p.held), "NoSpareGPUs" if p.held else "NotHeld", p.held),
+        Condition(
+            "Degraded",
+            degraded,
+            why if degraded else "AsExpected",
+            message if degraded else "no engine pods stuck Pending, every child applied",
+        ),
+    ]

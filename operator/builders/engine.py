@@ -144,17 +144,14 @@ def _pod_labels(labels: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in labels.items() if k != LABEL_GROUP_GPUS}
 
 
-def engine_statefulset(
-    spec: EndpointSpec, owner: Owner, group: Group, node: str | None
-) -> Manifest:
-    tp = group.tensor_parallel
-    labels = group_labels(owner.name, group)
-    volumes, mounts = _volumes(spec)
-    container: dict[str, Any] = {
+def _engine_container(
+    spec: EndpointSpec, owner: Owner, tensor_parallel: int, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
         "name": "engine",
         "image": spec.engine.image,
         "command": ["scaleserve", "engine"],
-        "args": engine_args(spec, tp),
+        "args": engine_args(spec, tensor_parallel),
         "env": [
             {"name": "HOME", "value": ENGINE_HOME},
             {"name": "HF_HOME", "value": "/tmp/hf"},
@@ -164,7 +161,7 @@ def engine_statefulset(
             {"name": "grpc", "containerPort": ENGINE_GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": ENGINE_METRICS_PORT, "protocol": "TCP"},
         ],
-        "resources": _resources(spec, tp),
+        "resources": _resources(spec, tensor_parallel),
         # model loading can take many minutes: the startup probe holds liveness off until then
         "startupProbe": _probe("/healthz", 10, 180),
         "readinessProbe": _probe("/readyz", 5, 2),
@@ -173,13 +170,19 @@ def engine_statefulset(
         "volumeMounts": mounts,
         "securityContext": container_security_context(),
     }
+
+
+def _engine_pod_spec(
+    spec: EndpointSpec, owner: Owner, group: Group, node: str | None
+) -> dict[str, Any]:
+    volumes, mounts = _volumes(spec)
     pod_spec: dict[str, Any] = {
         # engines call no Kubernetes API: their own account, and no token in the pod
         "serviceAccountName": engine_service_account_name(owner.name),
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "affinity": _affinity(owner.name, group, node),
-        "containers": [container],
+        "containers": [_engine_container(spec, owner, group.tensor_parallel, mounts)],
         "terminationGracePeriodSeconds": spec.engine.drain_timeout_seconds + PRESTOP_SLEEP_S + 10,
         "volumes": volumes,
         "enableServiceLinks": False,
@@ -188,6 +191,14 @@ def engine_statefulset(
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    return pod_spec
+
+
+def engine_statefulset(
+    spec: EndpointSpec, owner: Owner, group: Group, node: str | None
+) -> Manifest:
+    labels = group_labels(owner.name, group)
+    pod_spec = _engine_pod_spec(spec, owner, group, node)
     meta = metadata(owner, group_statefulset_name(owner.name, group), labels)
     if node is not None:
         meta["annotations"] = {ANNOTATION_NODE: node}

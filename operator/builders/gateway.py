@@ -161,10 +161,10 @@ def _probe(path: str, port: str, period_s: int, failures: int) -> dict[str, Any]
     }
 
 
-def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
-    labels = _labels(owner)
+def _gateway_container(
+    spec: EndpointSpec, owner: Owner, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
     gw = spec.gateway
-    volumes, mounts = _volumes(spec)
     container: dict[str, Any] = {
         "name": "gateway",
         "image": gw.image,
@@ -191,11 +191,17 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
     env = tracing_env(spec, owner, "gateway")
     if env:
         container["env"] = env
+    return container
+
+
+def _gateway_pod_spec(spec: EndpointSpec, owner: Owner) -> dict[str, Any]:
+    gw = spec.gateway
+    volumes, mounts = _volumes(spec)
     pod_spec: dict[str, Any] = {
         # its token stays mounted: discovery watches the engines' EndpointSlices
         "serviceAccountName": gateway_name(owner.name),
         "securityContext": pod_security_context(),
-        "containers": [container],
+        "containers": [_gateway_container(spec, owner, mounts)],
         "volumes": volumes,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
@@ -206,6 +212,13 @@ def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
         pod_spec["nodeSelector"] = dict(gw.node_selector)
     if gw.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in gw.tolerations]
+    return pod_spec
+
+
+def gateway_deployment(spec: EndpointSpec, owner: Owner) -> Manifest:
+    labels = _labels(owner)
+    gw = spec.gateway
+    pod_spec = _gateway_pod_spec(spec, owner)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -149,6 +149,29 @@ def test_every_child_is_reapplied_within_one_resync_period() -> None:
     assert rt.resync_due(key)
 
 
+def test_a_spec_is_parsed_once_per_generation() -> None:
+    from scaleserve.operator.runtime import Runtime
+    from scaleserve.operator.settings import OperatorSettings
+
+    rt = Runtime(OperatorSettings(), None, None)  # type: ignore[arg-type]
+
+    def body(uid: str, generation: int, replicas: int) -> dict[str, Any]:
+        meta = {"namespace": "ns", "name": "chat", "uid": uid, "generation": generation}
+        layout = {"replicas": replicas, "tensorParallel": 8}
+        return {"metadata": meta, "spec": {"model": {"uri": "hf://org/m"}, "layout": layout}}
+
+    def replicas(spec: EndpointSpec) -> int:
+        assert spec.layout is not None
+        return spec.layout.replicas
+
+    first = rt.spec(body("u1", 1, 1))
+    assert rt.spec(body("u1", 1, 1)) is first
+    assert replicas(rt.spec(body("u1", 2, 3))) == 3  # a new generation: parsed again
+    assert replicas(rt.spec(body("u2", 2, 2))) == 2  # a new endpoint of the same name
+    rt.forget(("ns", "chat"))
+    assert rt.specs == {}
+
+
 def _autoscaled() -> EndpointSpec:
     return parse_spec(
         {

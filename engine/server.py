@@ -38,6 +38,7 @@ GRPC_OPTIONS = [
 ]
 WATCH_INTERVAL_S = 0.5
 ABORT_GRACE_S = 5.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def load_engine(settings: EngineSettings, runtime: Runtime) -> Any:
@@ -52,16 +53,7 @@ async def serve(settings: EngineSettings) -> int:
     runtime = Runtime(settings.served_name, stall_timeout=settings.stall_timeout)
     registry = prometheus_client.REGISTRY  # vLLM's own vllm:* gauges are registered here
     metrics = EngineMetrics(registry)
-
-    from scaleserve.engine.output_parsing import parser_class
-    from scaleserve.engine.service import EngineService  # imports vLLM
-
-    tracing = tracer_from_env("scaleserve-engine")  # None unless OTEL_* says so
-    server = grpc.aio.server(options=GRPC_OPTIONS)
-    service = EngineService(runtime, metrics, tracing.tracer if tracing is not None else None)
-    engine_pb2_grpc.add_EngineServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(f"{settings.host}:{settings.port}")
-    await server.start()
+    server, tracing = await _start_grpc(settings, runtime, metrics)
     probe = ProbeServer(runtime, registry)
     if settings.metrics_port:
         await probe.start(settings.host, settings.metrics_port)
@@ -69,43 +61,21 @@ async def serve(settings: EngineSettings) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
         try:
-            runtime.engine = await asyncio.to_thread(load_engine, settings, runtime)
-            runtime.facts = model_facts(
-                runtime.engine,
-                settings.served_name,
-                settings.tool_call_parser or "",
-                settings.reasoning_parser or "",
-                settings.task,
-            )
-            runtime.output_parser = parser_class(
-                settings.tool_call_parser, settings.reasoning_parser, runtime.engine
-            )
-            # vLLM asks the core for its tasks on the first request and caches them: asked
-            # here, no request waits on a core round trip before vLLM registers it (an Abort
-            # or a core death in that wait would find nothing to abort or fail).
-            await runtime.engine.get_supported_tasks()
+            await _load(settings, runtime)
         except Exception as exc:
             log.exception("the model failed to load")
             runtime.phase, runtime.failure = Phase.FAILED, f"load failed: {exc}"
             return 1
         if stop.is_set():
             return 0
-        runtime.phase = Phase.SERVING
-        metrics.serving.set(1)
-        log.info("serving %s as %r", settings.model, settings.served_name)
-        watcher = asyncio.create_task(_watch_engine(runtime, metrics), name="engine-watch")
-        await stop.wait()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        await drain(runtime, metrics, settings.drain_timeout)
+        await _serve_until(stop, settings, runtime, metrics)
         return 0
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
         await server.stop(grace=1.0)
         await probe.stop()
@@ -113,6 +83,58 @@ async def serve(settings: EngineSettings) -> int:
             runtime.engine.shutdown()
         if tracing is not None:
             tracing.shutdown()  # exports the last spans
+
+
+async def _start_grpc(
+    settings: EngineSettings, runtime: Runtime, metrics: EngineMetrics
+) -> tuple[grpc.aio.Server, Any]:
+    """The gRPC server, answering (Health first) before the model loads; and the tracing
+    set-up it reports to (None unless OTEL_* says so)."""
+    from scaleserve.engine.service import EngineService  # imports vLLM
+
+    tracing = tracer_from_env("scaleserve-engine")
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    service = EngineService(runtime, metrics, tracing.tracer if tracing is not None else None)
+    engine_pb2_grpc.add_EngineServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    server.add_insecure_port(f"{settings.host}:{settings.port}")
+    await server.start()
+    return server, tracing
+
+
+async def _load(settings: EngineSettings, runtime: Runtime) -> None:
+    """Load the model and what serving needs from it: its facts and its output parsers."""
+    from scaleserve.engine.output_parsing import parser_class
+
+    runtime.engine = await asyncio.to_thread(load_engine, settings, runtime)
+    runtime.facts = model_facts(
+        runtime.engine,
+        settings.served_name,
+        settings.tool_call_parser or "",
+        settings.reasoning_parser or "",
+        settings.task,
+    )
+    runtime.output_parser = parser_class(
+        settings.tool_call_parser, settings.reasoning_parser, runtime.engine
+    )
+    # vLLM asks the core for its tasks on the first request and caches them: asked
+    # here, no request waits on a core round trip before vLLM registers it (an Abort
+    # or a core death in that wait would find nothing to abort or fail).
+    await runtime.engine.get_supported_tasks()
+
+
+async def _serve_until(
+    stop: asyncio.Event, settings: EngineSettings, runtime: Runtime, metrics: EngineMetrics
+) -> None:
+    """Serve, watching the engine core, until a stop signal; then drain."""
+    runtime.phase = Phase.SERVING
+    metrics.serving.set(1)
+    log.info("serving %s as %r", settings.model, settings.served_name)
+    watcher = asyncio.create_task(_watch_engine(runtime, metrics), name="engine-watch")
+    await stop.wait()
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    await drain(runtime, metrics, settings.drain_timeout)
 
 
 async def drain(runtime: Runtime, metrics: EngineMetrics, drain_timeout_s: float) -> None:

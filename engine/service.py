@@ -4,22 +4,19 @@ Streaming: requests use vLLM's DELTA output kind, whose per-request collector me
 outputs while the previous one has not been taken yet. When the client (or the HTTP/2 flow
 control window) falls behind, `yield` blocks and the next message carries every token that
 arrived meanwhile: coalescing costs nothing on the fast path. Per-token work is one protobuf
-message per engine step.
+message per engine step (`relay.py`); request translation is in `vllm_inputs.py`, the mapping
+of failures to outcomes and status codes in `failures.py`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import grpc
-from vllm import SamplingParams
-from vllm.exceptions import VLLMValidationError
-from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-from vllm.v1.engine.exceptions import EngineDeadError
 
 from scaleserve.engine.embed_requests import PreparedEmbed, prepare_embed
 from scaleserve.engine.embedding import embed
@@ -32,11 +29,14 @@ from scaleserve.engine.errors import (
     WrongTaskError,
     status_for,
 )
+from scaleserve.engine.failures import embed_failure, generate_failure
 from scaleserve.engine.lifecycle import Phase, Runtime
 from scaleserve.engine.metrics import EngineMetrics
 from scaleserve.engine.output_parsing import OutputParsing
 from scaleserve.engine.proto import engine_pb2, engine_pb2_grpc
+from scaleserve.engine.relay import Relay
 from scaleserve.engine.requests import Limits, PreparedRequest, prepare
+from scaleserve.engine.vllm_inputs import generate_kwargs, render, sampling_params
 from scaleserve.tracing import (
     COMPLETION_TOKENS,
     FINISH_REASON,
@@ -47,10 +47,21 @@ from scaleserve.tracing import (
     carrier_of,
 )
 
-log = logging.getLogger(__name__)
-
 GenerateResponse = engine_pb2.GenerateResponse
 Usage = engine_pb2.Usage
+
+
+@dataclass
+class _Call:
+    """One admitted Generate or Embed call, from its start to its metrics."""
+
+    request_id: str
+    started: float
+    outcome: str = "cancelled"  # until the call ends some other way
+    error: EngineError | None = None
+    tokens: int = 0
+    messages: int = 0
+    engine_input: Any = None  # Generate: the rendered prompt, once rendered
 
 
 class EngineService(engine_pb2_grpc.EngineServicer):
@@ -104,141 +115,120 @@ class EngineService(engine_pb2_grpc.EngineServicer):
     def _admit(
         self, request: engine_pb2.GenerateRequest
     ) -> tuple[PreparedRequest, Any, OutputParsing | None]:
-        runtime = self.runtime
         prepared = prepare(request, self._serving("generate"))
-        if prepared.request_id in runtime.in_flight:
+        if prepared.request_id in self.runtime.in_flight:
             raise DuplicateRequestError(prepared.request_id)
-        kwargs = prepared.sampling
-        if "structured_outputs" in kwargs:
-            kwargs = {
-                **kwargs,
-                "structured_outputs": StructuredOutputsParams(**kwargs["structured_outputs"]),
-            }
         parsing = self._output_parsing(request)
-        if parsing is not None:
-            kwargs = {**kwargs, **parsing.sampling_overrides()}
-        try:
-            params = SamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
-        except VLLMValidationError as exc:
-            raise InvalidRequestError(f"sampling.{exc.parameter or 'params'}", str(exc)) from exc
-        return prepared, params, parsing
+        return prepared, sampling_params(prepared, parsing), parsing
+
+    async def _refuse(
+        self,
+        exc: EngineError,
+        context: grpc.aio.ServicerContext[Any, Any],
+        trace: Trace | None = None,
+    ) -> NoReturn:
+        """End a call that was not admitted with the error's status code."""
+        invalid = isinstance(exc, InvalidRequestError)
+        self.metrics.requests.labels("invalid" if invalid else "refused").inc()
+        if trace is not None:
+            trace.stage("engine.admission", error=exc)
+            trace.fail(str(exc))
+            trace.end()
+        await context.abort(exc.code, str(exc))
+
+    def _begin(self, request_id: str, started: float) -> _Call:
+        self.runtime.start(request_id)  # a drain waits for it
+        self.metrics.in_flight.inc()
+        return _Call(request_id, started)
+
+    def _end(self, call: _Call) -> None:
+        self.runtime.finish(call.request_id)
+        self.metrics.in_flight.dec()
+        self.metrics.requests.labels(call.outcome).inc()
+        self.metrics.duration.observe(time.perf_counter() - call.started)
+
+    def _end_generate(self, call: _Call, trace: Trace | None) -> None:
+        counters, metrics = self.runtime.counters, self.metrics
+        counters.generated_tokens_total += call.tokens
+        if call.outcome in ("abort", "cancelled"):
+            counters.aborted_total += 1
+        metrics.generated_tokens.inc(call.tokens)
+        metrics.stream_messages.inc(call.messages)
+        self._end(call)
+        if trace is not None:
+            _end_trace(trace, call)
 
     async def Generate(  # noqa: N802 (gRPC method name)
         self, request: engine_pb2.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[engine_pb2.GenerateResponse]:
         started = time.perf_counter()
-        metrics = self.metrics
         trace = self._trace(context) if self.tracer is not None else None
         try:
             prepared, params, parsing = self._admit(request)
         except EngineError as exc:
-            invalid = isinstance(exc, InvalidRequestError)
-            metrics.requests.labels("invalid" if invalid else "refused").inc()
-            if trace is not None:
-                trace.stage("engine.admission", error=exc)
-                trace.fail(str(exc))
-                trace.end()
-            await context.abort(exc.code, str(exc))
+            await self._refuse(exc, context, trace)
         if trace is not None:
             trace.stage("engine.admission")
-        request_id = prepared.request_id or uuid.uuid4().hex
         runtime = self.runtime
-        runtime.start(request_id)
-        metrics.in_flight.inc()
-        outcome = "cancelled"
-        tokens = messages = 0
-        error: EngineError | None = None
-        engine_input: Any = None
+        call = self._begin(prepared.request_id or uuid.uuid4().hex, started)
         try:
             engine = runtime.engine
-            if prepared.prompt_len is not None:  # token ids: no tokenization, no thread hop
-                (engine_input,) = engine.renderer.render_cmpl([prepared.prompt])
-            else:
-                (engine_input,) = await engine.renderer.render_cmpl_async([prepared.prompt])
-            if request_id in runtime.abort_requested:  # aborted while its text was tokenized
-                outcome = "abort"
-                prompt_tokens = len(engine_input["prompt_token_ids"])
+            call.engine_input = await render(engine, prepared)
+            if call.request_id in runtime.abort_requested:  # aborted while its text was tokenized
+                call.outcome = "abort"
+                prompt_tokens = len(call.engine_input["prompt_token_ids"])
                 yield GenerateResponse(
                     finish_reason="abort", usage=Usage(prompt_tokens=prompt_tokens)
                 )
                 return
             # vLLM registers the request before generate() first suspends, so from here on an
             # Abort reaches it through engine.abort.
-            extra = {}
-            if parsing is not None:
-                extra = parsing.generate_kwargs(list(engine_input["prompt_token_ids"]))
-            stream = engine.generate(engine_input, params, request_id, **extra)
-            relay = _Relay(params, prepared.prompt_len, parsing)
+            extra = generate_kwargs(parsing, call.engine_input)
+            stream = engine.generate(call.engine_input, params, call.request_id, **extra)
+            relay = Relay(params, prepared.prompt_len, parsing)
             async for out in stream:
                 runtime.progress()
-                if tokens == 0 and any(c.token_ids for c in out.outputs):
-                    metrics.ttft.observe(time.perf_counter() - started)
+                if call.tokens == 0 and any(c.token_ids for c in out.outputs):
+                    self.metrics.ttft.observe(time.perf_counter() - started)
                 for message in relay.messages(out):
-                    tokens += len(message.token_ids)
-                    messages += 1
+                    call.tokens += len(message.token_ids)
+                    call.messages += 1
                     yield message
                 if relay.done:
                     break
-            outcome = relay.outcome  # an abort may end a stream before all n choices finish
+            call.outcome = relay.outcome  # an abort may end a stream before all n choices finish
         except Exception as exc:
-            outcome, error = _failure(
-                runtime,
-                exc,
-                _field_of(exc, prepared) if isinstance(exc, VLLMValidationError) else "",
-                f"request {request_id} (x-request-id {_client_request_id(context)})",
-            )
+            what = f"request {call.request_id} (x-request-id {_client_request_id(context)})"
+            call.outcome, call.error = generate_failure(runtime, exc, prepared, what)
         finally:
-            runtime.finish(request_id)
-            runtime.counters.generated_tokens_total += tokens
-            if outcome in ("abort", "cancelled"):
-                runtime.counters.aborted_total += 1
-            metrics.in_flight.dec()
-            metrics.requests.labels(outcome).inc()
-            metrics.generated_tokens.inc(tokens)
-            metrics.stream_messages.inc(messages)
-            metrics.duration.observe(time.perf_counter() - started)
-            if trace is not None:
-                _end_trace(trace, request_id, engine_input, tokens, outcome, error)
-        if error is not None:
-            code, details = status_for(error)
+            self._end_generate(call, trace)
+        if call.error is not None:
+            code, details = status_for(call.error)
             await context.abort(code, details)
 
     async def Embed(  # noqa: N802
         self, request: engine_pb2.EmbedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.EmbedResponse:
         started = time.perf_counter()
-        metrics, runtime = self.metrics, self.runtime
+        runtime = self.runtime
         try:
             prepared: PreparedEmbed = prepare_embed(request, self._serving("embed"))
             if prepared.request_id in runtime.in_flight:
                 raise DuplicateRequestError(prepared.request_id)
         except EngineError as exc:
-            invalid = isinstance(exc, InvalidRequestError)
-            metrics.requests.labels("invalid" if invalid else "refused").inc()
-            await context.abort(exc.code, str(exc))
-        request_id = prepared.request_id or uuid.uuid4().hex
-        runtime.start(request_id)  # a drain waits for it like for a Generate call
-        metrics.in_flight.inc()
-        outcome = "cancelled"
-        error: EngineError | None = None
+            await self._refuse(exc, context)
+        call = self._begin(prepared.request_id or uuid.uuid4().hex, started)
         response = engine_pb2.EmbedResponse()
         try:
-            response = await embed(runtime, prepared, request_id)
-            outcome = "embedded"
+            response = await embed(runtime, prepared, call.request_id)
+            call.outcome = "embedded"
         except Exception as exc:
-            outcome, error = _failure(
-                runtime,
-                exc,
-                _embed_field(exc, prepared) if isinstance(exc, VLLMValidationError) else "",
-                f"embed request {request_id}",
-            )
+            what = f"embed request {call.request_id}"
+            call.outcome, call.error = embed_failure(runtime, exc, prepared, what)
         finally:
-            runtime.finish(request_id)
-            metrics.in_flight.dec()
-            metrics.requests.labels(outcome).inc()
-            metrics.duration.observe(time.perf_counter() - started)
-        if error is not None:
-            code, details = status_for(error)
+            self._end(call)
+        if call.error is not None:
+            code, details = status_for(call.error)
             await context.abort(code, details)
         return response
 
@@ -270,43 +260,21 @@ class EngineService(engine_pb2_grpc.EngineServicer):
         return facts.to_proto()
 
 
-def _end_trace(
-    trace: Trace,
-    request_id: str,
-    engine_input: Any,
-    tokens: int,
-    outcome: str,
-    error: EngineError | None,
-) -> None:
+def _end_trace(trace: Trace, call: _Call) -> None:
+    engine_input = call.engine_input
     prompt_tokens = len(engine_input["prompt_token_ids"]) if engine_input is not None else 0
-    trace.stage("engine.vllm_generate", error=error)
+    trace.stage("engine.vllm_generate", error=call.error)
     trace.annotate(
         {
-            "gen_ai.response.id": request_id,
+            "gen_ai.response.id": call.request_id,
             PROMPT_TOKENS: prompt_tokens,
-            COMPLETION_TOKENS: tokens,
-            FINISH_REASON: outcome,
+            COMPLETION_TOKENS: call.tokens,
+            FINISH_REASON: call.outcome,
         }
     )
-    if error is not None:
-        trace.fail(str(error))
+    if call.error is not None:
+        trace.fail(str(call.error))
     trace.end()
-
-
-PROMPT_PARAMETERS = {None, "", "prompt", "input_tokens", "prompt_token_ids"}
-
-
-def _failure(runtime: Runtime, exc: Exception, field: str, what: str) -> tuple[str, EngineError]:
-    """The outcome label and the error of a call that raised `exc` (`field`: the request field
-    a VLLMValidationError names); an unexpected exception while the core is dead is UNAVAILABLE."""
-    if isinstance(exc, EngineDeadError):
-        return "unavailable", CoreDeadError("the engine core process died")
-    if isinstance(exc, VLLMValidationError):
-        return "invalid", InvalidRequestError(field, str(exc))
-    if runtime.engine_dead:
-        return "unavailable", CoreDeadError("the engine core process died")
-    log.exception("%s failed", what)
-    return "error", EngineError(f"{type(exc).__name__}: {exc}")
 
 
 def _client_request_id(context: Any) -> str:
@@ -315,104 +283,3 @@ def _client_request_id(context: Any) -> str:
         if key == "x-request-id":
             return str(value)
     return "-"
-
-
-def _field_of(exc: VLLMValidationError, prepared: PreparedRequest) -> str:
-    """The protocol field a vLLM validation error is about."""
-    if exc.parameter in PROMPT_PARAMETERS:
-        return "prompt_text" if prepared.prompt_len is None else "prompt_token_ids"
-    return f"sampling.{exc.parameter}"
-
-
-def _embed_field(exc: VLLMValidationError, prepared: PreparedEmbed) -> str:
-    """The Embed field a vLLM validation error is about (vLLM names no parameter for its
-    matryoshka checks, the only pooling parameter a request sets)."""
-    if not exc.parameter and prepared.dimensions is not None:
-        return "dimensions"
-    if exc.parameter in PROMPT_PARAMETERS:
-        return "inputs"
-    return str(exc.parameter)
-
-
-class _Relay:
-    """vLLM's outputs for one request -> protocol messages, one per choice that moved.
-
-    A choice's last message carries its finish_reason; the last choice to finish also carries
-    the request's usage, so a reader knows the stream is complete after n finishes.
-    """
-
-    def __init__(self, params: Any, prompt_len: int | None, parsing: OutputParsing | None) -> None:
-        self.parsing = parsing
-        self.n: int = params.n
-        self.top = params.logprobs
-        self.prompt_top = params.prompt_logprobs
-        self.prompt_len = prompt_len
-        self.finished = 0
-        self.tokens = 0
-        self.outcome = "cancelled"
-        self.first = True
-
-    @property
-    def done(self) -> bool:
-        return self.finished >= self.n
-
-    def messages(self, out: Any) -> list[Any]:
-        result = []
-        for completion in out.outputs:
-            self.tokens += len(completion.token_ids)
-            message = GenerateResponse(
-                text=completion.text, token_ids=completion.token_ids, index=completion.index
-            )
-            if self.top is not None:
-                message.logprobs.extend(_logprobs(completion.token_ids, completion.logprobs))
-            if self.first and self.prompt_top is not None and out.prompt_logprobs:
-                ids = out.prompt_token_ids[1:]
-                message.prompt_logprobs.extend(_logprobs(ids, out.prompt_logprobs[1:]))
-            self.first = False
-            if completion.finish_reason is not None:
-                self._finish(message, out, completion)
-            if self.parsing is not None:
-                self.parsing.apply(message, out.prompt_token_ids, completion.finish_reason)
-            result.append(message)
-        return result
-
-    def _finish(self, message: Any, out: Any, completion: Any) -> None:
-        self.finished += 1
-        message.finish_reason = completion.finish_reason
-        if completion.stop_reason is not None:
-            message.stop_reason = str(completion.stop_reason)
-        if self.outcome == "cancelled" or completion.finish_reason == "abort":
-            self.outcome = completion.finish_reason
-        if self.done:
-            prompt_tokens = self.prompt_len
-            if prompt_tokens is None:
-                prompt_tokens = len(out.prompt_token_ids or ())
-            message.usage.CopyFrom(
-                Usage(
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=self.tokens,
-                    cached_prompt_tokens=out.num_cached_tokens or 0,
-                )
-            )
-
-
-def _logprobs(token_ids: Any, steps: Any) -> list[engine_pb2.TokenLogprob]:
-    """One TokenLogprob per token: its logprob and vLLM's candidates in vLLM's order (the
-    sampled token first, then the best by rank), which the OpenAI formats slice."""
-    result = []
-    for token_id, entries in zip(token_ids, steps or (), strict=False):
-        sampled = entries.get(token_id) if entries else None
-        result.append(
-            engine_pb2.TokenLogprob(
-                token_id=token_id,
-                token=(sampled.decoded_token or "") if sampled else "",
-                logprob=sampled.logprob if sampled else 0.0,
-                top=[
-                    engine_pb2.TopLogprob(
-                        token_id=tid, token=lp.decoded_token or "", logprob=lp.logprob
-                    )
-                    for tid, lp in (entries or {}).items()
-                ],
-            )
-        )
-    return result

@@ -49,6 +49,14 @@ def register(subparsers: Any) -> None:
     mode.add_argument("--url", help="sweep: the endpoint's root URL (a gateway's, or a server's)")
     mode.add_argument("--estimate", action="store_true", help="estimate offline (needs the extra)")
     mode.add_argument("--layouts", type=Path, metavar="PROFILE", help="best layouts by load")
+    _add_workload_options(p)
+    _add_sweep_options(p.add_argument_group("sweep"))
+    _add_estimate_options(p.add_argument_group("estimate and layouts"))
+    p.set_defaults(run=run)
+
+
+def _add_workload_options(p: Any) -> None:
+    """What every mode shares: the model, GPU, request shape, loads, degrees and output."""
     p.add_argument("--model", help="model (estimate: aiconfigurator's id; sweep: default listed)")
     p.add_argument("--gpu", help="GPU type recorded, and the estimator's system (h200_sxm, ...)")
     p.add_argument("--input-tokens", type=int, default=1024, help="prompt tokens (default 1024)")
@@ -72,7 +80,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("-o", "--output", type=Path, help="write the profile here (default stdout)")
     p.add_argument("--json", action="store_true", help="write JSON instead of YAML")
-    g = p.add_argument_group("sweep")
+
+
+def _add_sweep_options(g: Any) -> None:
     g.add_argument("--duration", type=float, default=20.0, help="seconds per level (default 20)")
     g.add_argument("--replicas", type=int, help="replicas behind the URL (default: its /stats)")
     g.add_argument(
@@ -87,7 +97,9 @@ def register(subparsers: Any) -> None:
         metavar="LOW:HIGH",
         help="prompt token ids are drawn from this range (default 10:250)",
     )
-    e = p.add_argument_group("estimate and layouts")
+
+
+def _add_estimate_options(e: Any) -> None:
     e.add_argument("--backend-version", default="0.24.0", help="vLLM data set (default 0.24.0)")
     e.add_argument("--quant", help="GEMM quantization, e.g. fp8 (default: the checkpoint's)")
     e.add_argument(
@@ -98,7 +110,6 @@ def register(subparsers: Any) -> None:
         "(default 2048)",
     )
     e.add_argument("--gpus", type=int, default=8, help="layouts: the GPU budget (default 8)")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -116,11 +116,34 @@ async def openai_stream_by_frames(
     still running after `timeout_s` is abandoned with error "timeout".
     """
     record = RequestRecord(sent=time.perf_counter())
-    arrivals: list[float] = []
-    usage_tokens = 0
+    frames = _Frames()
+    try:
+        if timeout_s is None:
+            await frames.read(session, url, body, record)
+        else:
+            async with asyncio.timeout(timeout_s):
+                await frames.read(session, url, body, record)
+    except TimeoutError:
+        record.error = "timeout"
+    except Exception as exc:  # a benchmark records failures instead of stopping
+        record.error = f"{type(exc).__name__}: {exc}"
+    if not record.error:
+        frames.time(record)
+    return record
 
-    async def read() -> None:
-        nonlocal usage_tokens
+
+@dataclass
+class _Frames:
+    """What `openai_stream_by_frames` reads of a stream: when each text frame arrived, and the
+    closing usage frame's token count."""
+
+    arrivals: list[float] = field(default_factory=list)
+    usage_tokens: int = 0
+
+    async def read(
+        self, session: Any, url: str, body: dict[str, Any], record: RequestRecord
+    ) -> None:
+        """Read the response's frames; an HTTP or in-stream error goes to `record.error`."""
         async with session.post(url, json=body) as response:
             if response.status != 200:
                 record.error = f"HTTP {response.status}: {(await response.text())[:200]}"
@@ -135,35 +158,25 @@ async def openai_stream_by_frames(
                     delta = choice.get("delta")
                     text = delta.get("content") if delta is not None else choice.get("text")
                     if text:
-                        arrivals.append(now)
+                        self.arrivals.append(now)
                 usage = chunk.get("usage")
                 if usage:
-                    usage_tokens = int(usage.get("completion_tokens") or 0)
+                    self.usage_tokens = int(usage.get("completion_tokens") or 0)
 
-    try:
-        if timeout_s is None:
-            await read()
-        else:
-            async with asyncio.timeout(timeout_s):
-                await read()
-    except TimeoutError:
-        record.error = "timeout"
-    except Exception as exc:  # a benchmark records failures instead of stopping
-        record.error = f"{type(exc).__name__}: {exc}"
-    if record.error:
-        return record
-    if not arrivals:
-        record.error = "no text frames in the stream"
-        return record
-    tokens = max(usage_tokens, len(arrivals))
-    record.first = arrivals[0]
-    record.last = arrivals[-1]
-    record.messages = len(arrivals)
-    record.tokens = tokens
-    record.frame_gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    if tokens > 1:
-        record.tbt = [(record.last - record.first) / (tokens - 1)] * (tokens - 1)
-    return record
+    def time(self, record: RequestRecord) -> None:
+        """Fill in the record's timings from the frames (see `openai_stream_by_frames`)."""
+        arrivals = self.arrivals
+        if not arrivals:
+            record.error = "no text frames in the stream"
+            return
+        tokens = max(self.usage_tokens, len(arrivals))
+        record.first = arrivals[0]
+        record.last = arrivals[-1]
+        record.messages = len(arrivals)
+        record.tokens = tokens
+        record.frame_gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        if tokens > 1:
+            record.tbt = [(record.last - record.first) / (tokens - 1)] * (tokens - 1)
 
 
 async def closed_loop_for(

@@ -18,20 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.control_plane.test_operator_harness import (
-    OperatorProcess,
-    StatsServer,
-    create_endpoint,
-    kubectl,
-    llmep_crd,
-    stats_server,
-    wait_status,
-)
 from tests.fixtures.cluster import GpuPool, KubeCluster, wait_for
+from tests.fixtures.endpoints import create_endpoint, ready_at, wait_status
+from tests.fixtures.operator_harness import OperatorProcess, StatsServer, kubectl
 
 pytestmark = pytest.mark.control_plane
-
-__all__ = ["llmep_crd", "stats_server"]
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "charts" / "scaleserve"
@@ -234,10 +225,6 @@ def operator_as(
                 print(handle.tail(200))
 
 
-def _at(layout: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda s: s.get("phase") == "Ready" and s.get("currentLayout") == layout
-
-
 @pytest.mark.parametrize("scope", ["cluster", "namespace"])
 def test_the_charts_rbac_is_enough_for_a_full_reshape(
     kube_cluster: KubeCluster,
@@ -266,10 +253,10 @@ def test_the_charts_rbac_is_enough_for_a_full_reshape(
             **pool.pod_placement(),
         }  # fmt: skip
         create_endpoint(kube_api, namespace, "chat", spec)
-        wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", timeout_s=90, op=op)
+        wait_status(kube_api, namespace, "chat", ready_at("1x8"), "1x8 Ready", timeout_s=90, op=op)
         # a reshape creates, deletes and pins groups and posts events: every call the operator makes
         stats_server.set(namespace, "chat", 100.0)
-        wait_status(kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=120, op=op)
+        wait_status(kube_api, namespace, "chat", ready_at("8x1"), "8x1 Ready", timeout_s=120, op=op)
         assert op.alive()
         refused = [
             line

@@ -9,12 +9,10 @@ import pytest
 import yaml
 
 from scaleserve.operator.spec import parse_spec
-from tests.control_plane.test_operator_harness import kubectl, llmep_crd
 from tests.fixtures.cluster import KubeCluster
+from tests.fixtures.operator_harness import kubectl
 
 pytestmark = pytest.mark.control_plane
-
-__all__ = ["llmep_crd"]
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 

@@ -7,33 +7,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.control_plane.test_operator_harness import (
-    OperatorProcess,
-    create_endpoint,
-    llmep_crd,
-    operator,
-    stats_server,
-    wait_status,
-)
 from tests.fixtures.cluster import GpuPool, wait_for
+from tests.fixtures.endpoints import create_ready_endpoint, static_spec
+from tests.fixtures.operator_harness import OperatorProcess
 
 pytestmark = pytest.mark.control_plane
 
-__all__ = ["llmep_crd", "operator", "stats_server"]
-
-MODEL = {"uri": "hf://org/tiny-llama"}
-
-
-def on_pool(pool: GpuPool, spec: dict[str, Any]) -> dict[str, Any]:
-    return {**spec, **pool.pod_placement()}
-
 
 def _ready(kube_api: Any, namespace: str, pool: GpuPool, operator: OperatorProcess) -> None:
-    spec = {"model": MODEL, "layout": {"replicas": 1, "tensorParallel": 1}}
-    create_endpoint(kube_api, namespace, "chat", on_pool(pool, spec))
-    wait_status(
-        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
-    )
+    create_ready_endpoint(kube_api, namespace, "chat", static_spec(pool, 1, 1), operator)
 
 
 def test_deleted_children_come_back_within_the_resync_period(

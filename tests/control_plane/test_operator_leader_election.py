@@ -15,24 +15,20 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.control_plane.test_operator_harness import (
-    OperatorProcess,
-    StatsServer,
+from tests.fixtures.cluster import GpuPool, KubeCluster, wait_for
+from tests.fixtures.endpoints import (
     create_endpoint,
-    custom,
     get_endpoint,
-    llmep_crd,
-    stats_server,
+    patch_endpoint,
+    static_spec,
+    wait_phase,
     wait_status,
 )
-from tests.fixtures.cluster import GpuPool, KubeCluster, wait_for
+from tests.fixtures.operator_harness import OperatorProcess, StatsServer
 
 pytestmark = pytest.mark.control_plane
 
-__all__ = ["llmep_crd", "stats_server"]
-
 LEASE = "scaleserve-operator"
-GROUP, VERSION, PLURAL = "scaleserve.io", "v1alpha1", "llmendpoints"
 TAKEOVER_S = 30.0  # the standby acts within this long of the leader's death
 
 
@@ -88,14 +84,8 @@ def test_only_the_lease_holder_acts_and_a_standby_takes_over_within_30s(
         second = start("b")
         wait_for(lambda: "stands by" in second.tail(), "the second operator to stand by")
 
-        spec = {
-            "model": {"uri": "hf://org/tiny-llama"},
-            "layout": {"replicas": 1, "tensorParallel": 8},
-            **pool.pod_placement(),
-        }
-        create_endpoint(kube_api, namespace, "chat", spec)
-        wait_status(kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready",
-                    op=first)  # fmt: skip
+        create_endpoint(kube_api, namespace, "chat", static_spec(pool, 1, 8))
+        wait_phase(kube_api, namespace, "chat", "Ready", "Ready", op=first)
         assert _holder(kube_api, namespace) == leader
         for child in (
             apps.read_namespaced_deployment("chat-gateway", namespace),
@@ -109,9 +99,7 @@ def test_only_the_lease_holder_acts_and_a_standby_takes_over_within_30s(
 
         first.kill()
         killed = time.monotonic()
-        custom(kube_api).patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, "chat", {"spec": {"gateway": {"replicas": 2}}}
-        )
+        patch_endpoint(kube_api, namespace, "chat", {"spec": {"gateway": {"replicas": 2}}})
 
         def applied() -> bool:
             deployment = apps.read_namespaced_deployment("chat-gateway", namespace)

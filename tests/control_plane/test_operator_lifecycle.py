@@ -8,31 +8,23 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.control_plane.test_operator_harness import (
-    OperatorProcess,
+from tests.fixtures.cluster import GpuPool, KubeCluster, wait_for
+from tests.fixtures.endpoints import (
+    condition_true,
     create_endpoint,
-    custom,
+    create_ready_endpoint,
+    delete_endpoint,
     engine_pods,
     events,
     get_endpoint,
-    kubectl,
-    llmep_crd,
-    operator,
-    stats_server,
+    patch_endpoint,
+    static_spec,
+    wait_phase,
     wait_status,
 )
-from tests.fixtures.cluster import GpuPool, KubeCluster, wait_for
+from tests.fixtures.operator_harness import OperatorProcess, kubectl
 
 pytestmark = pytest.mark.control_plane
-
-__all__ = ["llmep_crd", "operator", "stats_server"]
-
-MODEL = {"uri": "hf://org/tiny-llama"}
-GROUP, VERSION, PLURAL = "scaleserve.io", "v1alpha1", "llmendpoints"
-
-
-def on_pool(pool: GpuPool, spec: dict[str, Any]) -> dict[str, Any]:
-    return {**spec, **pool.pod_placement()}
 
 
 def _bound(pods: list[Any]) -> bool:
@@ -47,16 +39,9 @@ def test_create_builds_every_child_and_schedules_engines_on_gpu_nodes(
     operator: OperatorProcess,
 ) -> None:
     pool: GpuPool = gpu_pool(nodes=2, gpus=8)
-    created = create_endpoint(
-        kube_api,
-        namespace,
-        "chat",
-        on_pool(pool, {"model": MODEL, "layout": {"replicas": 4, "tensorParallel": 4}}),
-    )
+    created = create_endpoint(kube_api, namespace, "chat", static_spec(pool, 4, 4))
     uid = created["metadata"]["uid"]
-    status = wait_status(
-        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "phase Ready", op=operator
-    )
+    status = wait_phase(kube_api, namespace, "chat", "Ready", op=operator)
     assert status["currentLayout"] == "4x4"
     assert status["readyReplicas"] == 4
     assert status["url"] == f"http://chat-gateway.{namespace}.svc:8000/v1"
@@ -111,20 +96,10 @@ def test_a_spec_update_rolls_out_to_the_engines(
     kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
 ) -> None:
     pool: GpuPool = gpu_pool(nodes=1, gpus=8)
-    create_endpoint(
-        kube_api,
-        namespace,
-        "chat",
-        on_pool(pool, {"model": MODEL, "layout": {"replicas": 2, "tensorParallel": 2}}),
-    )
-    wait_status(
-        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
-    )
+    create_ready_endpoint(kube_api, namespace, "chat", static_spec(pool, 2, 2), operator)
     before = {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
 
-    custom(kube_api).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "chat", {"spec": {"engine": {"maxModelLen": 4096}}}
-    )
+    patch_endpoint(kube_api, namespace, "chat", {"spec": {"engine": {"maxModelLen": 4096}}})
     generation = get_endpoint(kube_api, namespace, "chat")["metadata"]["generation"]
 
     def rolled_out() -> bool:
@@ -155,15 +130,7 @@ def test_deleting_the_endpoint_garbage_collects_its_children(
     kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
 ) -> None:
     pool: GpuPool = gpu_pool(nodes=1, gpus=8)
-    create_endpoint(
-        kube_api,
-        namespace,
-        "chat",
-        on_pool(pool, {"model": MODEL, "layout": {"replicas": 1, "tensorParallel": 8}}),
-    )
-    wait_status(
-        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
-    )
+    create_ready_endpoint(kube_api, namespace, "chat", static_spec(pool, 1, 8), operator)
     # /metrics mirrors the status; the endpoint's series go with it
     ep = {("namespace", namespace), ("endpoint", "chat")}
 
@@ -180,7 +147,7 @@ def test_deleting_the_endpoint_garbage_collects_its_children(
     assert series(scraped, "reshaping") == 0
     ok = ("scaleserve_operator_reconciles_total", frozenset({("outcome", "ok")}))
     assert scraped[ok] >= 1
-    custom(kube_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
+    delete_endpoint(kube_api, namespace, "chat")
     apps: Any = client.AppsV1Api(kube_api)
     core: Any = client.CoreV1Api(kube_api)
 
@@ -209,18 +176,7 @@ def test_groups_are_pinned_so_shared_nodes_fill_without_stranding_gpus(
     pool: GpuPool = gpu_pool(nodes=2, gpus=8)
     layouts = {"a": (3, 2), "b": (2, 1), "c": (2, 4)}
     for name, (replicas, tp) in layouts.items():
-        create_endpoint(
-            kube_api, namespace, name,
-            on_pool(pool, {"model": MODEL, "layout": {"replicas": replicas, "tensorParallel": tp}}),
-        )  # fmt: skip
-        wait_status(
-            kube_api,
-            namespace,
-            name,
-            lambda s: s.get("phase") == "Ready",
-            f"{name} Ready",
-            op=operator,
-        )
+        create_ready_endpoint(kube_api, namespace, name, static_spec(pool, replicas, tp), operator)
     pods = [p for name in layouts for p in engine_pods(kube_api, namespace, name)]
     assert len(pods) == 3 + 2 + 2
     assert _bound(pods)
@@ -235,20 +191,8 @@ def test_pending_engines_mark_the_endpoint_degraded_without_thrashing(
     kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
 ) -> None:
     pool: GpuPool = gpu_pool(nodes=1, gpus=8)
-    create_endpoint(
-        kube_api,
-        namespace,
-        "big",
-        on_pool(pool, {"model": MODEL, "layout": {"replicas": 2, "tensorParallel": 8}}),
-    )
-    status = wait_status(
-        kube_api,
-        namespace,
-        "big",
-        lambda s: s.get("phase") == "Degraded",
-        "phase Degraded",
-        op=operator,
-    )
+    create_endpoint(kube_api, namespace, "big", static_spec(pool, 2, 8))
+    status = wait_phase(kube_api, namespace, "big", "Degraded", op=operator)
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "True"
     assert degraded["reason"] == "PodsPending"
@@ -268,12 +212,8 @@ def test_pending_engines_mark_the_endpoint_degraded_without_thrashing(
     assert before == after  # nothing recreated or deleted while degraded
     assert get_endpoint(kube_api, namespace, "big")["status"]["readyReplicas"] == 1  # still serving
 
-    custom(kube_api).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "big", {"spec": {"layout": {"replicas": 1}}}
-    )
-    status = wait_status(
-        kube_api, namespace, "big", lambda s: s.get("phase") == "Ready", "recovered", op=operator
-    )
+    patch_endpoint(kube_api, namespace, "big", {"spec": {"layout": {"replicas": 1}}})
+    status = wait_phase(kube_api, namespace, "big", "Ready", "recovered", op=operator)
     assert status["currentLayout"] == "1x8"
 
 
@@ -294,27 +234,12 @@ def test_readiness_of_the_children_is_noticed_without_waiting_for_the_timer(
     slow.start()
     try:
         pool: GpuPool = gpu_pool(nodes=1, gpus=8)
-        spec = on_pool(pool, {"model": MODEL, "layout": {"replicas": 2, "tensorParallel": 4}})
-        create_endpoint(kube_api, namespace, "prompt", spec)
-        status = wait_status(
-            kube_api,
-            namespace,
-            "prompt",
-            lambda s: s.get("phase") == "Ready",
-            "phase Ready",
-            timeout_s=60,
-            op=slow,
-        )
+        create_endpoint(kube_api, namespace, "prompt", static_spec(pool, 2, 4))
+        status = wait_phase(kube_api, namespace, "prompt", "Ready", timeout_s=60, op=slow)
         assert status["readyReplicas"] == 2
         assert status["currentLayout"] == "2x4"
     finally:
         slow.stop()
-
-
-def _held(status: dict[str, Any]) -> bool:
-    return any(
-        c["type"] == "Held" and c["status"] == "True" for c in status.get("conditions") or []
-    )
 
 
 def test_a_single_group_without_spare_gpus_holds_a_spec_edit_and_says_why(
@@ -325,17 +250,12 @@ def test_a_single_group_without_spare_gpus_holds_a_spec_edit_and_says_why(
     operator: OperatorProcess,
 ) -> None:
     pool: GpuPool = gpu_pool(nodes=1, gpus=8)
-    spec = {"model": MODEL, "layout": {"replicas": 1, "tensorParallel": 8}}
-    create_endpoint(kube_api, namespace, "chat", on_pool(pool, spec))
-    wait_status(
-        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
-    )
+    create_ready_endpoint(kube_api, namespace, "chat", static_spec(pool, 1, 8), operator)
     before = {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
 
-    custom(kube_api).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "chat", {"spec": {"engine": {"maxModelLen": 4096}}}
-    )
-    status = wait_status(kube_api, namespace, "chat", _held, "the rollout held", op=operator)
+    patch_endpoint(kube_api, namespace, "chat", {"spec": {"engine": {"maxModelLen": 4096}}})
+    held = condition_true("Held")
+    status = wait_status(kube_api, namespace, "chat", held, "the rollout held", op=operator)
     assert status["message"].startswith(
         "holding 1x8: replacing it with the current spec needs 8 spare GPUs"
     )
@@ -352,21 +272,10 @@ def test_a_child_the_api_server_rejects_degrades_the_endpoint_quoting_the_server
     kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
 ) -> None:
     pool: GpuPool = gpu_pool(nodes=1, gpus=8)
-    spec = {
-        "model": MODEL,
-        "layout": {"replicas": 1, "tensorParallel": 1},
-        # the CRD takes any string key; a Deployment's nodeSelector needs a valid label key
-        "gateway": {"nodeSelector": {"not a valid key!": "x"}},
-    }
-    create_endpoint(kube_api, namespace, "chat", on_pool(pool, spec))
-    status = wait_status(
-        kube_api,
-        namespace,
-        "chat",
-        lambda s: s.get("phase") == "Degraded",
-        "Degraded",
-        op=operator,
-    )
+    # the CRD takes any string key; a Deployment's nodeSelector needs a valid label key
+    gateway = {"nodeSelector": {"not a valid key!": "x"}}
+    create_endpoint(kube_api, namespace, "chat", static_spec(pool, 1, 1, gateway=gateway))
+    status = wait_phase(kube_api, namespace, "chat", "Degraded", "Degraded", op=operator)
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "RolloutRejected"
     assert "Deployment/chat-gateway" in degraded["message"]

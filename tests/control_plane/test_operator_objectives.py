@@ -14,25 +14,12 @@ import yaml
 from kubernetes import client
 
 from scaleserve.latency import bucket
-from tests.control_plane.test_operator_harness import (
-    OperatorProcess,
-    StatsServer,
-    create_endpoint,
-    engine_pods,
-    events,
-    kubectl,
-    llmep_crd,
-    operator,
-    stats_server,
-    wait_status,
-)
-from tests.control_plane.test_operator_reshape import Watch, watch
 from tests.fixtures.cluster import GpuPool, KubeCluster
+from tests.fixtures.endpoints import MODEL, create_endpoint, engine_pods, events, wait_status
+from tests.fixtures.operator_harness import OperatorProcess, StatsServer, Watch, kubectl
 from tests.fixtures.profiles import profile_document
 
 pytestmark = pytest.mark.control_plane
-
-__all__ = ["llmep_crd", "operator", "stats_server", "watch"]
 
 MAX_GPUS, SURGE = 8, 8
 # TP1 carries about 7 requests in flight within TBT 11 ms (6 req/s); TP8 is faster per request
@@ -46,7 +33,7 @@ MEASURED_LOAD = 10.0
 
 def objectives_spec(pool: GpuPool, profile: dict[str, Any], **autoscaling: Any) -> dict[str, Any]:
     return {
-        "model": {"uri": "hf://org/tiny-llama"},
+        "model": MODEL,
         "autoscaling": {
             "mode": "objectives",
             "objectives": {"tbtP50Ms": 11},

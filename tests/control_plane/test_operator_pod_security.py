@@ -14,20 +14,11 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.control_plane.test_operator_harness import (
-    OperatorProcess,
-    create_endpoint,
-    engine_pods,
-    llmep_crd,
-    operator,
-    stats_server,
-    wait_status,
-)
 from tests.fixtures.cluster import GpuPool, wait_for
+from tests.fixtures.endpoints import create_ready_endpoint, engine_pods, static_spec
+from tests.fixtures.operator_harness import OperatorProcess
 
 pytestmark = pytest.mark.control_plane
-
-__all__ = ["llmep_crd", "operator", "stats_server"]
 
 
 def _enforce_restricted(core: Any, namespace: str) -> None:
@@ -61,16 +52,8 @@ def test_an_endpoint_becomes_ready_in_a_namespace_enforcing_restricted(
     assert refused.value.status == 403
     assert "violates PodSecurity" in json.loads(refused.value.body or "{}")["message"]
 
-    spec = {
-        "model": {"uri": "hf://org/tiny-llama"},
-        "layout": {"replicas": 2, "tensorParallel": 4},
-        "gateway": {"replicas": 1, **pool.pod_placement()},
-        **pool.pod_placement(),
-    }
-    create_endpoint(kube_api, namespace, "chat", spec)
-    wait_status(
-        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
-    )
+    spec = static_spec(pool, 2, 4, gateway={"replicas": 1, **pool.pod_placement()})
+    create_ready_endpoint(kube_api, namespace, "chat", spec, operator)
     pods = engine_pods(kube_api, namespace, "chat")
     assert len(pods) == 2
     for pod in pods:

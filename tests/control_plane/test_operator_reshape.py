@@ -2,41 +2,33 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from tests.control_plane.test_operator_harness import (
-    OperatorProcess,
-    StatsServer,
+from tests.fixtures.cluster import GpuPool
+from tests.fixtures.endpoints import (
+    MODEL,
+    condition_true,
     create_endpoint,
-    custom,
     engine_pods,
     events,
     get_endpoint,
-    llmep_crd,
-    operator,
-    pod_gpus,
-    stats_server,
+    patch_endpoint,
+    settled_at,
     wait_status,
 )
-from tests.fixtures.cluster import GpuPool
+from tests.fixtures.operator_harness import OperatorProcess, StatsServer, Watch
 
 pytestmark = pytest.mark.control_plane
-
-__all__ = ["llmep_crd", "operator", "stats_server"]
 
 BUDGET, SURGE = 8, 8
 
 
 def autoscaling_spec(pool: GpuPool, surge: int = SURGE) -> dict[str, Any]:
     return {
-        "model": {"uri": "hf://org/tiny-llama"},
+        "model": MODEL,
         "autoscaling": {
             "gpuBudget": BUDGET,
             "surgeGPUs": surge,
@@ -50,77 +42,6 @@ def autoscaling_spec(pool: GpuPool, surge: int = SURGE) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Watch:
-    """Samples the endpoint's engine pods and status in the background."""
-
-    kube_api: Any
-    namespace: str
-    name: str
-    max_gpus: int = 0
-    min_ready_after_serving: int | None = None
-    layouts: list[str] = field(default_factory=list)
-    phases: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    errors: list[BaseException] = field(default_factory=list)
-
-    def run(self) -> None:
-        serving = False
-        while not self.stop.wait(0.1):
-            try:
-                pods = engine_pods(self.kube_api, self.namespace, self.name)
-                live = [p for p in pods if p.status.phase not in ("Succeeded", "Failed")]
-                self.max_gpus = max(self.max_gpus, sum(pod_gpus(p) for p in live))
-                ready = sum(
-                    1
-                    for p in live
-                    if not p.metadata.deletion_timestamp
-                    and any(
-                        c.type == "Ready" and c.status == "True" for c in p.status.conditions or []
-                    )
-                )
-                if ready:
-                    serving = True
-                if serving:
-                    low = self.min_ready_after_serving
-                    self.min_ready_after_serving = ready if low is None else min(low, ready)
-                try:
-                    body = get_endpoint(self.kube_api, self.namespace, self.name)
-                except ApiException as exc:
-                    if exc.status == 404:  # not created yet
-                        continue
-                    raise
-                status = body.get("status") or {}
-                for seq, value in (
-                    (self.layouts, status.get("currentLayout")),
-                    (self.phases, status.get("phase")),
-                ):
-                    if value and (not seq or seq[-1] != value):
-                        seq.append(value)
-            except Exception as exc:  # keep sampling; report at the end
-                self.errors.append(exc)
-
-
-@pytest.fixture
-def watch(kube_api: Any, namespace: str) -> Iterator[Watch]:
-    w = Watch(kube_api, namespace, "chat")
-    thread = threading.Thread(target=w.run, name="reshape-watch", daemon=True)
-    thread.start()
-    try:
-        yield w
-    finally:
-        w.stop.set()
-        thread.join(timeout=5)
-
-
-def _at(layout: str) -> Any:
-    return lambda s: (
-        s.get("currentLayout") == layout
-        and s.get("targetLayout") == layout
-        and s.get("phase") == "Ready"
-    )
-
-
 def test_concurrency_reshapes_1x8_to_8x1_and_back_within_budget(
     kube_api: Any,
     namespace: str,
@@ -132,17 +53,19 @@ def test_concurrency_reshapes_1x8_to_8x1_and_back_within_budget(
     pool: GpuPool = gpu_pool(nodes=2, gpus=8)
     stats_server.set(namespace, "chat", 4.0)
     create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool))
-    wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+    wait_status(kube_api, namespace, "chat", settled_at("1x8"), "1x8 Ready", op=operator)
 
     stats_server.set(namespace, "chat", 100.0)
     status = wait_status(
-        kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=90, op=operator
+        kube_api, namespace, "chat", settled_at("8x1"), "8x1 Ready", timeout_s=90, op=operator
     )
     assert status["observedConcurrency"] == pytest.approx(100.0)
     assert status["lastReshapeTime"]
 
     stats_server.set(namespace, "chat", 3.0)
-    wait_status(kube_api, namespace, "chat", _at("1x8"), "back to 1x8", timeout_s=90, op=operator)
+    wait_status(
+        kube_api, namespace, "chat", settled_at("1x8"), "back to 1x8", timeout_s=90, op=operator
+    )
 
     assert watch.errors == []
     # make-before-break on a spare node: the mixed layout is visible, budget + surge is never
@@ -186,7 +109,7 @@ def test_a_retired_group_is_deleted_once_the_gateways_report_its_requests_done(
     pool: GpuPool = gpu_pool(nodes=2, gpus=8)
     stats_server.set(namespace, "chat", 4.0)
     create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool))
-    wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+    wait_status(kube_api, namespace, "chat", settled_at("1x8"), "1x8 Ready", op=operator)
     (old,) = engine_pods(kube_api, namespace, "chat")
     assert old.status.pod_ip
     group = old.metadata.labels["scaleserve.io/group"]
@@ -218,7 +141,9 @@ def test_a_retired_group_is_deleted_once_the_gateways_report_its_requests_done(
     assert sts.metadata.annotations["scaleserve.io/retiring-since"]
 
     stats_server.replicas[(namespace, "chat")] = []  # the generation finished
-    wait_status(kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=90, op=operator)
+    wait_status(
+        kube_api, namespace, "chat", settled_at("8x1"), "8x1 Ready", timeout_s=90, op=operator
+    )
     deleted = [m for _, r, m in events(kube_api, namespace, "chat") if r == "GroupDeleted"]
     assert any(m.startswith(f"deleted engine group {group}: drained in") for m in deleted), deleted
     assert watch.min_ready_after_serving is not None
@@ -236,7 +161,7 @@ def test_an_operator_restarted_mid_reshape_converges(
     pool: GpuPool = gpu_pool(nodes=2, gpus=8)
     stats_server.set(namespace, "chat", 1.0)
     create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool))
-    wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+    wait_status(kube_api, namespace, "chat", settled_at("1x8"), "1x8 Ready", op=operator)
 
     stats_server.set(namespace, "chat", 500.0)
     mid = wait_status(
@@ -253,7 +178,13 @@ def test_an_operator_restarted_mid_reshape_converges(
 
     operator.start()
     status = wait_status(
-        kube_api, namespace, "chat", _at("8x1"), "8x1 after restart", timeout_s=90, op=operator
+        kube_api,
+        namespace,
+        "chat",
+        settled_at("8x1"),
+        "8x1 after restart",
+        timeout_s=90,
+        op=operator,
     )
     assert status["readyReplicas"] == 8
     names = sorted(
@@ -277,7 +208,7 @@ def test_without_spare_gpus_a_single_group_holds_until_disruption_is_allowed(
     pool: GpuPool = gpu_pool(nodes=1, gpus=8)
     stats_server.set(namespace, "chat", 1.0)
     create_endpoint(kube_api, namespace, "chat", autoscaling_spec(pool, surge=0))
-    wait_status(kube_api, namespace, "chat", _at("1x8"), "1x8 Ready", op=operator)
+    wait_status(kube_api, namespace, "chat", settled_at("1x8"), "1x8 Ready", op=operator)
     before = {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
 
     stats_server.set(namespace, "chat", 200.0)
@@ -285,9 +216,7 @@ def test_without_spare_gpus_a_single_group_holds_until_disruption_is_allowed(
         kube_api,
         namespace,
         "chat",
-        lambda s: any(
-            c["type"] == "Held" and c["status"] == "True" for c in s.get("conditions") or []
-        ),
+        condition_true("Held"),
         "the reshape held",
         timeout_s=60,
         op=operator,
@@ -299,15 +228,10 @@ def test_without_spare_gpus_a_single_group_holds_until_disruption_is_allowed(
     assert {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")} == before
     assert [m for t, r, m in events(kube_api, namespace, "chat") if r == "RolloutHeld"]
 
-    custom(kube_api).patch_namespaced_custom_object(
-        "scaleserve.io",
-        "v1alpha1",
-        namespace,
-        "llmendpoints",
-        "chat",
-        {"spec": {"rollout": {"allowDisruption": True}}},
+    patch_endpoint(kube_api, namespace, "chat", {"spec": {"rollout": {"allowDisruption": True}}})
+    wait_status(
+        kube_api, namespace, "chat", settled_at("8x1"), "8x1 Ready", timeout_s=90, op=operator
     )
-    wait_status(kube_api, namespace, "chat", _at("8x1"), "8x1 Ready", timeout_s=90, op=operator)
     warnings = [m for t, r, m in events(kube_api, namespace, "chat") if r == "NoSpareGPUs"]
     assert warnings
     assert "serving stops until its replacement is ready" in warnings[0]
@@ -327,17 +251,10 @@ def test_a_spec_edit_on_two_tp8_groups_replaces_them_one_at_a_time_and_keeps_ser
     spec = autoscaling_spec(pool, surge=8)
     spec["autoscaling"]["gpuBudget"] = 16
     create_endpoint(kube_api, namespace, "chat", spec)
-    wait_status(kube_api, namespace, "chat", _at("2x8"), "2x8 Ready", op=operator)
+    wait_status(kube_api, namespace, "chat", settled_at("2x8"), "2x8 Ready", op=operator)
     before = {p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
 
-    custom(kube_api).patch_namespaced_custom_object(
-        "scaleserve.io",
-        "v1alpha1",
-        namespace,
-        "llmendpoints",
-        "chat",
-        {"spec": {"engine": {"maxModelLen": 4096}}},
-    )
+    patch_endpoint(kube_api, namespace, "chat", {"spec": {"engine": {"maxModelLen": 4096}}})
     generation = get_endpoint(kube_api, namespace, "chat")["metadata"]["generation"]
     seen: list[int] = []
 
@@ -347,7 +264,7 @@ def test_a_spec_edit_on_two_tp8_groups_replaces_them_one_at_a_time_and_keeps_ser
         fresh = [p for p in pods if p.metadata.uid not in before]
         return (
             status.get("observedGeneration") == generation
-            and _at("2x8")(status)
+            and settled_at("2x8")(status)
             and len(fresh) == 2
             and all(p.metadata.uid not in before for p in pods)
         )

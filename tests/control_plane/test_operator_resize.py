@@ -7,39 +7,24 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.control_plane.test_operator_harness import (
-    OperatorProcess,
-    StatsServer,
+from tests.fixtures.cluster import GpuPool
+from tests.fixtures.endpoints import (
     create_endpoint,
-    custom,
     engine_pods,
     events,
-    llmep_crd,
-    operator,
-    stats_server,
+    patch_endpoint,
+    ready_at,
+    static_spec,
     wait_status,
 )
-from tests.control_plane.test_operator_reshape import Watch, watch
-from tests.fixtures.cluster import GpuPool
+from tests.fixtures.operator_harness import OperatorProcess, StatsServer, Watch
 
 pytestmark = pytest.mark.control_plane
 
-__all__ = ["llmep_crd", "operator", "stats_server", "watch"]
-
-
-def _at(layout: str) -> Any:
-    return lambda s: s.get("currentLayout") == layout and s.get("phase") == "Ready"
-
 
 def _replicas(kube_api: Any, namespace: str, replicas: int) -> None:
-    custom(kube_api).patch_namespaced_custom_object(
-        "scaleserve.io",
-        "v1alpha1",
-        namespace,
-        "llmendpoints",
-        "chat",
-        {"spec": {"layout": {"replicas": replicas, "tensorParallel": 1}}},
-    )
+    layout = {"replicas": replicas, "tensorParallel": 1}
+    patch_endpoint(kube_api, namespace, "chat", {"spec": {"layout": layout}})
 
 
 def test_2x1_to_3x1_to_1x1_resizes_the_same_statefulset_and_drains_the_retired_pod_first(
@@ -52,20 +37,17 @@ def test_2x1_to_3x1_to_1x1_resizes_the_same_statefulset_and_drains_the_retired_p
 ) -> None:
     pool: GpuPool = gpu_pool(nodes=1, gpus=8)
     stats_server.set(namespace, "chat", 1.0)
-    spec = {
-        "model": {"uri": "hf://org/tiny-llama"},
-        "layout": {"replicas": 2, "tensorParallel": 1},
-        **pool.pod_placement(),
-    }
-    create_endpoint(kube_api, namespace, "chat", spec)
-    wait_status(kube_api, namespace, "chat", _at("2x1"), "2x1 Ready", op=operator)
+    create_endpoint(kube_api, namespace, "chat", static_spec(pool, 2, 1))
+    wait_status(kube_api, namespace, "chat", ready_at("2x1"), "2x1 Ready", op=operator)
     apps = client.AppsV1Api(kube_api)
     uid = apps.read_namespaced_stateful_set("chat-g0-tp1", namespace).metadata.uid
     first = {p.metadata.name: p.metadata.uid for p in engine_pods(kube_api, namespace, "chat")}
     assert set(first) == {"chat-g0-tp1-0", "chat-g0-tp1-1"}
 
     _replicas(kube_api, namespace, 3)
-    wait_status(kube_api, namespace, "chat", _at("3x1"), "3x1 Ready", timeout_s=90, op=operator)
+    wait_status(
+        kube_api, namespace, "chat", ready_at("3x1"), "3x1 Ready", timeout_s=90, op=operator
+    )
     sts = apps.read_namespaced_stateful_set("chat-g0-tp1", namespace)
     assert sts.metadata.uid == uid
     assert sts.spec.replicas == 3
@@ -98,7 +80,9 @@ def test_2x1_to_3x1_to_1x1_resizes_the_same_statefulset_and_drains_the_retired_p
     assert "scaleserve.io/serving" not in labels["chat-g0-tp1-2"]
 
     stats_server.replicas[(namespace, "chat")] = []  # the generation finished
-    wait_status(kube_api, namespace, "chat", _at("1x1"), "1x1 Ready", timeout_s=90, op=operator)
+    wait_status(
+        kube_api, namespace, "chat", ready_at("1x1"), "1x1 Ready", timeout_s=90, op=operator
+    )
 
     def shrunk(_: dict[str, Any]) -> bool:
         names = [p.metadata.name for p in engine_pods(kube_api, namespace, "chat")]

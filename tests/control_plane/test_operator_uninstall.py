@@ -14,23 +14,18 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.control_plane.test_operator_harness import (
-    OperatorProcess,
-    create_endpoint,
-    custom,
-    get_endpoint,
-    llmep_crd,
-    operator,
-    stats_server,
-    wait_status,
-)
 from tests.fixtures.cluster import GpuPool, wait_for
+from tests.fixtures.endpoints import (
+    create_ready_endpoint,
+    delete_endpoint,
+    get_endpoint,
+    patch_endpoint,
+    static_spec,
+)
+from tests.fixtures.operator_harness import OperatorProcess
 
 pytestmark = pytest.mark.control_plane
 
-__all__ = ["llmep_crd", "operator", "stats_server"]
-
-GROUP, VERSION, PLURAL = "scaleserve.io", "v1alpha1", "llmendpoints"
 FINALIZER = "scaleserve.io/finalizer"
 
 
@@ -56,16 +51,12 @@ def test_an_endpoint_deleted_while_the_operator_is_down_goes_as_documented(
     kube_api: Any, namespace: str, gpu_pool: Any, operator: OperatorProcess
 ) -> None:
     pool: GpuPool = gpu_pool(nodes=1, gpus=8)
-    spec = {"model": {"uri": "hf://org/tiny-llama"}, "layout": {"replicas": 1, "tensorParallel": 8}}
-    create_endpoint(kube_api, namespace, "chat", {**spec, **pool.pod_placement()})
-    wait_status(
-        kube_api, namespace, "chat", lambda s: s.get("phase") == "Ready", "Ready", op=operator
-    )
+    create_ready_endpoint(kube_api, namespace, "chat", static_spec(pool, 1, 8), operator)
     finalizers = get_endpoint(kube_api, namespace, "chat")["metadata"].get("finalizers") or []
     assert _children(kube_api, namespace)
     operator.stop()
 
-    custom(kube_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
+    delete_endpoint(kube_api, namespace, "chat")
     if finalizers:
         assert finalizers == [FINALIZER]  # the one the docs tell users to remove
         time.sleep(3)  # no operator: nothing lets the endpoint go
@@ -74,9 +65,7 @@ def test_an_endpoint_deleted_while_the_operator_is_down_goes_as_documented(
         assert stuck["finalizers"] == [FINALIZER]
         # the documented way out: `kubectl patch llmep chat --type=merge -p
         # '{"metadata":{"finalizers":null}}'`
-        custom(kube_api).patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, "chat", {"metadata": {"finalizers": None}}
-        )
+        patch_endpoint(kube_api, namespace, "chat", {"metadata": {"finalizers": None}})
     wait_for(lambda: _gone(kube_api, namespace, "chat"), "the endpoint gone", timeout_s=30)
     # children carry owner references: the garbage collector removes them, no operator needed
     wait_for(lambda: not _children(kube_api, namespace), "the children gone", timeout_s=60)

@@ -7,11 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.control_plane.test_operator_harness import create_endpoint, llmep_crd
+from tests.fixtures.endpoints import create_endpoint
 
 pytestmark = pytest.mark.control_plane
-
-__all__ = ["llmep_crd"]
 
 # Rejected objects are never stored, so the table shares the default namespace instead of
 # paying for a fresh namespace per row.

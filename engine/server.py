@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import prometheus_client
 
+from scaleserve.engine.cpu_bind import bind_cpu_workers
 from scaleserve.engine.engine_args import build_engine_args
 from scaleserve.engine.http_probe import ProbeServer
 from scaleserve.engine.lifecycle import Phase, Runtime
@@ -46,6 +47,7 @@ def load_engine(settings: EngineSettings, runtime: Runtime) -> Any:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     args = build_engine_args(settings)
+    bind_cpu_workers(settings.tensor_parallel_size)  # before vLLM starts its workers
     return AsyncLLM.from_engine_args(args, stat_loggers=[runtime.scheduler.logger_factory()])
 
 

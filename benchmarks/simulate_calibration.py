@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import json
 import os
 import statistics
 import sys
@@ -42,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import reshape_timeline  # noqa: E402
 from benchmarks.common import write_json  # noqa: E402
 from benchmarks.host import machine, versions  # noqa: E402
 from benchmarks.profile_tiny import sweep_profile, tiny_stack  # noqa: E402
@@ -310,7 +312,19 @@ def main() -> int:
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "simulate_calibration.json")
+    parser.add_argument(
+        "--reshape",
+        type=Path,
+        default=RESULTS / "reshape_timeline.json",
+        help="the local stack's reshape timeline (benchmarks/reshape_timeline.py records it), "
+        "compared with the simulator's on this run's profile",
+    )
+    parser.add_argument(
+        "--reshape-only", action="store_true", help="only that comparison, on the recorded profile"
+    )
     args = parser.parse_args()
+    if args.reshape_only:
+        return reshape(args.reshape, args.out)
     with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
     print(f"figures measured / simulated (relative error), {result['conditions']}")
@@ -322,6 +336,27 @@ def main() -> int:
     profile_path = args.out.with_suffix(".profile.yaml")
     profile_path.write_text(dump_profile(parse_profile(result["profile"])))
     print(f"wrote {args.out} and {profile_path}")
+    return reshape(args.reshape, args.out)
+
+
+def reshape(recorded_path: Path, out: Path) -> int:
+    """The recorded reshape timeline against the simulator's on the profile beside `out`,
+    added to `out` and printed."""
+    if not recorded_path.exists():
+        print(f"no reshape timeline recorded at {recorded_path}: not compared")
+        return 0
+    recorded = json.loads(recorded_path.read_text())
+    comparison = reshape_timeline.simulated(recorded, out.with_suffix(".profile.yaml"))
+    result = json.loads(out.read_text())
+    result["reshape"] = {
+        "recorded": recorded_path.name,
+        "date": recorded["date"],
+        "measured": recorded["measured"],
+        "comparison": comparison,
+    }
+    print("reshape timeline, local stack / simulator:")
+    print(reshape_timeline.table(result["reshape"]))
+    write_json(out, result)
     return 0
 
 

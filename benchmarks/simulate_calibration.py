@@ -28,7 +28,9 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -41,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import reshape_timeline  # noqa: E402
 from benchmarks.common import write_json  # noqa: E402
 from benchmarks.host import machine, versions  # noqa: E402
 from benchmarks.profile_tiny import sweep_profile, tiny_stack  # noqa: E402
@@ -162,25 +165,88 @@ def compare(
     }
 
 
+def median_profile(profiles: list[Profile]) -> Profile:
+    """Per point, the median of each figure over the sweeps (same levels, same workload)."""
+    first = profiles[0]
+    fields = ("ttft_ms", "tbt_ms", "ttft_p99_ms", "tbt_p99_ms", "output_tokens_per_s")
+    points = []
+    for i, point in enumerate(first.degrees[0].points):
+        values = [[getattr(p.degrees[0].points[i], f) for p in profiles] for f in fields]
+        update = {f: statistics.median(v) for f, v in zip(fields, values, strict=True)}
+        points.append(point.model_copy(update=update))
+    degree = first.degrees[0].model_copy(update={"points": tuple(points)})
+    notes = (
+        f"{first.provenance.notes}; per point the median of {len(profiles)} sweeps, each "
+        "followed by the check's closed loops at the same levels"
+    )
+    provenance = first.provenance.model_copy(update={"notes": notes})
+    return first.model_copy(update={"degrees": (degree,), "provenance": provenance})
+
+
+async def measure_points(
+    session: Any, url: str, startup: float, args: argparse.Namespace
+) -> tuple[Profile, list[Profile], list[dict[int, dict[str, Any]]]]:
+    """`args.rounds` times: the profile's sweep, then closed loops at the same levels measured
+    by the check's client; alternated so both sample the machine's load over the same span."""
+    levels = tuple(args.levels)
+    profiles, checks = [], []
+    for r in range(args.rounds):
+        profiles.append(
+            await sweep_profile(
+                url, startup, levels, args.profile_duration, args.input_tokens, args.output_tokens
+            )
+        )
+        figures = {}
+        for c in levels:
+            scenario = Scenario(f"closed {c}", "fixed", args.duration, streams=c)
+            p = plan(scenario, args, seed=args.seed)
+            records, start = await measure(session, url, profiles[0].model, p, (r + 1) * 10**8)
+            figures[c] = calibration.figures(
+                calibration.from_measured(records, start), p.scenario.duration_s
+            )
+            print(f"round {r + 1}, measured closed {c}: {figures[c]}", flush=True)
+        checks.append(figures)
+    return median_profile(profiles), profiles, checks
+
+
+def points(
+    profile: Profile, checks: list[dict[int, dict[str, Any]]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Per level: the checks' median figures and each round's, the simulation's, the errors."""
+    out = []
+    for c in args.levels:
+        rounds = [check[c] for check in checks]
+        measured = {k: statistics.median(r[k] for r in rounds) for k in calibration.FIGURES}
+        simulated = calibration.closed_loop(profile, c, args.duration, MAX_SEQS)
+        out.append(
+            {
+                "name": f"closed {c}",
+                "streams": c,
+                "measured": measured,
+                "measured_rounds": rounds,
+                "simulated": simulated,
+                "errors": calibration.relative_errors(simulated, measured),
+            }
+        )
+    return out
+
+
 async def run(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     import aiohttp
 
     load_before = os.getloadavg()[0]
     rows = []
-    async with tiny_stack(log_dir, prefix_caching=False) as (url, startup):
-        levels = tuple(args.levels)
-        profile = await sweep_profile(
-            url, startup, levels, args.profile_duration, args.input_tokens, args.output_tokens
-        )
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
-        async with aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
-        ) as session:
-            for i, scenario in enumerate(scenarios(args, profile)):
-                p = plan(scenario, args, seed=args.seed + i)
-                records, start = await measure(session, url, profile.model, p, (i + 1) * 10**6)
-                rows.append((p, records, start))
-                print(f"measured {scenario.name}: {len(records)} requests", flush=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    async with (
+        tiny_stack(log_dir, prefix_caching=False) as (url, startup),
+        aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session,
+    ):
+        profile, sweeps, checks = await measure_points(session, url, startup, args)
+        for i, scenario in enumerate(scenarios(args, profile)):
+            p = plan(scenario, args, seed=args.seed + i)
+            records, start = await measure(session, url, profile.model, p, (i + 1) * 10**6)
+            rows.append((p, records, start))
+            print(f"measured {scenario.name}: {len(records)} requests", flush=True)
     load_after = os.getloadavg()[0]
     results = [compare(profile, p, records, start) for p, records, start in rows]
     return {
@@ -196,31 +262,32 @@ async def run(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         "versions": versions(),
         "arguments": {k: v for k, v in vars(args).items() if k != "out"},
         "engine_model": "fine (per-request continuous batching, discrete events), one TP1 replica",
+        "max_seqs": MAX_SEQS,
         "profile": profile.to_dict(),
+        "sweeps": [p.to_dict()["tensorParallel"][0]["points"] for p in sweeps],
+        "points": points(profile, checks, args),
         "scenarios": results,
         "summary": calibration.summary([r["errors"] for r in results]),
         "tolerance": calibration.TOLERANCE,
     }
 
 
-def table(result: dict[str, Any]) -> str:
-    """A markdown table: measured / simulated (error) per figure and scenario."""
+def table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table: measured / simulated (error) per figure and row, and a summary."""
     heads = ("TTFT p50 ms", "TTFT p99 ms", "TBT p50 ms", "TBT p99 ms", "output tok/s")
     lines = ["| scenario | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
-    for row in result["scenarios"]:
+    for row in rows:
         cells = []
         for key in calibration.FIGURES:
             real, sim, err = row["measured"][key], row["simulated"][key], row["errors"][key]
             shown = "-" if err is None else f"{err:+.0%}"
             cells.append(f"{real:,.4g} / {sim:,.4g} ({shown})")
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    summary = calibration.summary([r["errors"] for r in rows]).values()
     mean = ["mean abs error"] + [
-        "-" if (v := s["mean_abs_error"]) is None else f"{v:.0%}"
-        for s in result["summary"].values()
+        "-" if (v := s["mean_abs_error"]) is None else f"{v:.0%}" for s in summary
     ]
-    within = ["within 25%"] + [
-        f"{s['within_tolerance']} of {s['scenarios']}" for s in result["summary"].values()
-    ]
+    within = ["within 25%"] + [f"{s['within_tolerance']} of {s['scenarios']}" for s in summary]
     lines += ["| " + " | ".join(mean) + " |", "| " + " | ".join(within) + " |"]
     return "\n".join(lines)
 
@@ -231,7 +298,10 @@ def main() -> int:
     )
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--profile-duration", type=float, default=15.0, help="s per level")
-    parser.add_argument("--closed", type=int, nargs="+", default=[1, 8, 16, 32, 64])
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="sweeps, each followed by closed loops at its levels"
+    )
+    parser.add_argument("--closed", type=int, nargs="+", default=[16], help="more closed loops")
     parser.add_argument("--mix", type=int, nargs="+", default=[32], help="closed loops, chat mix")
     parser.add_argument("--duration", type=float, default=15.0, help="s per closed loop")
     parser.add_argument(
@@ -242,15 +312,51 @@ def main() -> int:
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "simulate_calibration.json")
+    parser.add_argument(
+        "--reshape",
+        type=Path,
+        default=RESULTS / "reshape_timeline.json",
+        help="the local stack's reshape timeline (benchmarks/reshape_timeline.py records it), "
+        "compared with the simulator's on this run's profile",
+    )
+    parser.add_argument(
+        "--reshape-only", action="store_true", help="only that comparison, on the recorded profile"
+    )
     args = parser.parse_args()
+    if args.reshape_only:
+        return reshape(args.reshape, args.out)
     with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
     print(f"figures measured / simulated (relative error), {result['conditions']}")
-    print(table(result))
+    print(f"at the profile's levels, median of {args.rounds} rounds:")
+    print(table(result["points"]))
+    print("other traffic:")
+    print(table(result["scenarios"]))
     write_json(args.out, result)
     profile_path = args.out.with_suffix(".profile.yaml")
     profile_path.write_text(dump_profile(parse_profile(result["profile"])))
     print(f"wrote {args.out} and {profile_path}")
+    return reshape(args.reshape, args.out)
+
+
+def reshape(recorded_path: Path, out: Path) -> int:
+    """The recorded reshape timeline against the simulator's on the profile beside `out`,
+    added to `out` and printed."""
+    if not recorded_path.exists():
+        print(f"no reshape timeline recorded at {recorded_path}: not compared")
+        return 0
+    recorded = json.loads(recorded_path.read_text())
+    comparison = reshape_timeline.simulated(recorded, out.with_suffix(".profile.yaml"))
+    result = json.loads(out.read_text())
+    result["reshape"] = {
+        "recorded": recorded_path.name,
+        "date": recorded["date"],
+        "measured": recorded["measured"],
+        "comparison": comparison,
+    }
+    print("reshape timeline, local stack / simulator:")
+    print(reshape_timeline.table(result["reshape"]))
+    write_json(out, result)
     return 0
 
 

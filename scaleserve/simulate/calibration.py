@@ -16,8 +16,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from scaleserve.operator.layout import GroupShape
+from scaleserve.profiles import Profile
 from scaleserve.profiling.load import RequestRecord, summarize
+from scaleserve.simulate.endpoint import Limits
 from scaleserve.simulate.engine import Request
+from scaleserve.simulate.run import simulate
+from scaleserve.simulate.strategies import Static
+from scaleserve.simulate.traffic import Lengths, Sweep
 
 FIGURES = ("ttft_p50_ms", "ttft_p99_ms", "tbt_p50_ms", "tbt_p99_ms", "output_tokens_per_s")
 TOLERANCE = 0.25  # the simulator's calibration target: within 25% of the measurement
@@ -54,6 +60,19 @@ def figures(records: Sequence[RequestRecord], window_s: float) -> dict[str, Any]
     """`summarize`'s figures over the requests that finished within the window."""
     done = [r for r in records if r.last is not None and r.last <= window_s]
     return summarize(done, window_s)
+
+
+def closed_loop(profile: Profile, streams: int, window_s: float, max_seqs: int) -> dict[str, Any]:
+    """The figures of `streams` closed-loop streams with the profile's workload lengths on one
+    TP1 replica of the fine engine model, as a measured closed loop of that many is compared."""
+    w = profile.workload
+    traffic = Sweep(
+        levels=(streams,),
+        stage_s=window_s,
+        lengths=Lengths("fixed", w.input_tokens, w.output_tokens),
+    )
+    outcome = simulate(profile, traffic, Static((GroupShape(1, 1),)), limits=Limits(max_seqs))
+    return figures(from_simulated(outcome.endpoint.finished), window_s)
 
 
 def relative_error(simulated: float | None, measured: float | None) -> float | None:

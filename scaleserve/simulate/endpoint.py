@@ -89,6 +89,7 @@ class Endpoint:
         self.dark_events: list[float] = []  # zero ready replicas after the first Ready
         self.max_gpus = 0
         self.timeline: list[tuple[float, int, int, str]] = []  # t, gpus, ready replicas, layout
+        self.history: list[tuple[float, str, str]] = []  # t, group, state it entered ("gone")
 
     # accounting ------------------------------------------------------------------------
     def _account(self, now: float) -> None:
@@ -116,7 +117,10 @@ class Endpoint:
         self._in_flight_area, self._area_since = 0.0, now
         return value
 
-    def _changed(self, now: float) -> None:
+    def _changed(self, now: float, group: SimGroup | None = None) -> None:
+        if group is not None:
+            state = group.state if self.groups.get(group.name) is group else "gone"
+            self.history.append((now, group.name, state))
         self.serving = [r for g in self._ready_groups() for r in g.replicas]
         ready = len(self.serving)
         if ready:
@@ -153,7 +157,7 @@ class Endpoint:
             self._ready(now, group)
         elif pending:
             group.state = "pending"
-            self._changed(now)
+            self._changed(now, group)
         else:
             self.start(now, name, node)
 
@@ -236,7 +240,7 @@ class Endpoint:
         self._account(now)
         group = self.groups[name]
         group.state, group.node = "starting", node
-        self._changed(now)
+        self._changed(now, group)
         degree = self.profile.degree(group.shape.tensor_parallel)
         assert degree is not None
         self.events.schedule(now + degree.startup_seconds, self._ready, group)
@@ -246,7 +250,7 @@ class Endpoint:
             return  # deleted before it started
         self._account(now)
         group.state = "ready"
-        self._changed(now)
+        self._changed(now, group)
         while self.held and self.serving:
             self._route(now, self.held.popleft())
 
@@ -256,7 +260,7 @@ class Endpoint:
         group = self.groups[name]
         was_starting = group.state in ("pending", "starting")
         group.state = "draining"
-        self._changed(now)
+        self._changed(now, group)
         if was_starting or group.in_flight == 0:
             self._remove(now, group)
         else:
@@ -273,7 +277,7 @@ class Endpoint:
     def _remove(self, now: float, group: SimGroup) -> None:
         self._account(now)
         del self.groups[group.name]
-        self._changed(now)
+        self._changed(now, group)
         if self.on_removed is not None:
             self.on_removed(group)
 

@@ -109,6 +109,8 @@ class Scaleserve(Strategy):
     control: Control
     cluster_gpus: int
     mode: str = "thresholds"
+    interval_s: float = 10.0  # the operator's reconcile interval (--reconcile-interval)
+    started: list[float] = field(default_factory=list)  # when each ReshapeStarted was posted
 
     def __post_init__(self) -> None:
         self.name = f"scaleserve {self.mode}"
@@ -167,7 +169,9 @@ class Scaleserve(Strategy):
                 if g.state == "pending"
             ],
         )
-        self.reshapes += reshape_started(decision)
+        if reshape_started(decision):
+            self.reshapes += 1
+            self.started.append(now)
         for step in decision.steps:
             # a retired group drains at once and goes when its streams end (the gateways'
             # /stats are not modelled, so the operator's wait for them collapses into that)

@@ -5,7 +5,9 @@ the last one; the operator (decide, every `interval_s`, on the gateways' window)
 endpoint once the load crosses its threshold. From the moment the offered load reaches the
 threshold (the first step at or above it) three intervals are read: to the operator's
 ReshapeStarted, to every new group Ready, and to the last group of the first layout gone (it
-drains: it goes when its last request ends, or at the drain bound).
+drains: it goes when its last request ends, or at the drain bound). As on the local stack, the
+ramp begins when the first layout is Ready, so the cooldown (counted from the completion of the
+last reshape, the first layout's included) runs from the start.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scaleserve.operator.layout import initial_layout
 from scaleserve.operator.spec import EndpointSpec
+from scaleserve.operator.target import stamp
 from scaleserve.profiles import Profile
-from scaleserve.simulate.control import ThresholdsControl
+from scaleserve.simulate.control import EPOCH, ThresholdsControl
 from scaleserve.simulate.endpoint import Limits
 from scaleserve.simulate.run import simulate
 from scaleserve.simulate.strategies import Scaleserve
@@ -72,7 +76,13 @@ def reshape_timeline(
     assert spec.autoscaling is not None
     assert spec.autoscaling.concurrency_thresholds
     threshold = spec.autoscaling.concurrency_thresholds[0]
-    strategy = Scaleserve(ThresholdsControl(spec), cluster_gpus, interval_s=interval_s)
+    control = ThresholdsControl(spec)
+    control.status = {
+        "targetLayout": str(initial_layout(spec)),
+        "lastReshapeTime": stamp(EPOCH),
+        "lastReshapeCompletedTime": stamp(EPOCH),
+    }
+    strategy = Scaleserve(control, cluster_gpus, interval_s=interval_s)
     drain = spec.engine.drain_timeout_seconds
     outcome = simulate(
         profile, ramp.sweep(), strategy, limits=Limits(max_seqs, drain_timeout_s=drain)

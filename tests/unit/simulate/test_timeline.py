@@ -18,9 +18,7 @@ PROFILE = Path(__file__).parents[3] / "benchmarks" / "results" / "simulate_calib
 INTERVAL_S = 2.0
 
 
-def test_the_reshape_starts_after_the_crossing_and_the_old_group_goes_after_the_new_is_ready() -> (
-    None
-):
+def test_the_reshape_waits_for_the_cooldown_and_the_old_group_goes_after_the_new_is_ready() -> None:
     spec = parse_spec(sample_endpoint(Path("/models/tiny"))["spec"])  # 1 x TP2 -> 2 x TP1 at 8
     profile = with_startups(parse_profile(PROFILE.read_text()), {1: 40.0, 2: 50.0})
     ramp = Ramp((1, 2, 4, 8, 16, 32, 64), 3.0, before_s=15.0, hold_s=120.0,
@@ -31,9 +29,14 @@ def test_the_reshape_starts_after_the_crossing_and_the_old_group_goes_after_the_
     started, ready, gone = (
         result["intervals"][k] for k in ("started_s", "new_ready_s", "old_gone_s")
     )
-    assert result["crossed_at_s"] == 15.0 + 3 * 3.0
-    # the operator's window (10 s) has to see the load above the threshold first
-    assert 0 < started <= 10.0 + INTERVAL_S
+    crossed = result["crossed_at_s"]
+    assert crossed == 15.0 + 3 * 3.0
+    # the first layout completed when the ramp began: the cooldown (60 s) outlasts the window
+    # (10 s), so the reshape starts at the first pass after the cooldown
+    assert spec.autoscaling is not None
+    cooldown = spec.autoscaling.cooldown_seconds
+    assert cooldown > crossed + spec.autoscaling.window_seconds
+    assert cooldown - crossed <= started <= cooldown - crossed + INTERVAL_S
     # the new group is created at that pass and is Ready after its degree's start-up
     assert ready == pytest.approx(started + 40.0, abs=0.01)
     # make-before-break: the old group drains once the new one serves, within the drain bound

@@ -19,10 +19,11 @@ import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scaleserve.dev import statefile
 from scaleserve.dev.kubeapi import KubeApi
 from scaleserve.dev.pki import Pki, make_pki
 
@@ -167,15 +168,10 @@ class Cluster:
 
     # ----------------------------------------------------------------- state
     def load_state(self) -> ClusterState | None:
-        try:
-            return ClusterState(**json.loads(self.state_file.read_text()))
-        except FileNotFoundError:
-            return None
+        return statefile.load(self.state_file, ClusterState)
 
     def _save_state(self, state: ClusterState) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(self.state_file)
+        statefile.save(self.state_file, state)
 
     def api(self, state: ClusterState | None = None) -> KubeApi:
         state = state or self.load_state()

@@ -15,23 +15,20 @@ and both folders.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import string
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scaleserve.dev import podnet, processes
+from scaleserve.dev import podnet, processes, statefile
 from scaleserve.dev.cluster import REPO_ROOT, Cluster, ClusterError, cache_dir, free_port
 from scaleserve.dev.runner import NodeConfig, RunnerConfig
 
@@ -83,15 +80,10 @@ class Stack:
 
     # ----------------------------------------------------------------- state
     def load(self) -> StackState | None:
-        try:
-            return StackState(**json.loads(self.state_file.read_text()))
-        except FileNotFoundError:
-            return None
+        return statefile.load(self.state_file, StackState)
 
     def _save(self, state: StackState) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(self.state_file)
+        statefile.save(self.state_file, state)
 
     def running(self) -> bool:
         state = self.load()
@@ -230,7 +222,7 @@ class Stack:
         self._save(state)
         self._wait(
             "the operator",
-            lambda: _http_ok(f"http://127.0.0.1:{liveness}/healthz"),
+            lambda: processes.http_ok(f"http://127.0.0.1:{liveness}/healthz"),
             60.0, state,
         )  # fmt: skip
         progress(f"==> operator running (metrics: {state.operator_metrics_url})")
@@ -368,11 +360,3 @@ def sample_endpoint(model_dir: Path) -> dict[str, Any]:
     text = string.Template(SAMPLE_FILE.read_text()).substitute(MODEL_DIR=str(model_dir))
     body: dict[str, Any] = yaml.safe_load(text)
     return body
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False

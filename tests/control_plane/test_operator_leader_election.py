@@ -19,6 +19,7 @@ from tests.fixtures.endpoints import (
     create_endpoint,
     get_endpoint,
     patch_endpoint,
+    ready_for_generation,
     static_spec,
     wait_phase,
     wait_status,
@@ -87,7 +88,7 @@ def _standby_applies_a_change(kube_api: Any, namespace: str, standby: OperatorPr
         kube_api,
         namespace,
         "chat",
-        lambda s: s.get("observedGeneration") == generation and s.get("phase") == "Ready",
+        ready_for_generation(generation),
         "the new leader's status",
         op=standby,
     )

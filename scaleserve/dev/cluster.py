@@ -19,10 +19,11 @@ import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scaleserve.dev import statefile
 from scaleserve.dev.kubeapi import KubeApi
 from scaleserve.dev.pki import Pki, make_pki
 
@@ -167,15 +168,10 @@ class Cluster:
 
     # ----------------------------------------------------------------- state
     def load_state(self) -> ClusterState | None:
-        try:
-            return ClusterState(**json.loads(self.state_file.read_text()))
-        except FileNotFoundError:
-            return None
+        return statefile.load(self.state_file, ClusterState)
 
     def _save_state(self, state: ClusterState) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(self.state_file)
+        statefile.save(self.state_file, state)
 
     def api(self, state: ClusterState | None = None) -> KubeApi:
         state = state or self.load_state()
@@ -300,22 +296,44 @@ class Cluster:
 
     def _start(self, bin_dir: Path, timeout_s: float, address: str) -> ClusterState:
         pki = make_pki(self.pki.dir, [address])
+        state = self._new_state(address)
+        self.kubeconfig.write_text(kubeconfig_text(self.name, state.server, pki))
+        self._save_state(state)
+        etcd_url = self._spawn_etcd(state, bin_dir)
+        self._spawn_apiserver(state, bin_dir, pki, etcd_url, address)
+        self._wait(
+            "kube-apiserver /readyz",
+            self.api(state).ready,
+            timeout_s,
+            state,
+            ["etcd", "kube-apiserver"],
+        )
+        self._spawn_controller_manager(state, bin_dir, pki)
+        self._spawn_scheduler(state, bin_dir)
+        self._spawn_kwok(state, bin_dir)
+        # a process refusing its flags exits at once: report it with its log now rather than
+        # as a timeout on nodes later
+        time.sleep(0.3)
+        self._check_alive(state, BINARIES)
+        return state
+
+    def _new_state(self, address: str) -> ClusterState:
         ports = {name: free_port() for name in ("etcd", "etcd-peer", "kwok")}
         ports["apiserver"] = free_port(address)
-        server = f"https://{address}:{ports['apiserver']}"
-        state = ClusterState(
+        return ClusterState(
             name=self.name,
             dir=str(self.dir),
-            server=server,
+            server=f"https://{address}:{ports['apiserver']}",
             kubeconfig=str(self.kubeconfig),
             ports=ports,
             started_at=time.time(),
             owner_pid=os.getpid() if self.die_with_owner else 0,
         )
-        self.kubeconfig.write_text(kubeconfig_text(self.name, server, pki))
-        self._save_state(state)
-        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-        peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+
+    def _spawn_etcd(self, state: ClusterState, bin_dir: Path) -> str:
+        """Start etcd; its client URL."""
+        etcd_url = f"http://127.0.0.1:{state.ports['etcd']}"
+        peer_url = f"http://127.0.0.1:{state.ports['etcd-peer']}"
         self._spawn(state, "etcd", [
             bin_dir / "etcd", "--name", "default", "--data-dir", self.dir / "etcd",
             "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
@@ -323,10 +341,15 @@ class Cluster:
             "--initial-cluster", f"default={peer_url}",
             "--unsafe-no-fsync", "--quota-backend-bytes", str(8 << 30), "--log-level", "warn",
         ])  # fmt: skip
+        return etcd_url
+
+    def _spawn_apiserver(
+        self, state: ClusterState, bin_dir: Path, pki: Pki, etcd_url: str, address: str
+    ) -> None:
         self._spawn(state, "kube-apiserver", [
             bin_dir / "kube-apiserver", "--etcd-servers", etcd_url,
             "--bind-address", address, "--advertise-address", address,
-            "--secure-port", str(ports["apiserver"]),
+            "--secure-port", str(state.ports["apiserver"]),
             "--tls-cert-file", pki.server_crt, "--tls-private-key-file", pki.server_key,
             "--client-ca-file", pki.ca_crt,
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
@@ -338,17 +361,8 @@ class Cluster:
             "--max-requests-inflight", "1000", "--max-mutating-requests-inflight", "500",
             "--profiling=false", "--cert-dir", self.dir / "pki",
         ])  # fmt: skip
-        api = self.api(state)
-        self._wait(
-            "kube-apiserver /readyz", api.ready, timeout_s, state, ["etcd", "kube-apiserver"]
-        )
-        sched_config = self.dir / "scheduler.json"
-        sched_config.write_text(json.dumps({
-            "apiVersion": "kubescheduler.config.k8s.io/v1",
-            "kind": "KubeSchedulerConfiguration",
-            "clientConnection": {"kubeconfig": str(self.kubeconfig), "qps": 500, "burst": 1000},
-            "leaderElection": {"leaderElect": False},
-        }))  # fmt: skip
+
+    def _spawn_controller_manager(self, state: ClusterState, bin_dir: Path, pki: Pki) -> None:
         self._spawn(state, "kube-controller-manager", [
             bin_dir / "kube-controller-manager", "--kubeconfig", self.kubeconfig,
             "--leader-elect=false", "--secure-port", "0",
@@ -358,20 +372,28 @@ class Cluster:
             "--kube-api-qps", "500", "--kube-api-burst", "1000",
             "--concurrent-statefulset-syncs", "10",
         ])  # fmt: skip
+
+    def _spawn_scheduler(self, state: ClusterState, bin_dir: Path) -> None:
+        config = self.dir / "scheduler.json"
+        config.write_text(json.dumps({
+            "apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "KubeSchedulerConfiguration",
+            "clientConnection": {"kubeconfig": str(self.kubeconfig), "qps": 500, "burst": 1000},
+            "leaderElection": {"leaderElect": False},
+        }))  # fmt: skip
         self._spawn(state, "kube-scheduler", [
-            bin_dir / "kube-scheduler", "--config", sched_config, "--secure-port", "0",
+            bin_dir / "kube-scheduler", "--config", config, "--secure-port", "0",
         ])  # fmt: skip
+
+    def _spawn_kwok(self, state: ClusterState, bin_dir: Path) -> None:
         self._spawn(state, "kwok", [
             bin_dir / "kwok", "--kubeconfig", self.kubeconfig,
             "--config", CLUSTER_DIR / "kwok.yaml",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector", f"{KWOK_NODE_ANNOTATION}=fake",
-            "--server-address", f"127.0.0.1:{ports['kwok']}",
+            "--server-address", f"127.0.0.1:{state.ports['kwok']}",
             "--node-lease-duration-seconds", "40",
         ])  # fmt: skip
-        time.sleep(0.3)
-        self._check_alive(state, BINARIES)
-        return state
 
     # ---------------------------------------------------------------- nodes
     def create_nodes(

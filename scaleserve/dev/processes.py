@@ -14,6 +14,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -186,6 +188,15 @@ def parse_proc_net_tcp(text: str) -> set[tuple[str, int]]:
         address = socket.inet_ntoa(int(hex_ip, 16).to_bytes(4, "little"))
         found.add((address, int(hex_port, 16)))
     return found
+
+
+def http_ok(url: str) -> bool:
+    """Whether `url` answers 200: a process's health or readiness endpoint."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from scaleserve.dev.statefile import write_atomically
+
 # what the chart's PodMonitor selects: the operator's engine and gateway pods
 SELECTOR = "app.kubernetes.io/managed-by=scaleserve-operator"
 INTERVAL_S = 2.0
@@ -70,9 +72,7 @@ def write_if_changed(path: Path, groups: list[dict[str, Any]]) -> bool:
     text = json.dumps(groups, indent=1, sort_keys=True)
     if path.exists() and path.read_text() == text:
         return False
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomically(path, text)
     return True
 
 

@@ -15,23 +15,20 @@ and both folders.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import string
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scaleserve.dev import podnet, processes
+from scaleserve.dev import podnet, processes, statefile
 from scaleserve.dev.cluster import REPO_ROOT, Cluster, ClusterError, cache_dir, free_port
 from scaleserve.dev.runner import NodeConfig, RunnerConfig
 
@@ -83,15 +80,10 @@ class Stack:
 
     # ----------------------------------------------------------------- state
     def load(self) -> StackState | None:
-        try:
-            return StackState(**json.loads(self.state_file.read_text()))
-        except FileNotFoundError:
-            return None
+        return statefile.load(self.state_file, StackState)
 
     def _save(self, state: StackState) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(self.state_file)
+        statefile.save(self.state_file, state)
 
     def running(self) -> bool:
         state = self.load()
@@ -141,6 +133,17 @@ class Stack:
         timeout_s: float,
         progress: Progress,
     ) -> None:
+        net = self._start_pod_network(state, nodes, progress)
+        self._start_control_plane(state, net, timeout_s, progress)
+        self._install_crd(timeout_s)
+        progress("==> CRD llmendpoints.scaleserve.io installed")
+        env = {**os.environ, processes.MARKER_ENV: state.marker, "KUBECONFIG": state.kubeconfig}
+        self._start_runner(state, net, nodes, gpus, env, progress)
+        self._start_operator(state, reconcile_interval_s, env, progress)
+
+    def _start_pod_network(
+        self, state: StackState, nodes: int, progress: Progress
+    ) -> podnet.PodNetwork:
         net = podnet.create(self.name, nodes)
         state.podnet, state.subnets = net.to_dict(), net.subnets
         self._save(state)
@@ -148,8 +151,15 @@ class Stack:
             f"==> pod network: namespace {net.netns}, veth {net.host_if} ({net.host_address}), "
             f"pods in {net.block}"
         )
+        return net
+
+    def _start_control_plane(
+        self, state: StackState, net: podnet.PodNetwork, timeout_s: float, progress: Progress
+    ) -> None:
         progress(f"==> control plane {self.name!r} (etcd, kube-apiserver, controllers, scheduler)")
         try:
+            # no kwok nodes: the runner registers the local ones; the API listens on the veth's
+            # host end so that pods inside the namespace reach it
             cluster = self.cluster.up(
                 nodes=0, timeout_s=min(timeout_s, 180.0), address=net.host_address
             )
@@ -158,8 +168,16 @@ class Stack:
         state.kubeconfig = cluster.kubeconfig
         self._save(state)
         progress(f"    up in {cluster.ready_s:.1f}s at {cluster.server}")
-        self._install_crd(timeout_s)
-        progress("==> CRD llmendpoints.scaleserve.io installed")
+
+    def _start_runner(
+        self,
+        state: StackState,
+        net: podnet.PodNetwork,
+        nodes: int,
+        gpus: int,
+        env: dict[str, str],
+        progress: Progress,
+    ) -> None:
         names = [f"local-{i}" for i in range(nodes)]
         state.nodes = names
         config = RunnerConfig(
@@ -171,7 +189,6 @@ class Stack:
             netns=net.netns,
         )
         config.dump(self.dir / "runner.json")
-        env = {**os.environ, processes.MARKER_ENV: state.marker, "KUBECONFIG": state.kubeconfig}
         runner = processes.spawn(
             [sys.executable, "-m", "scaleserve.dev.runner", str(self.dir / "runner.json")],
             env=env, log=self.logs / "runner.log", cwd=self.dir,
@@ -185,6 +202,14 @@ class Stack:
             60.0, state,
         )  # fmt: skip
         progress(f"==> local runner: nodes {', '.join(names)} ({gpus} GPUs each, CPU cores)")
+
+    def _start_operator(
+        self,
+        state: StackState,
+        reconcile_interval_s: float,
+        env: dict[str, str],
+        progress: Progress,
+    ) -> None:
         liveness, metrics = free_port(), free_port()
         operator = processes.spawn(
             [sys.executable, "-m", "scaleserve", "operator",
@@ -197,7 +222,7 @@ class Stack:
         self._save(state)
         self._wait(
             "the operator",
-            lambda: _http_ok(f"http://127.0.0.1:{liveness}/healthz"),
+            lambda: processes.http_ok(f"http://127.0.0.1:{liveness}/healthz"),
             60.0, state,
         )  # fmt: skip
         progress(f"==> operator running (metrics: {state.operator_metrics_url})")
@@ -335,11 +360,3 @@ def sample_endpoint(model_dir: Path) -> dict[str, Any]:
     text = string.Template(SAMPLE_FILE.read_text()).substitute(MODEL_DIR=str(model_dir))
     body: dict[str, Any] = yaml.safe_load(text)
     return body
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False

@@ -4,7 +4,7 @@ operator with its CRD and the gateways' /stats (tests/fixtures/operator_harness.
 from __future__ import annotations
 
 from tests.fixtures.cluster import gpu_pool, kube_api, kube_cluster, namespace
-from tests.fixtures.operator_harness import llmep_crd, operator, stats_server, watch
+from tests.fixtures.operator_harness import llmep_crd, operator, start_operator, stats_server, watch
 
 __all__ = [
     "gpu_pool",
@@ -13,6 +13,7 @@ __all__ = [
     "llmep_crd",
     "namespace",
     "operator",
+    "start_operator",
     "stats_server",
     "watch",
 ]

@@ -8,10 +8,9 @@ process authenticated as the chart's ServiceAccount (a token from the TokenReque
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import yaml
 
 from tests.fixtures.cluster import GpuPool, KubeCluster, wait_for
 from tests.fixtures.endpoints import create_endpoint, ready_at, wait_status
-from tests.fixtures.operator_harness import OperatorProcess, StatsServer, kubectl
+from tests.fixtures.operator_harness import OperatorProcess, StartOperator, StatsServer, kubectl
 
 pytestmark = pytest.mark.control_plane
 
@@ -104,59 +103,56 @@ def _cluster_objects(cluster: KubeCluster, namespace: str) -> list[str]:
     return sorted(names)
 
 
-def test_install_upgrade_and_uninstall_leave_the_expected_objects(
-    kube_cluster: KubeCluster, namespace: str, gpu_pool: Any, helm: Helm, tmp_path: Path
-) -> None:
-    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
-    values = _values(tmp_path, pool)
-    # the operator's pods pass the `restricted` Pod Security Standard (helm --wait needs them)
-    kubectl(kube_cluster, "label", "namespace", namespace,
-            "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip
-    helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values), "--wait",
-         "--timeout", "120s")  # fmt: skip
+def _env(pod: dict[str, Any]) -> dict[str, str]:
+    """The operator container's environment."""
+    return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
 
-    kubectl(kube_cluster, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD}")
-    assert _names(kube_cluster, "deployments", namespace) == ["scaleserve-operator"]
-    assert _names(kube_cluster, "serviceaccounts", namespace) == ["scaleserve-operator"]
-    assert _names(kube_cluster, "services", namespace) == ["scaleserve-operator"]
+
+def _can_i(cluster: KubeCluster, verb: str, sa: str, namespace: str) -> str:
+    """Whether `sa` may `verb` StatefulSets in `namespace`: "yes" or "no"."""
+    result = kubectl(cluster, "auth", "can-i", verb, "statefulsets.apps", "--as", sa,
+                     "-n", namespace, check=False)  # fmt: skip
+    return result.stdout.strip()
+
+
+def _assert_installed(cluster: KubeCluster, namespace: str, pool: GpuPool, sa: str) -> None:
+    """The release's objects, two Ready operator pods on the pool, cluster-wide defaults."""
+    kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD}")
+    assert _names(cluster, "deployments", namespace) == ["scaleserve-operator"]
+    assert _names(cluster, "serviceaccounts", namespace) == ["scaleserve-operator"]
+    assert _names(cluster, "services", namespace) == ["scaleserve-operator"]
     # leader election among the replicas: a Lease in the release namespace
-    assert _names(kube_cluster, "roles", namespace) == [LEADER_ELECTION]
-    assert _names(kube_cluster, "rolebindings", namespace) == [LEADER_ELECTION]
+    assert _names(cluster, "roles", namespace) == [LEADER_ELECTION]
+    assert _names(cluster, "rolebindings", namespace) == [LEADER_ELECTION]
     cluster_name = f"{namespace}-scaleserve-operator"[:63].rstrip("-")
-    assert _cluster_objects(kube_cluster, namespace) == [
+    assert _cluster_objects(cluster, namespace) == [
         f"clusterrolebindings/{cluster_name}",
         f"clusterroles/{cluster_name}",
     ]
-    pods = _operator_pods(kube_cluster, namespace)
+    pods = _operator_pods(cluster, namespace)
     assert len(pods) == 2  # a leader and a standby
     assert all(p["spec"]["nodeName"] in pool.nodes and _ready(p) for p in pods)
-    env = {e["name"]: e.get("value", "") for e in pods[0]["spec"]["containers"][0]["env"]}
+    env = _env(pods[0])
     assert env["SCALESERVE_OPERATOR_NAMESPACES"] == ""
     assert env["SCALESERVE_OPERATOR_RECONCILE_INTERVAL_S"] == "10"
     assert env["SCALESERVE_OPERATOR_LEADER_LEASE"] == f"{namespace}/scaleserve-operator"
-    sa = f"system:serviceaccount:{namespace}:scaleserve-operator"
-    can = kubectl(kube_cluster, "auth", "can-i", "create", "statefulsets.apps", "--as", sa,
-                  "-n", "default", check=False)  # fmt: skip
-    assert can.stdout.strip() == "yes"
+    assert _can_i(cluster, "create", sa, "default") == "yes"
 
-    # upgrade: watch only the release namespace, reconcile faster
-    helm("upgrade", RELEASE, str(CHART), "-n", namespace, "-f", str(values),
-         "--set", "operator.scope=namespace", "--set", "operator.reconcileIntervalSeconds=3",
-         "--wait", "--timeout", "120s")  # fmt: skip
+
+def _assert_upgraded_to_namespace_scope(
+    cluster: KubeCluster, namespace: str, pool: GpuPool, sa: str, helm: Helm
+) -> None:
+    """Revision 2 deployed, a Role for the namespace, the pods rolled, writes only there."""
     status = json.loads(helm("status", RELEASE, "-n", namespace, "-o", "json").stdout)
     assert status["version"] == 2
     assert status["info"]["status"] == "deployed"
-    assert _names(kube_cluster, "roles", namespace) == ["scaleserve-operator", LEADER_ELECTION]
-    assert _names(kube_cluster, "rolebindings", namespace) == [
-        "scaleserve-operator",
-        LEADER_ELECTION,
-    ]
+    assert _names(cluster, "roles", namespace) == ["scaleserve-operator", LEADER_ELECTION]
+    assert _names(cluster, "rolebindings", namespace) == ["scaleserve-operator", LEADER_ELECTION]
 
     def rolled() -> list[dict[str, Any]]:
-        pods = [p for p in _operator_pods(kube_cluster, namespace)
+        pods = [p for p in _operator_pods(cluster, namespace)
                 if not p["metadata"].get("deletionTimestamp")]  # fmt: skip
-        env = [{e["name"]: e.get("value", "") for e in p["spec"]["containers"][0]["env"]}
-               for p in pods]  # fmt: skip
+        env = [_env(p) for p in pods]
         done = len(pods) == 2 and all(e["SCALESERVE_OPERATOR_NAMESPACES"] == namespace for e in env)
         return pods if done and all(_ready(p) for p in pods) else []
 
@@ -167,18 +163,40 @@ def test_install_upgrade_and_uninstall_leave_the_expected_objects(
         ("create", "default", "no"),  # writes only where it watches now
         ("list", "default", "yes"),  # placement reads pods and StatefulSets everywhere
     ]:
-        result = kubectl(kube_cluster, "auth", "can-i", can_i, "statefulsets.apps", "--as", sa,
-                         "-n", where, check=False)  # fmt: skip
-        assert result.stdout.strip() == expected, (can_i, where)
+        assert _can_i(cluster, can_i, sa, where) == expected, (can_i, where)
+
+
+def _assert_uninstalled(cluster: KubeCluster, namespace: str, helm: Helm) -> None:
+    for kind in ("deployments", "serviceaccounts", "services", "roles", "rolebindings"):
+        assert _names(cluster, kind, namespace) == [], kind
+    assert _cluster_objects(cluster, namespace) == []
+    wait_for(lambda: not _operator_pods(cluster, namespace), "operator pod gone", 60)
+    # the CRD stays: removing it would delete every LLMEndpoint in the cluster
+    assert _get(cluster, "crd", CRD)
+    assert helm("status", RELEASE, "-n", namespace, check=False).returncode != 0
+
+
+def test_install_upgrade_and_uninstall_leave_the_expected_objects(
+    kube_cluster: KubeCluster, namespace: str, gpu_pool: Any, helm: Helm, tmp_path: Path
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=1, gpus=8)
+    values = _values(tmp_path, pool)
+    sa = f"system:serviceaccount:{namespace}:scaleserve-operator"
+    # the operator's pods pass the `restricted` Pod Security Standard (helm --wait needs them)
+    kubectl(kube_cluster, "label", "namespace", namespace,
+            "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip
+    helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values), "--wait",
+         "--timeout", "120s")  # fmt: skip
+    _assert_installed(kube_cluster, namespace, pool, sa)
+
+    # upgrade: watch only the release namespace, reconcile faster
+    helm("upgrade", RELEASE, str(CHART), "-n", namespace, "-f", str(values),
+         "--set", "operator.scope=namespace", "--set", "operator.reconcileIntervalSeconds=3",
+         "--wait", "--timeout", "120s")  # fmt: skip
+    _assert_upgraded_to_namespace_scope(kube_cluster, namespace, pool, sa, helm)
 
     helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
-    for kind in ("deployments", "serviceaccounts", "services", "roles", "rolebindings"):
-        assert _names(kube_cluster, kind, namespace) == [], kind
-    assert _cluster_objects(kube_cluster, namespace) == []
-    wait_for(lambda: not _operator_pods(kube_cluster, namespace), "operator pod gone", 60)
-    # the CRD stays: removing it would delete every LLMEndpoint in the cluster
-    assert _get(kube_cluster, "crd", CRD)
-    assert helm("status", RELEASE, "-n", namespace, check=False).returncode != 0
+    _assert_uninstalled(kube_cluster, namespace, helm)
 
 
 # --- the operator's real API calls under the chart's RBAC -----------------------------------
@@ -196,33 +214,19 @@ def _token_kubeconfig(cluster: KubeCluster, namespace: str, sa: str, path: Path)
 
 @pytest.fixture
 def operator_as(
-    kube_cluster: KubeCluster, stats_server: StatsServer, tmp_path: Path
-) -> Iterator[Callable[[str, str], OperatorProcess]]:
-    """operator_as(namespace, serviceaccount): `scaleserve operator` with that identity only."""
-    started: list[OperatorProcess] = []
+    kube_cluster: KubeCluster, namespace: str, start_operator: StartOperator, tmp_path: Path
+) -> Callable[[str], OperatorProcess]:
+    """operator_as(serviceaccount): `scaleserve operator` on the test's namespace with that
+    ServiceAccount's identity only."""
 
-    def start(namespace: str, sa: str) -> OperatorProcess:
+    def start(sa: str) -> OperatorProcess:
         config = _token_kubeconfig(kube_cluster, namespace, sa, tmp_path / "sa.kubeconfig")
         identity = KubeCluster(kubeconfig=config, server=kube_cluster.server, started_here=False)
-        handle = OperatorProcess(
-            identity,
-            namespace,
-            stats_server.url_template,
-            tmp_path / "operator.log",
-            # elected as the chart's pods are: its Lease is written under the chart's RBAC too
-            extra_args=("--leader-lease", f"{namespace}/scaleserve-operator"),
-        )
-        handle.start()
-        started.append(handle)
-        return handle
+        # elected as the chart's pods are: its Lease is written under the chart's RBAC too
+        lease = ("--leader-lease", f"{namespace}/scaleserve-operator")
+        return start_operator(sa, *lease, cluster=identity)
 
-    try:
-        yield start
-    finally:
-        for handle in started:
-            handle.stop()
-            if os.environ.get("SCALESERVE_SHOW_OPERATOR_LOG"):
-                print(handle.tail(200))
+    return start
 
 
 @pytest.mark.parametrize("scope", ["cluster", "namespace"])
@@ -233,7 +237,7 @@ def test_the_charts_rbac_is_enough_for_a_full_reshape(
     namespace: str,
     gpu_pool: Any,
     helm: Helm,
-    operator_as: Callable[[str, str], OperatorProcess],
+    operator_as: Callable[[str], OperatorProcess],
     stats_server: StatsServer,
     tmp_path: Path,
     scope: str,
@@ -242,7 +246,7 @@ def test_the_charts_rbac_is_enough_for_a_full_reshape(
     values = _values(tmp_path, pool, operator={"scope": scope})
     helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values))
     try:
-        op = operator_as(namespace, "scaleserve-operator")
+        op = operator_as("scaleserve-operator")
         stats_server.set(namespace, "chat", 4.0)
         spec = {
             "model": {"uri": "hf://org/tiny-llama"},

@@ -74,6 +74,27 @@ def _unschedulable(pod: Any) -> Any:
     return None
 
 
+def _wait_for_slices_listing(kube_api: Any, namespace: str, running: list[Any]) -> None:
+    """The headless Service's EndpointSlices list exactly the `running` pods, with their
+    hostnames."""
+    discovery: Any = client.DiscoveryV1Api(kube_api)
+
+    def endpoints() -> dict[str, str] | None:
+        slices = discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={APP}"
+        ).items
+        found = {
+            ep.hostname: ep.addresses[0]
+            for s in slices
+            for ep in s.endpoints or []
+            if ep.conditions and ep.conditions.ready
+        }
+        expected = {p.metadata.name: p.status.pod_ip for p in running}
+        return found if found == expected else None
+
+    wait_for(endpoints, f"EndpointSlices with the {len(running)} Ready pods", timeout_s=30)
+
+
 def test_three_8gpu_replicas_on_two_8gpu_nodes_leave_one_pending(
     kube_api: Any, namespace: str, gpu_pool: Any
 ) -> None:
@@ -100,23 +121,7 @@ def test_three_8gpu_replicas_on_two_8gpu_nodes_leave_one_pending(
     assert "Insufficient nvidia.com/gpu" in (condition.message or "")
     assert all(p.status.pod_ip for p in running)
 
-    # the headless Service's EndpointSlices list exactly the Ready pods, with their hostnames
-    discovery: Any = client.DiscoveryV1Api(kube_api)
-
-    def endpoints() -> dict[str, str] | None:
-        slices = discovery.list_namespaced_endpoint_slice(
-            namespace, label_selector=f"kubernetes.io/service-name={APP}"
-        ).items
-        found = {
-            ep.hostname: ep.addresses[0]
-            for s in slices
-            for ep in s.endpoints or []
-            if ep.conditions and ep.conditions.ready
-        }
-        expected = {p.metadata.name: p.status.pod_ip for p in running}
-        return found if found == expected else None
-
-    wait_for(endpoints, "EndpointSlices with the 2 Ready pods", timeout_s=30)
+    _wait_for_slices_listing(kube_api, namespace, running)
 
     # scaling down removes the pending replica (the highest ordinal) first
     apps.patch_namespaced_stateful_set_scale(APP, namespace, {"spec": {"replicas": 2}})

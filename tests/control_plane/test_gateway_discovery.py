@@ -1,9 +1,9 @@
 """EndpointSlice discovery against a real kube-apiserver: the pool follows the slices.
 
-Needs the local control plane (tests/fixtures/cluster.py), so it belongs to the control_plane
-layer. The slices are written by the test (as the EndpointSlice controller would write them
-for the engine Service) and point at addresses nothing listens on: only membership and
-conditions are under test here.
+Needs the local control plane (the layer's fixtures, tests/control_plane/conftest.py), so it
+belongs to the control_plane layer. The slices are written by the test (as the EndpointSlice
+controller would write them for the engine Service) and point at addresses nothing listens on:
+only membership and conditions are under test here.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import pytest
 from scaleserve.gateway.discovery.kubernetes import EndpointSliceDiscovery
 from scaleserve.gateway.pool import ReplicaPool
 from scaleserve.gateway.settings import GatewaySettings
-from tests.fixtures.cluster import KubeCluster, kube_api, kube_cluster, namespace
-
-__all__ = ["kube_api", "kube_cluster", "namespace"]
+from tests.fixtures.cluster import KubeCluster
 
 pytestmark = pytest.mark.control_plane
 

@@ -15,9 +15,11 @@ from tests.fixtures.endpoints import (
     create_ready_endpoint,
     delete_endpoint,
     engine_pods,
-    events,
+    event_messages,
+    event_reasons,
     get_endpoint,
     patch_endpoint,
+    ready_for_generation,
     static_spec,
     wait_phase,
     wait_status,
@@ -88,7 +90,7 @@ def test_create_builds_every_child_and_schedules_engines_on_gpu_nodes(
     table = kubectl(kube_cluster, "get", "llmep", "-n", namespace).stdout
     assert "4x4" in table.splitlines()[1]
     assert "Ready" in table.splitlines()[1]
-    reasons = [r for _, r, _ in events(kube_api, namespace, "chat")]
+    reasons = event_reasons(kube_api, namespace, "chat")
     assert reasons.count("GroupCreated") == 2
 
 
@@ -119,7 +121,7 @@ def test_a_spec_update_rolls_out_to_the_engines(
         kube_api,
         namespace,
         "chat",
-        lambda s: s.get("observedGeneration") == generation and s.get("phase") == "Ready",
+        ready_for_generation(generation),
         "status for the new generation",
         op=operator,
     )
@@ -197,7 +199,7 @@ def test_pending_engines_mark_the_endpoint_degraded_without_thrashing(
     assert degraded["status"] == "True"
     assert degraded["reason"] == "PodsPending"
     assert "Pending" in status["message"]
-    reasons = [r for _, r, _ in events(kube_api, namespace, "big")]
+    reasons = event_reasons(kube_api, namespace, "big")
     assert "NoGPUs" in reasons
     assert "Degraded" in reasons
 
@@ -265,7 +267,7 @@ def test_a_single_group_without_spare_gpus_holds_a_spec_edit_and_says_why(
     assert {p.metadata.uid for p in pods} == before
     assert not any(p.metadata.deletion_timestamp for p in pods)
     assert "holding 1x8" in kubectl(kube_cluster, "get", "llmep", "-n", namespace).stdout
-    assert [m for t, r, m in events(kube_api, namespace, "chat") if r == "RolloutHeld"]
+    assert event_messages(kube_api, namespace, "chat", "RolloutHeld")
 
 
 def test_a_child_the_api_server_rejects_degrades_the_endpoint_quoting_the_server(
@@ -280,5 +282,5 @@ def test_a_child_the_api_server_rejects_degrades_the_endpoint_quoting_the_server
     assert degraded["reason"] == "RolloutRejected"
     assert "Deployment/chat-gateway" in degraded["message"]
     assert "nodeSelector" in degraded["message"]
-    warnings = [m for t, r, m in events(kube_api, namespace, "chat") if r == "Degraded"]
+    warnings = event_messages(kube_api, namespace, "chat", "Degraded")
     assert any("Deployment/chat-gateway" in m and "nodeSelector" in m for m in warnings)

@@ -15,7 +15,14 @@ from kubernetes import client
 
 from scaleserve.latency import bucket
 from tests.fixtures.cluster import GpuPool, KubeCluster
-from tests.fixtures.endpoints import MODEL, create_endpoint, engine_pods, events, wait_status
+from tests.fixtures.endpoints import (
+    MODEL,
+    create_endpoint,
+    engine_pods,
+    event_messages,
+    event_reasons,
+    wait_status,
+)
 from tests.fixtures.operator_harness import OperatorProcess, StatsServer, Watch, kubectl
 from tests.fixtures.profiles import profile_document
 
@@ -72,20 +79,14 @@ def profile_config_map(kube_api: Any, namespace: str, document: dict[str, Any]) 
         core.create_namespaced_config_map(namespace, body)
 
 
-def test_objectives_mode_follows_the_load_within_the_bounds_never_dark(
-    kube_api: Any,
-    kube_cluster: KubeCluster,
-    namespace: str,
-    gpu_pool: Any,
-    operator: OperatorProcess,
-    stats_server: StatsServer,
-    watch: Watch,
+def _created_with_a_malformed_profile(
+    kube_api: Any, namespace: str, pool: GpuPool, operator: OperatorProcess
 ) -> None:
-    pool: GpuPool = gpu_pool(nodes=2, gpus=8)
+    """The endpoint created on a ConfigMap profile with a negative TBT: Degraded, the bad field
+    named, no objectives state."""
     broken = json.loads(json.dumps(PROFILE))
     broken["tensorParallel"][0]["points"][1]["tbtMs"] = -1
     profile_config_map(kube_api, namespace, broken)
-    stats_server.set(namespace, "chat", HIGH)
     ref = {"configMapKeyRef": {"name": "tiny-profile"}}
     create_endpoint(kube_api, namespace, "chat", objectives_spec(pool, ref))
     degraded = wait_status(
@@ -101,6 +102,30 @@ def test_objectives_mode_follows_the_load_within_the_bounds_never_dark(
         in (degraded["message"])
     )
     assert degraded["objectives"]["state"] == "NoProfile"
+
+
+def _assert_kubectl_shows_the_objectives(kube_cluster: KubeCluster, namespace: str) -> None:
+    table = kubectl(kube_cluster, "get", "llmep", "chat", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[4:7] == ["MODE", "GPUS", "OBJECTIVES"]
+    assert row.split()[4:6] == ["objectives", "8/8"]
+    described = kubectl(kube_cluster, "describe", "llmep", "chat", "-n", namespace).stdout
+    for needle in ("Mode:", "objectives", "Gpu Usage:", "8/8", "Capacities:", "Reason:"):
+        assert needle in described, described
+
+
+def test_objectives_mode_follows_the_load_within_the_bounds_never_dark(
+    kube_api: Any,
+    kube_cluster: KubeCluster,
+    namespace: str,
+    gpu_pool: Any,
+    operator: OperatorProcess,
+    stats_server: StatsServer,
+    watch: Watch,
+) -> None:
+    pool: GpuPool = gpu_pool(nodes=2, gpus=8)
+    stats_server.set(namespace, "chat", HIGH)
+    _created_with_a_malformed_profile(kube_api, namespace, pool, operator)
 
     profile_config_map(kube_api, namespace, PROFILE)
     top = wait_status(
@@ -124,16 +149,9 @@ def test_objectives_mode_follows_the_load_within_the_bounds_never_dark(
     assert watch.max_gpus <= MAX_GPUS + SURGE
     assert watch.min_ready_after_serving is not None
     assert watch.min_ready_after_serving > 0
-    started = [m for _, r, m in events(kube_api, namespace, "chat") if r == "ReshapeStarted"]
+    started = event_messages(kube_api, namespace, "chat", "ReshapeStarted")
     assert len(started) >= 3, started
-
-    table = kubectl(kube_cluster, "get", "llmep", "chat", "-n", namespace).stdout
-    header, row = table.splitlines()[:2]
-    assert header.split()[4:7] == ["MODE", "GPUS", "OBJECTIVES"]
-    assert row.split()[4:6] == ["objectives", "8/8"]
-    described = kubectl(kube_cluster, "describe", "llmep", "chat", "-n", namespace).stdout
-    for needle in ("Mode:", "objectives", "Gpu Usage:", "8/8", "Capacities:", "Reason:"):
-        assert needle in described, described
+    _assert_kubectl_shows_the_objectives(kube_cluster, namespace)
 
 
 def test_minimum_zero_scales_to_zero_when_idle_and_back_when_requests_are_held(
@@ -175,7 +193,7 @@ def test_minimum_zero_scales_to_zero_when_idle_and_back_when_requests_are_held(
         kube_api, namespace, "chat", settled(lambda g: g > 0), "back from zero", 60, operator
     )
     assert back["objectives"]["state"] in ("Starting", "Met")
-    reasons = [r for _, r, _ in events(kube_api, namespace, "chat")]
+    reasons = event_reasons(kube_api, namespace, "chat")
     assert "ScaleToZero" in reasons
     assert "ScaleFromZero" in reasons
 
@@ -215,5 +233,5 @@ def test_measured_latency_that_misses_the_objective_grows_the_gpus_and_shows_in_
     assert entry["inFlight"] < entry["profileInFlight"]
     assert 0.1 <= entry["correction"] < 1
     assert "misses 11 ms" in entry["measurement"]
-    reasons = [r for _, r, _ in events(kube_api, namespace, "chat")]
+    reasons = event_reasons(kube_api, namespace, "chat")
     assert "CapacityCorrected" in reasons

@@ -24,15 +24,13 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from scaleserve.operator.builders import Observed, Owner, PlacedGroup, desired
 from scaleserve.operator.builders.naming import (
     ENGINE_GRPC_PORT,
     ENGINE_METRICS_PORT,
     GATEWAY_INTERNAL_PORT,
     GATEWAY_PORT,
 )
-from scaleserve.operator.layout import Group
-from scaleserve.operator.spec import parse_spec
+from tests.fixtures.manifests import workload_pods
 
 pytestmark = pytest.mark.unit
 
@@ -109,14 +107,10 @@ def global_args(path: Path) -> dict[str, str]:
 
 def _operator_probes() -> dict[str, dict[str, Any]]:
     """component -> its container as the operator writes it."""
-    spec = parse_spec({"model": {"uri": "hf://org/m"}, "layout": {"replicas": 1,
-                       "tensorParallel": 1}})  # fmt: skip
-    manifests = desired(spec, Observed(Owner("e", "ns", "u"), [PlacedGroup(Group("g0", 8, 1))]))
     out = {}
-    for m in manifests:
-        if m["kind"] in ("StatefulSet", "Deployment"):
-            (container,) = m["spec"]["template"]["spec"]["containers"]
-            out[container["name"]] = container
+    for name, pod in workload_pods().items():
+        (container,) = pod["containers"]
+        out[name] = container
     return out
 
 

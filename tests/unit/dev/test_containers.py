@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 
 from scaleserve.dev.containers import runtime_config
-from scaleserve.operator.builders import Observed, Owner, PlacedGroup, desired
-from scaleserve.operator.layout import Group
-from scaleserve.operator.spec import parse_spec
+from tests.fixtures.manifests import workload_pods
 
 pytestmark = pytest.mark.unit
 
@@ -30,15 +28,7 @@ IMAGE: dict[str, Any] = {
 
 
 def _pods() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    spec = parse_spec({"model": {"uri": "hf://org/m"}, "layout": {"replicas": 1,
-                       "tensorParallel": 1}})  # fmt: skip
-    manifests = desired(spec, Observed(Owner("e", "ns", "u"), [PlacedGroup(Group("g0", 8, 1))]))
-    out = {}
-    for m in manifests:
-        if m["kind"] in ("StatefulSet", "Deployment"):
-            pod = m["spec"]["template"]["spec"]
-            out[pod["containers"][0]["name"]] = (pod, pod["containers"][0])
-    return out
+    return {name: (pod, pod["containers"][0]) for name, pod in workload_pods().items()}
 
 
 def test_the_gateway_pod_runs_non_root_on_a_read_only_root(tmp_path: Path) -> None:

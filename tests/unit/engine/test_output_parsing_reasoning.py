@@ -13,6 +13,7 @@ import pytest
 
 from scaleserve.engine.proto import engine_pb2
 from scaleserve.engine.tiny_model import Recipe, train_tokenizer
+from tests.fixtures.relay import relayed
 
 pytestmark = pytest.mark.unit
 
@@ -94,17 +95,9 @@ def parsing(
 def run(p: Any, tokenizer: Any, text: str) -> dict[str, Any]:
     """Feed `text` token by token as the engine's relay does; return what the messages carry:
     the joined reasoning and content, the content_null flag, tool calls, finish_reason."""
-    ids = tokenizer.encode(text, add_special_tokens=False)
     prompt = tokenizer.encode("<|user|>\nWhat is the capital of France?</s>\n<|assistant|>\n")
     out: dict[str, Any] = {"reasoning": "", "content": "", "null": False, "calls": []}
-    for k, token in enumerate(ids):
-        before = tokenizer.decode(ids[:k], skip_special_tokens=False)
-        delta = tokenizer.decode(ids[: k + 1], skip_special_tokens=False)[len(before) :]
-        last = k == len(ids) - 1
-        msg = engine_pb2.GenerateResponse(text=delta, token_ids=[token], index=0)
-        if last:
-            msg.finish_reason = "stop"
-        p.apply(msg, prompt, "stop" if last else None)
+    for msg in relayed(p, tokenizer, text, prompt):
         out["reasoning"] += msg.reasoning
         out["content"] += msg.text
         out["null"] = out["null"] or msg.content_null

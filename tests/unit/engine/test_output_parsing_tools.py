@@ -12,6 +12,7 @@ import pytest
 
 from scaleserve.engine.proto import engine_pb2
 from scaleserve.engine.tiny_model import Recipe, train_tokenizer
+from tests.fixtures.relay import relayed
 
 pytestmark = pytest.mark.unit
 
@@ -91,18 +92,9 @@ def parsing(name: str, tokenizer: Any, whole: bool, choice: str = "auto") -> Any
 def run(name: str, tokenizer: Any, text: str, whole: bool) -> tuple[list[Any], str, str, bool]:
     """Feed `text` token by token as the engine's relay does; return the calls assembled per
     index, the content, the last finish_reason and the content_null flag."""
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    p = parsing(name, tokenizer, whole)
     calls: dict[int, dict[str, str]] = {}
     content, finish, null = "", "", False
-    for k, token in enumerate(ids):
-        before = tokenizer.decode(ids[:k], skip_special_tokens=False)
-        delta = tokenizer.decode(ids[: k + 1], skip_special_tokens=False)[len(before) :]
-        last = k == len(ids) - 1
-        msg = engine_pb2.GenerateResponse(text=delta, token_ids=[token], index=0)
-        if last:
-            msg.finish_reason = "stop"
-        p.apply(msg, [1, 2, 3], "stop" if last else None)
+    for msg in relayed(parsing(name, tokenizer, whole), tokenizer, text, [1, 2, 3]):
         content += msg.text
         finish, null = msg.finish_reason, msg.content_null
         for piece in msg.tool_calls:

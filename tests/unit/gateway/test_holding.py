@@ -71,13 +71,21 @@ async def test_hold_is_bounded_in_count_and_time_with_retry_after() -> None:
     await Holding(limit=0, timeout=1).wait(lambda: True, "`m`")  # ready: never held
 
 
+async def two_held(
+    holding: Holding, ready: list[bool]
+) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+    """Two requests held until `ready[0]`, both waiting by the time this returns."""
+    first = asyncio.create_task(holding.wait(lambda: ready[0], "`m`"))
+    second = asyncio.create_task(holding.wait(lambda: ready[0], "`m`"))
+    await settle()
+    return first, second
+
+
 @pytest.mark.asyncio
 async def test_a_cancelled_held_request_leaves_the_queue_at_once() -> None:
     holding = Holding(limit=4, timeout=60)
     ready = [False]
-    first = asyncio.create_task(holding.wait(lambda: ready[0], "`m`"))
-    second = asyncio.create_task(holding.wait(lambda: ready[0], "`m`"))
-    await settle()
+    first, second = await two_held(holding, ready)
     first.cancel()  # the client disconnected
     with pytest.raises(asyncio.CancelledError):
         await first
@@ -92,9 +100,7 @@ async def test_a_cancelled_held_request_leaves_the_queue_at_once() -> None:
 async def test_a_wake_between_a_cancel_and_its_resumption_releases_only_the_live_ones() -> None:
     holding = Holding(limit=4, timeout=60)
     ready = [False]
-    first = asyncio.create_task(holding.wait(lambda: ready[0], "`m`"))
-    second = asyncio.create_task(holding.wait(lambda: ready[0], "`m`"))
-    await settle()
+    first, second = await two_held(holding, ready)
     first.cancel()  # its future is cancelled now, its task resumes later
     ready[0] = True
     assert holding.wake() == 1  # the replica came up before the cancelled task ran

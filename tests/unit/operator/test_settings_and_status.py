@@ -63,26 +63,17 @@ def test_condition_transition_time_moves_only_on_flips() -> None:
 
 
 def test_phase_names_what_is_happening() -> None:
-    assert (
-        status.phase(groups=0, ready=False, reshaping=True, degraded=False, initial=True)
-        == "Pending"
-    )
-    assert (
-        status.phase(groups=1, ready=False, reshaping=False, degraded=False, initial=True)
-        == "Deploying"
-    )
-    assert (
-        status.phase(groups=2, ready=True, reshaping=True, degraded=False, initial=False)
-        == "Reshaping"
-    )
-    assert (
-        status.phase(groups=1, ready=True, reshaping=False, degraded=True, initial=False)
-        == "Degraded"
-    )
-    assert (
-        status.phase(groups=1, ready=True, reshaping=False, degraded=False, initial=False)
-        == "Ready"
-    )
+    for (groups, ready, reshaping, degraded, initial), expected in [
+        ((0, False, True, False, True), "Pending"),
+        ((1, False, False, False, True), "Deploying"),
+        ((2, True, True, False, False), "Reshaping"),
+        ((1, True, False, True, False), "Degraded"),
+        ((1, True, False, False, False), "Ready"),
+    ]:
+        phase = status.phase(
+            groups=groups, ready=ready, reshaping=reshaping, degraded=degraded, initial=initial
+        )
+        assert phase == expected, (groups, ready, reshaping, degraded, initial)
 
 
 def test_the_window_averages_recent_samples_and_tracks_its_span() -> None:

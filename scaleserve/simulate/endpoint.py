@@ -16,6 +16,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from scaleserve.gateway.routing import ReplicaState, RouteRequest, Snapshot, get_policy
 from scaleserve.operator.builders.engine import PRESTOP_SLEEP_S
@@ -243,7 +244,16 @@ class Endpoint:
         group.retired.remove(replica)
         group.stopping.append(replica)
         self._changed(now)
-        self.events.schedule(now + self.limits.termination_s, self._stopped, (group, replica))
+        self._after(now, self.limits.termination_s, self._stopped, (group, replica))
+
+    def _after(
+        self, now: float, delay: float, action: Callable[[float, Any], None], item: Any
+    ) -> None:
+        """`action` `delay` seconds from now; at once (not as a later event) with no delay."""
+        if delay > 0:
+            self.events.schedule(now + delay, action, item)
+        else:
+            action(now, item)
 
     def _stopped(self, now: float, item: tuple[SimGroup, Replica]) -> None:
         group, replica = item
@@ -299,7 +309,7 @@ class Endpoint:
         self._account(now)
         group.state = "terminating"
         self._changed(now, group)
-        self.events.schedule(now + self.limits.termination_s, self._gone, group)
+        self._after(now, self.limits.termination_s, self._gone, group)
 
     def _gone(self, now: float, group: SimGroup) -> None:
         if self.groups.get(group.name) is not group:

@@ -25,7 +25,7 @@ Lookahead (`expected`): a group started now serves only after its start-up, and 
 keeps rising meanwhile; nor does the next step start before this one is complete, so the layout
 chosen now serves until a step chosen once it is Ready is Ready in turn: two start-ups. While
 the window's trend is up the layout is sized for the load expected then (the window's mean
-lags by half the window, plus two start-ups of the degrees the step starts), as replica
+lags by half the window, plus two start-ups of the degrees the step starts), as predictive
 autoscalers size scale-ups ahead. A falling trend never sizes a layout down early: on the way
 down the observed load is used.
 """

@@ -5,12 +5,15 @@ interval 2 s) runs the sample endpoint (the tiny model; thresholds mode, 1 x TP2
 flight, 2 x TP1 from 8; window 10 s, drain bound 20 s) unchanged. Closed-loop streaming
 clients (64 output tokens) hold at 1, then step 1, 2, 4, ..., 64 every 3 s and hold 64. Polled
 every 0.5 s from the moment the offered load reaches 8 clients: the operator's ReshapeStarted
-event, every new engine pod Ready, the first layout's pod gone. Each engine pod's start
-(container start to Ready) gives the simulator its start-to-ready time per TP degree.
+event, every new engine pod Ready, the operator's deletion of the old group (its GroupDeleted
+or DrainTimedOut event; the old pod's deletionTimestamp is recorded too) and the first
+layout's pod gone; deletion to gone is the pod's termination (preStop sleep, SIGTERM, the
+engine's drain and exit, the kubelet's removal). Each engine pod's start (container start to
+Ready) gives the simulator its start-to-ready time per TP degree.
 
 Simulated: the same ramp, spec and interval through `scaleserve.simulate.timeline`, on the
-calibration's measured TP1 profile with those start-up times. Error = (simulated - measured) /
-measured per interval.
+calibration's measured TP1 profile with those start-up times and that termination time.
+Error = (simulated - measured) / measured per interval.
 
     flock /tmp/scaleserve-heavy.lock .venv/bin/python benchmarks/reshape_timeline.py
 
@@ -74,8 +77,13 @@ def tensor_parallel(pod: Any) -> int:
     return int(pod.metadata.labels[LABEL_TP])
 
 
-async def watch(ep: LocalEndpoint, first: set[str], seen: dict[str, float]) -> None:
-    """Until the first layout's pods are gone: when each moment was first seen."""
+DELETED = ("GroupDeleted", "DrainTimedOut")  # the operator's event when it deletes a group
+
+
+async def watch(ep: LocalEndpoint, first: set[str], seen: dict[str, Any]) -> None:
+    """Until the first layout's pods are gone: when each moment was first seen, the operator's
+    deletion of the old group (its event) and its pods' termination (deletionTimestamp set,
+    then the pod object gone) apart."""
     from kubernetes import client as k8s
 
     core = k8s.CoreV1Api(ep.client)
@@ -84,14 +92,21 @@ async def watch(ep: LocalEndpoint, first: set[str], seen: dict[str, float]) -> N
         events = await asyncio.to_thread(
             core.list_namespaced_event, ep.namespace, field_selector=f"involvedObject.name={NAME}"
         )
-        if any(e.reason == "ReshapeStarted" for e in events.items):
+        reasons = {str(e.reason) for e in events.items}
+        if "ReshapeStarted" in reasons:
             seen.setdefault("started", now)
+        if reasons & set(DELETED):
+            seen.setdefault("deleted", now)
+            seen.setdefault("deleted_how", sorted(reasons & set(DELETED)))
         pods = await asyncio.to_thread(ep.pods, "engine")
         new = [p for p in pods if p.metadata.name not in first]
         if len(new) >= 2 and all(pod_ready(p) for p in new):
             seen.setdefault("new_ready", now)
-            seen.setdefault("pods", {p.metadata.name: p for p in new})  # type: ignore[arg-type]
-        if not first & {p.metadata.name for p in pods}:
+            seen.setdefault("pods", {p.metadata.name: p for p in new})
+        old = [p for p in pods if p.metadata.name in first]
+        if any(p.metadata.deletion_timestamp for p in old):
+            seen.setdefault("terminating", now)
+        if not old:
             seen.setdefault("old_gone", now)
         await asyncio.sleep(0.5)
 
@@ -117,10 +132,15 @@ async def measure(ep: LocalEndpoint, timeout_s: float) -> dict[str, Any]:
         counts = dict(load.counts())
     new = list(seen.pop("pods").values())
     startups[tensor_parallel(new[0])] = statistics.median(s for p in new if (s := startup_s(p)))
+    moments = ("started", "new_ready", "deleted", "terminating", "old_gone")
+    intervals = {f"{k}_s": round(seen[k] - crossed, 1) for k in moments if k in seen}
+    # the old pods' termination: from the operator's delete to the last pod object gone
+    # (preStop sleep, SIGTERM, the engine's drain and exit, the kubelet's removal)
+    gone_after = seen["old_gone"] - seen.get("deleted", seen.get("terminating", seen["old_gone"]))
     return {
-        "intervals": {
-            f"{k}_s": round(seen[k] - crossed, 1) for k in ("started", "new_ready", "old_gone")
-        },
+        "intervals": intervals,
+        "termination_s": round(gone_after, 1),
+        "deleted_by": seen.get("deleted_how", []),
         "startup_s": {str(tp): round(s, 1) for tp, s in startups.items() if s is not None},
         "requests": counts,
     }
@@ -155,23 +175,32 @@ def simulated(measured: dict[str, Any], profile_path: Path) -> dict[str, Any]:
     spec = parse_spec(measured["spec"])
     hold = max(measured["measured"]["intervals"].values()) * 2 + 60
     ramp = Ramp(**{**measured["ramp"], "levels": tuple(measured["ramp"]["levels"]), "hold_s": hold})
+    termination = measured["measured"].get("termination_s", 0.0)
     sim = reshape_timeline(
-        profile, spec, ramp, cluster_gpus=CLUSTER_GPUS, interval_s=INTERVAL_S, max_seqs=MAX_SEQS
+        profile,
+        spec,
+        ramp,
+        cluster_gpus=CLUSTER_GPUS,
+        interval_s=INTERVAL_S,
+        max_seqs=MAX_SEQS,
+        termination_s=termination,
     )
     real = measured["measured"]["intervals"]
-    errors = {k: relative_error(sim["intervals"][k], real[k]) for k in INTERVALS}
+    errors = {k: relative_error(sim["intervals"][k], real[k]) for k in INTERVALS if k in real}
     return {"simulated": sim, "errors": errors}
 
 
 def table(result: dict[str, Any]) -> str:
     """Measured / simulated (error) per interval from the threshold's crossing."""
     heads = {"started_s": "ReshapeStarted", "new_ready_s": "new group Ready",
-             "old_gone_s": "old group gone"}  # fmt: skip
+             "deleted_s": "old group deleted", "old_gone_s": "old group gone"}  # fmt: skip
     lines = [
         "| from the threshold crossed to | measured s | simulated s | error |",
         "|---|---|---|---|",
     ]
     for key, head in heads.items():
+        if key not in result["measured"]["intervals"]:
+            continue
         real = result["measured"]["intervals"][key]
         sim = result["comparison"]["simulated"]["intervals"][key]
         err = result["comparison"]["errors"][key]

@@ -133,6 +133,19 @@ async def read_replica_load(
 Key = tuple[str, str, str]  # namespace, name, uid
 
 
+def slope(samples: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (time, value) samples, per second; 0 with fewer than two times."""
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    t_mean = sum(t for t, _ in samples) / n
+    v_mean = sum(v for _, v in samples) / n
+    spread = sum((t - t_mean) ** 2 for t, _ in samples)
+    if spread <= 0:
+        return 0.0
+    return sum((t - t_mean) * (v - v_mean) for t, v in samples) / spread
+
+
 def endpoint_key(meta: Mapping[str, Any]) -> Key:
     """What in-memory state of an endpoint is keyed by: its UID as well as its name, so an
     endpoint recreated under the name of a deleted one starts afresh."""
@@ -140,27 +153,32 @@ def endpoint_key(meta: Mapping[str, Any]) -> Key:
 
 
 class Windows:
-    """Per-endpoint concurrency samples; kept in memory (after a restart the window refills)."""
+    """Per-endpoint concurrency samples; kept in memory (after a restart the window refills).
+    Samples are kept for the window, or for the trend's span when that is longer."""
 
     def __init__(self) -> None:
         self._samples: dict[Key, deque[tuple[float, float]]] = {}
         self._since: dict[Key, float] = {}
 
-    def add(self, key: Key, now: float, value: float, window_s: float) -> None:
+    def add(self, key: Key, now: float, value: float, keep_s: float) -> None:
         samples = self._samples.setdefault(key, deque())
         self._since.setdefault(key, now)
         samples.append((now, value))
-        self._trim(samples, now, window_s)
+        self._trim(samples, now, keep_s)
 
-    def get(self, key: Key, now: float, window_s: float) -> Window:
+    def get(self, key: Key, now: float, window_s: float, trend_s: float = 0.0) -> Window:
+        """The mean over the last `window_s` and the trend (slope) over the last
+        max(window_s, trend_s) seconds."""
         samples = self._samples.get(key)
         if not samples:
             return Window(None, 0.0, 0)
-        self._trim(samples, now, window_s)
-        if not samples:
+        span = max(window_s, trend_s)
+        self._trim(samples, now, span)
+        recent = [s for s in samples if s[0] >= now - window_s]
+        if not recent:
             return Window(None, 0.0, 0)
-        mean = sum(v for _, v in samples) / len(samples)
-        return Window(mean, now - self._since[key], len(samples))
+        mean = sum(v for _, v in recent) / len(recent)
+        return Window(mean, now - self._since[key], len(recent), slope(samples))
 
     def reset(self, key: Key) -> None:
         self._samples.pop(key, None)

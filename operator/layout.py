@@ -114,11 +114,13 @@ def initial_layout(spec: EndpointSpec) -> Layout:
 
 @dataclass(frozen=True)
 class Window:
-    """Concurrency samples over the averaging window."""
+    """Concurrency samples over the averaging window; trend is their least-squares slope
+    (requests in flight per second; 0 with fewer than two samples)."""
 
     mean: float | None
     span_s: float
     samples: int
+    trend: float = 0.0
 
 
 @dataclass(frozen=True)

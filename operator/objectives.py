@@ -20,6 +20,14 @@ load the profile said it meets is believed to carry less.
 Hysteresis: a layout that carries the load is kept until a smaller one would carry
 load / (1 - hysteresis), so a load hovering at a boundary does not flap. Windows, cooldowns and
 the cost of a change are the caller's, as for the thresholds policy. Pure.
+
+Lookahead (`expected`): a group started now serves only after its start-up, and a rising load
+keeps rising meanwhile; nor does the next step start before this one is complete, so the layout
+chosen now serves until a step chosen once it is Ready is Ready in turn: two start-ups. While
+the window's trend is up the layout is sized for the load expected then (the window's mean
+lags by half the window, plus two start-ups of the degrees the step starts), as predictive
+autoscalers size scale-ups ahead. A falling trend never sizes a layout down early: on the way
+down the observed load is used.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ class Objectives:
     per_node: int
     candidates: tuple[int, ...]
     hysteresis: float = 0.2
+    # seconds of a rising trend to size ahead for (None: `lookahead_seconds`, from the
+    # profile's start-ups; 0: none)
+    lookahead_s: float | None = None
     ttft_p99_ms: float | None = None
     tbt_p99_ms: float | None = None
     # (degree, factor in (0, 1]): what the endpoint's own measurements believe of the profile
@@ -151,6 +162,69 @@ def served_rate(profile: Profile, degree: DegreeProfile, in_flight: float) -> fl
     points, so the best lower load is a point's or `in_flight` itself."""
     loads = [float(p.concurrency) for p in degree.points if p.concurrency < in_flight]
     return max(x / request_seconds(profile, degree, x) for x in [*loads, in_flight])
+
+
+def expected_in_flight(in_flight: float, trend: float, seconds: float) -> float:
+    """The requests in flight expected `seconds` after the load measured `in_flight` while it
+    rises by `trend` per second; on the way down (trend <= 0) the measured load itself."""
+    return in_flight + max(0.0, trend) * max(0.0, seconds)
+
+
+def startup_seconds(profile: Profile, degrees: Iterable[int]) -> float:
+    """The longest start-to-ready time among those degrees of the profile (0 for none)."""
+    times = [d.startup_seconds for d in profile.degrees if d.tensor_parallel in set(degrees)]
+    return max(times, default=0.0)
+
+
+def lookahead_seconds(profile: Profile, degrees: Iterable[int]) -> float:
+    """The profile's lookahead for a step starting those degrees: two of their start-ups (the
+    step's own, and the next one's, which starts once this one is complete)."""
+    return 2.0 * startup_seconds(profile, degrees)
+
+
+def expected(
+    objectives: Objectives,
+    profile: Profile,
+    current: tuple[GroupShape, ...],
+    in_flight: float,
+    trend: float,
+    lag_s: float,
+) -> tuple[float, float, Plan]:
+    """(the rate now, the rate sized for, the plan for it): `demand` on the window's mean
+    `in_flight`, and with a rising `trend` (in flight per second) the rate expected when a
+    group started now is Ready, `lag_s` (how far the mean lags, half the window) plus the
+    lookahead later. The profile's lookahead is `lookahead_seconds` of the degrees the step
+    starts: first of the slowest candidate, then of the plan's new groups."""
+    rate = demand(objectives, profile, current, in_flight)
+    seconds = objectives.lookahead_s
+    if seconds == 0:
+        return rate, rate, choose(objectives, profile, rate, current)
+    if seconds is None:
+        seconds = lookahead_seconds(profile, objectives.candidates)
+    ahead = _ahead(objectives, profile, current, in_flight, trend, lag_s + seconds, rate)
+    plan = choose(objectives, profile, ahead, current)
+    if objectives.lookahead_s is None and ahead > rate:
+        started = Counter(plan.shapes) - Counter(current)
+        own = lookahead_seconds(profile, {s.tensor_parallel for s in started})
+        if 0 < own < seconds:
+            ahead = _ahead(objectives, profile, current, in_flight, trend, lag_s + own, rate)
+            plan = choose(objectives, profile, ahead, current)
+    return rate, ahead, plan
+
+
+def _ahead(
+    objectives: Objectives,
+    profile: Profile,
+    current: tuple[GroupShape, ...],
+    in_flight: float,
+    trend: float,
+    seconds: float,
+    rate: float,
+) -> float:
+    if trend <= 0:
+        return rate
+    load = expected_in_flight(in_flight, trend, seconds)
+    return max(rate, demand(objectives, profile, current, load))
 
 
 def _degree(profile: Profile, tensor_parallel: int) -> DegreeProfile:

@@ -41,11 +41,11 @@ def last_status(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def sample(
-    rt: Runtime, spec: EndpointSpec, meta: Mapping[str, Any]
+    rt: Runtime, spec: EndpointSpec, meta: Mapping[str, Any], trend_s: float = 0.0
 ) -> tuple[Window | None, int, Measured | None]:
     """Add the gateways' in-flight requests to the endpoint's window (autoscaled endpoints);
-    returns the window, the requests the gateways hold (no engine replica ready) and the
-    latency they measured, from the same /stats read."""
+    returns the window (its trend over `trend_s` when longer), the requests the gateways hold
+    (no engine replica ready) and the latency they measured, from the same /stats read."""
     policy = spec.autoscaling
     if policy is None:
         return None, 0, None
@@ -56,9 +56,10 @@ async def sample(
         load = await read_concurrency(rt.http, stats_urls(rt.settings.stats_url, ns, name, pods))
     except StatsUnavailableError:
         load = None
+    keep = max(policy.window_seconds, trend_s)
     if load is not None:
-        rt.windows.add(key, mono, load.in_flight, policy.window_seconds)
-    window = rt.windows.get(key, mono, policy.window_seconds)
+        rt.windows.add(key, mono, load.in_flight, keep)
+    window = rt.windows.get(key, mono, policy.window_seconds, trend_s)
     return window, load.held if load else 0, load.latency if load else None
 
 

@@ -26,6 +26,7 @@ from scaleserve.operator.observe import (
     sample,
 )
 from scaleserve.operator.runtime import Emit, Runtime
+from scaleserve.operator.scaling import trend_seconds
 from scaleserve.operator.snapshot import Snapshot
 from scaleserve.operator.spec import EndpointSpec, SpecError
 from scaleserve.operator.target import stamp
@@ -47,8 +48,8 @@ async def reconcile(
         except SpecError as exc:
             await _invalid(rt, meta, old, str(exc), now)
             raise InvalidSpecError(str(exc)) from None
-        window, held, latency = await sample(rt, spec, meta)
         profile, why = await read_profile(rt, spec, meta["namespace"])
+        window, held, latency = await sample(rt, spec, meta, trend_seconds(spec, profile))
         snap = observe(rt, spec, body, old, window, now, full_apply=full_apply)
         snap = replace(
             snap,

@@ -24,7 +24,14 @@ from scaleserve.operator.layout import (
     group_shapes,
     seconds_since_reshape,
 )
-from scaleserve.operator.objectives import Objectives, choose, demand, rate_capacity
+from scaleserve.operator.objectives import (
+    Objectives,
+    choose,
+    demand,
+    expected,
+    lookahead_seconds,
+    rate_capacity,
+)
 from scaleserve.operator.snapshot import Snapshot
 from scaleserve.operator.spec import Autoscaling, EndpointSpec
 from scaleserve.operator.target import (
@@ -52,9 +59,24 @@ def objectives_of(spec: EndpointSpec) -> Objectives:
         per_node=spec.gpu.per_node,
         candidates=policy.tensor_parallel_candidates,
         hysteresis=policy.hysteresis,
+        lookahead_s=policy.scale_up_lookahead_seconds,
         ttft_p99_ms=o.ttft_p99_ms,
         tbt_p99_ms=o.tbt_p99_ms,
     )
+
+
+def trend_seconds(spec: EndpointSpec, profile: Profile | None) -> float:
+    """How far back objectives mode reads the load's trend: over one lookahead (the rise over
+    the last lookahead predicts the rise over the next; a window-long slope of a noisy load is
+    mostly noise); 0 (the window's span) in other modes or without a profile."""
+    policy = spec.autoscaling
+    if policy is None or policy.mode != "objectives":
+        return 0.0
+    if policy.scale_up_lookahead_seconds is not None:
+        return float(policy.scale_up_lookahead_seconds)
+    if profile is None:
+        return 0.0
+    return lookahead_seconds(profile, policy.tensor_parallel_candidates)
 
 
 def check_profile(spec: EndpointSpec, profile: Profile) -> None:
@@ -244,11 +266,15 @@ def _steady(
         seconds_since(snap.status.get("lastReshapeCompletedTime"), now),
     )
     objectives, corrected = _measure(snap, objectives, profile, elapsed, out)
-    rate = demand(objectives, profile, previous, window.mean)
-    plan = choose(objectives, profile, rate, previous)
+    lag = policy.window_seconds / 2  # the window's mean is the load half a window ago
+    rate, ahead, plan = expected(objectives, profile, previous, window.mean, window.trend, lag)
     out.facts.update(requestsPerSecond=round(rate, 3), capacity=round(plan.capacity, 3))
+    if ahead > rate:
+        out.facts["expectedRequestsPerSecond"] = round(ahead, 3)
     state = "Met" if plan.meets else "Unmet"
     reason = plan.reason + _believed(plan.shapes, out.facts["capacities"])
+    if ahead > rate:
+        reason += f" (rising: {rate:.1f} req/s now, {ahead:.1f} expected ahead)"
     fewer = plan.gpus < sum(s.size for s in previous)
     if fewer and elapsed is not None and elapsed < policy.cooldown_seconds:
         left = policy.cooldown_seconds - elapsed

@@ -183,6 +183,7 @@ OBJECTIVES_ONLY = {
     "min_gpus": "minGPUs",
     "profile": "profile",
     "scale_to_zero_after_seconds": "scaleToZeroAfterSeconds",
+    "scale_up_lookahead_seconds": "scaleUpLookaheadSeconds",
 }
 
 
@@ -206,6 +207,10 @@ class Autoscaling(_Model):
     profile: ProfileSource | None = None
     scale_to_zero_after_seconds: int | None = Field(
         default=None, alias="scaleToZeroAfterSeconds", ge=0
+    )
+    # seconds of a rising load to size a step up ahead for (None: two of the profile's start-ups)
+    scale_up_lookahead_seconds: int | None = Field(
+        default=None, alias="scaleUpLookaheadSeconds", ge=0, le=3600
     )
 
     @property

@@ -69,6 +69,18 @@ def register(subparsers: Any) -> None:
     e.add_argument("--objective-candidates", default="8,4,2,1", help="objectives mode: TPs")
     e.add_argument("--window", type=int, default=60, help="scaleserve: window seconds")
     e.add_argument("--cooldown", type=int, default=300, help="scaleserve: cooldown seconds")
+    e.add_argument(
+        "--lookahead",
+        type=float,
+        help="objectives mode: seconds of a rising load a step up is sized ahead for "
+        "(scaleUpLookaheadSeconds; default: the profile's start-up; 0: none)",
+    )
+    e.add_argument(
+        "--termination-seconds",
+        type=float,
+        help="a deleted, drained pod's time to terminate, its GPUs held meanwhile (default: "
+        "the engine pod's preStop sleep, 5)",
+    )
     e.add_argument("--ttft-ms", type=float, default=1000.0, help="objective: per-request TTFT")
     e.add_argument("--tbt-ms", type=float, default=25.0, help="objective: per-request mean TBT")
     e.add_argument(
@@ -124,6 +136,8 @@ def _setup(args: argparse.Namespace) -> Setup:
         cooldown_s=args.cooldown,
         objectives=Objectives(args.ttft_ms, args.tbt_ms),
         objective_candidates=_ints(args.objective_candidates),
+        lookahead_s=args.lookahead,
+        **({} if args.termination_seconds is None else {"termination_s": args.termination_seconds}),
     )
 
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from scaleserve.operator import objectives
+from scaleserve.operator.builders.engine import PRESTOP_SLEEP_S
 from scaleserve.operator.layout import Layout, group_shapes
 from scaleserve.operator.spec import parse_spec
 from scaleserve.profiles import Profile
 from scaleserve.simulate.control import ObjectivesControl, ThresholdsControl
+from scaleserve.simulate.endpoint import Limits
 from scaleserve.simulate.metrics import Objectives, summarize
 from scaleserve.simulate.run import Outcome, simulate
 from scaleserve.simulate.strategies import ReplicaAutoscaler, Scaleserve, Static, Strategy
@@ -33,6 +35,8 @@ class Setup:
     cooldown_s: int = 300
     objectives: Objectives = DEFAULT_OBJECTIVES
     objective_candidates: tuple[int, ...] = (8, 4, 2, 1)
+    lookahead_s: float | None = None  # objectives mode's scaleUpLookaheadSeconds
+    termination_s: float = float(PRESTOP_SLEEP_S)  # a deleted pod's, GPUs held meanwhile
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -78,6 +82,7 @@ def build(name: str, setup: Setup, profile: Profile) -> Strategy:
             max_gpus=setup.gpus,
             per_node=setup.per_node,
             candidates=setup.objective_candidates,
+            lookahead_s=setup.lookahead_s,
         )
         return Scaleserve(
             ObjectivesControl(policy, profile, setup.window_s, setup.cooldown_s, setup.surge),
@@ -101,8 +106,15 @@ def compare(
     results = []
     for name in names:
         strategy = build(name, setup, profile)
+        limits = Limits(termination_s=setup.termination_s)
         outcome = simulate(
-            profile, traffic, strategy, seed=seed, routing=routing, progress=progress(name)
+            profile,
+            traffic,
+            strategy,
+            seed=seed,
+            routing=routing,
+            limits=limits,
+            progress=progress(name),
         )
         # a sweep's bins are its stages: one row per stream count
         bins = len(traffic.levels) if isinstance(traffic, Sweep) else 48

@@ -3,8 +3,10 @@
 Each pass builds the Snapshot observe would build from the simulated cluster (the endpoint's
 groups with their shapes, nodes, pod-spec hashes and readiness, groups still draining as
 terminating with their GPUs held, free GPUs per node when decide asks for them, the gateways'
-load sample in the operator's window, and the status the previous pass wrote) and runs the
-operator's own `decide`; the caller applies the Decision's steps to the simulated cluster.
+load sample in the operator's window, with its trend over objectives mode's lookahead, and the
+status the previous pass wrote) and runs the operator's own `decide`; the caller applies the
+Decision's steps to the simulated cluster. Only this file knows the status decide writes (a
+run that starts warm says so with `Control.completed`).
 Both autoscaling modes are decide as it is, on a spec in that mode (objectives mode's profile
 inline, and on the snapshot as observe puts it).
 """
@@ -23,12 +25,13 @@ from scaleserve.operator.concurrency import Windows
 from scaleserve.operator.decide import Create, Decision, decide
 from scaleserve.operator.layout import (
     GroupShape,
+    describe,
     group_shapes,
     initial_layout,
 )
 from scaleserve.operator.objectives import Objectives
 from scaleserve.operator.rollout import pod_hash
-from scaleserve.operator.scaling import first_layout, objectives_of
+from scaleserve.operator.scaling import first_layout, objectives_of, trend_seconds
 from scaleserve.operator.snapshot import (
     ANNOTATION_POD_HASH,
     EngineGroup,
@@ -37,6 +40,7 @@ from scaleserve.operator.snapshot import (
     Snapshot,
 )
 from scaleserve.operator.spec import EndpointSpec, parse_spec
+from scaleserve.operator.target import stamp
 from scaleserve.profiles import Profile
 
 OWNER = Owner("sim", "default", "sim-uid")
@@ -65,6 +69,16 @@ class Control:
     def initial(self) -> tuple[GroupShape, ...]:
         return group_shapes(initial_layout(self.spec), self.spec.gpu.per_node)
 
+    def completed(self, now: float) -> None:
+        """The first layout was completed at `now` (as on a cluster whose endpoint just turned
+        Ready): it is the target, and the cooldown runs from its completion."""
+        at = stamp(EPOCH + timedelta(seconds=now))
+        self.status = {
+            "targetLayout": describe(self.initial()),
+            "lastReshapeTime": at,
+            "lastReshapeCompletedTime": at,
+        }
+
     def pod_hash(self, shape: GroupShape) -> str:
         """The hash the operator stamps on a group of `shape` (the warm groups get it too)."""
         if shape not in self._hashes:
@@ -81,7 +95,8 @@ class Control:
     ) -> Decision:
         """One operator pass; `groups` includes draining ones (terminating, GPUs still held).
         With no group serving, the requests in flight are taken as held by the gateways."""
-        self.windows.add(_KEY, now, in_flight_avg, self.window_s)
+        trend_s = trend_seconds(self.spec, self.profile)
+        self.windows.add(_KEY, now, in_flight_avg, max(self.window_s, trend_s))
         serving = any(not g.terminating and g.retiring_since is None for g in groups)
         snap = Snapshot(
             owner=OWNER,
@@ -92,7 +107,7 @@ class Control:
             pending=tuple(pending),
             orphan_gpus=sum(g.group.size for g in groups if g.terminating),
             names_in_use=frozenset(g.group.name for g in groups),
-            window=self.windows.get(_KEY, now, self.window_s),
+            window=self.windows.get(_KEY, now, self.window_s, trend_s),
             profile=self.profile,
             held=0 if serving else math.ceil(in_flight_avg),
         )
@@ -171,6 +186,11 @@ def _objectives_spec(
                 "hysteresis": objectives.hysteresis,
                 "windowSeconds": window_s,
                 "cooldownSeconds": cooldown_s,
+                **(
+                    {}
+                    if objectives.lookahead_s is None
+                    else {"scaleUpLookaheadSeconds": int(objectives.lookahead_s)}
+                ),
             },
         }
     )

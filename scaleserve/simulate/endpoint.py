@@ -4,8 +4,10 @@ real routing policy picks each replica), draining, and the accounting of GPUs an
 A group is created (its GPUs held from then on; one that no node has room for yet is pending
 and holds none until it starts), turns Ready after its degree's startupSeconds, and is deleted
 by draining: it gets no new work at once and goes when its last request finishes, or at the
-drain bound, when what is left is aborted. With no serving replica the gateway holds requests
-(bounded count and time) and sends them in order to the first replica that turns Ready.
+drain bound, when what is left is aborted; its pods then terminate (`Limits.termination_s`:
+the preStop sleep, the engine's exit, the kubelet's removal), their GPUs held until they are
+gone. With no serving replica the gateway holds requests (bounded count and time) and sends
+them in order to the first replica that turns Ready.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from scaleserve.gateway.routing import ReplicaState, RouteRequest, Snapshot, get_policy
+from scaleserve.operator.builders.engine import PRESTOP_SLEEP_S
 from scaleserve.operator.layout import GroupShape, describe
 from scaleserve.profiles import Profile
 from scaleserve.simulate.engine import Replica, Request
@@ -28,16 +32,20 @@ class SimGroup:
     shape: GroupShape
     created: float
     replicas: list[Replica] = field(default_factory=list)
-    state: str = "starting"  # pending | starting | ready | draining
+    state: str = "starting"  # pending | starting | ready | draining | terminating
     node: str | None = None
     pod_hash: str | None = None
     adding: list[Replica] = field(default_factory=list)  # a grow in place's, starting
     retired: list[Replica] = field(default_factory=list)  # a shrink in place's, draining
+    stopping: list[Replica] = field(default_factory=list)  # retired and drained, terminating
 
     @property
     def gpus(self) -> int:
-        """GPUs its pods hold: its size (starting replicas included) and retired replicas."""
-        return self.shape.size + len(self.retired) * self.shape.tensor_parallel
+        """GPUs its pods hold: its size (starting replicas included) and retired replicas
+        (draining or terminating)."""
+        return (
+            self.shape.size + (len(self.retired) + len(self.stopping)) * self.shape.tensor_parallel
+        )
 
     @property
     def in_flight(self) -> int:
@@ -50,6 +58,8 @@ class Limits:
     drain_timeout_s: float = 30.0
     hold_s: float = 300.0  # how long the gateway holds a request with no replica serving
     hold_max: int = 10_000
+    # from a drained pod's deletion to its GPUs free: at least the engine pod's preStop sleep
+    termination_s: float = float(PRESTOP_SLEEP_S)
 
 
 class Endpoint:
@@ -193,7 +203,7 @@ class Endpoint:
 
     def _grown(self, now: float, item: tuple[SimGroup, list[Replica]]) -> None:
         group, added = item
-        if self.groups.get(group.name) is not group or group.state == "draining":
+        if self.groups.get(group.name) is not group or group.state != "ready":
             return
         self._account(now)
         group.adding = [r for r in group.adding if r not in added]
@@ -229,8 +239,26 @@ class Endpoint:
         self._retired_gone(now, group, replica)
 
     def _retired_gone(self, now: float, group: SimGroup, replica: Replica) -> None:
+        """A retired replica is drained: its pod terminates, then its GPUs are free."""
         self._account(now)
         group.retired.remove(replica)
+        group.stopping.append(replica)
+        self._changed(now)
+        self._after(now, self.limits.termination_s, self._stopped, (group, replica))
+
+    def _after(
+        self, now: float, delay: float, action: Callable[[float, Any], None], item: Any
+    ) -> None:
+        """`action` `delay` seconds from now; at once (not as a later event) with no delay."""
+        if delay > 0:
+            self.events.schedule(now + delay, action, item)
+        else:
+            action(now, item)
+
+    def _stopped(self, now: float, item: tuple[SimGroup, Replica]) -> None:
+        group, replica = item
+        self._account(now)
+        group.stopping.remove(replica)
         self._changed(now)
         if self.on_replica_removed is not None:
             self.on_replica_removed(group, group.shape.tensor_parallel)
@@ -258,6 +286,8 @@ class Endpoint:
         """Drain a group: no new work now; gone once idle or at the drain bound."""
         self._account(now)
         group = self.groups[name]
+        if group.state in ("draining", "terminating"):
+            return
         was_starting = group.state in ("pending", "starting")
         group.state = "draining"
         self._changed(now, group)
@@ -267,7 +297,7 @@ class Endpoint:
             self.events.schedule(now + self.limits.drain_timeout_s, self._drain_bound, group)
 
     def _drain_bound(self, now: float, group: SimGroup) -> None:
-        if group.name not in self.groups or self.groups[group.name] is not group:
+        if self.groups.get(group.name) is not group or group.state != "draining":
             return
         for replica in group.replicas:
             for request in replica.abort_all(now, "aborted at the drain bound"):
@@ -275,6 +305,15 @@ class Endpoint:
         self._remove(now, group)
 
     def _remove(self, now: float, group: SimGroup) -> None:
+        """A drained group is deleted: its pods terminate, then it is gone."""
+        self._account(now)
+        group.state = "terminating"
+        self._changed(now, group)
+        self._after(now, self.limits.termination_s, self._gone, group)
+
+    def _gone(self, now: float, group: SimGroup) -> None:
+        if self.groups.get(group.name) is not group:
+            return
         self._account(now)
         del self.groups[group.name]
         self._changed(now, group)

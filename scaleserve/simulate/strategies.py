@@ -18,6 +18,8 @@ from scaleserve.simulate.control import Control, created_hash, reshape_started
 from scaleserve.simulate.endpoint import Endpoint, SimGroup
 from scaleserve.simulate.nodes import Nodes
 
+GOING = ("draining", "terminating")  # a deleted group's states until it is gone
+
 
 class Strategy:
     name = "strategy"
@@ -76,7 +78,7 @@ class ReplicaAutoscaler(Strategy):
         self._next += 1
 
     def tick(self, now: float, endpoint: Endpoint) -> None:
-        live = [g for g in endpoint.groups.values() if g.state != "draining"]
+        live = [g for g in endpoint.groups.values() if g.state not in GOING]
         current = len(live)
         load = endpoint.take_in_flight_avg(now)
         desired = current
@@ -179,7 +181,7 @@ class Scaleserve(Strategy):
                 self._resize(now, endpoint, step)
             elif isinstance(step, Retire | Delete):
                 group = endpoint.groups.get(step.group.name)
-                if group is None or group.state == "draining":
+                if group is None or group.state in GOING:
                     continue
                 if group.node is not None:
                     self.nodes.terminate(group.node, group.shape.size)
@@ -193,8 +195,9 @@ class Scaleserve(Strategy):
 
 
 def observed(g: SimGroup) -> list[EngineGroup]:
-    """A simulated group as observe reads its StatefulSet (draining: being deleted), and a
-    shrink's retired replicas still draining as terminating pods (their GPUs held)."""
+    """A simulated group as observe reads its StatefulSet (draining or terminating: being
+    deleted), and a shrink's retired replicas, draining or terminating, as terminating pods
+    (their GPUs held)."""
     replicas, tp = g.shape.replicas, g.shape.tensor_parallel
     out = [
         EngineGroup(
@@ -202,11 +205,11 @@ def observed(g: SimGroup) -> list[EngineGroup]:
             g.node,
             replicas,
             len(g.replicas) if g.state == "ready" else 0,
-            g.state == "draining",
+            g.state in GOING,
             g.pod_hash,
         )
     ]
-    if g.retired:
-        n = len(g.retired)
+    if g.retired or g.stopping:
+        n = len(g.retired) + len(g.stopping)
         out.append(EngineGroup(Group(f"{g.name}-retired", n * tp, tp), g.node, n, 0, True))
     return out

@@ -3,9 +3,10 @@
 Closed-loop streams hold at the ramp's first level, then step up through its levels and hold
 the last one; the operator (decide, every `interval_s`, on the gateways' window) moves the
 endpoint once the load crosses its threshold. From the moment the offered load reaches the
-threshold (the first step at or above it) three intervals are read: to the operator's
-ReshapeStarted, to every new group Ready, and to the last group of the first layout gone (it
-drains: it goes when its last request ends, or at the drain bound). As on the local stack, the
+threshold (the first step at or above it) four intervals are read: to the operator's
+ReshapeStarted, to every new group Ready, to the last group of the first layout deleted (it
+drains: it is deleted when its last request ends, or at the drain bound) and to its pods gone
+(they terminate for `termination_s`, their GPUs held). As on the local stack, the
 ramp begins when the first layout is Ready, so the cooldown (counted from the completion of the
 last reshape, the first layout's included) runs from the start.
 """
@@ -15,17 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scaleserve.operator.layout import initial_layout
 from scaleserve.operator.spec import EndpointSpec
-from scaleserve.operator.target import stamp
 from scaleserve.profiles import Profile
-from scaleserve.simulate.control import EPOCH, ThresholdsControl
+from scaleserve.simulate.control import ThresholdsControl
 from scaleserve.simulate.endpoint import Limits
 from scaleserve.simulate.run import simulate
 from scaleserve.simulate.strategies import Scaleserve
 from scaleserve.simulate.traffic import Lengths, Sweep
 
-INTERVALS = ("started_s", "new_ready_s", "old_gone_s")  # each from the threshold's crossing
+# each from the threshold's crossing: ReshapeStarted, every new group Ready, the operator's
+# delete of the last old group (drained), the last old pod gone (terminated)
+INTERVALS = ("started_s", "new_ready_s", "deleted_s", "old_gone_s")
 
 
 @dataclass(frozen=True)
@@ -71,31 +72,29 @@ def reshape_timeline(
     cluster_gpus: int,
     interval_s: float,
     max_seqs: int,
+    termination_s: float,
 ) -> dict[str, Any]:
     """The simulated intervals (None: did not happen within the run) and the layouts."""
     assert spec.autoscaling is not None
     assert spec.autoscaling.concurrency_thresholds
     threshold = spec.autoscaling.concurrency_thresholds[0]
     control = ThresholdsControl(spec)
-    control.status = {
-        "targetLayout": str(initial_layout(spec)),
-        "lastReshapeTime": stamp(EPOCH),
-        "lastReshapeCompletedTime": stamp(EPOCH),
-    }
+    control.completed(0.0)
     strategy = Scaleserve(control, cluster_gpus, interval_s=interval_s)
     drain = spec.engine.drain_timeout_seconds
-    outcome = simulate(
-        profile, ramp.sweep(), strategy, limits=Limits(max_seqs, drain_timeout_s=drain)
-    )
+    limits = Limits(max_seqs, drain_timeout_s=drain, termination_s=termination_s)
+    outcome = simulate(profile, ramp.sweep(), strategy, limits=limits)
     history = outcome.endpoint.history
     first = {name for t, name, _ in history if t == 0.0}
     crossed = ramp.crossing(threshold)
     started = next((t for t in strategy.started if t >= crossed), None)
     new_ready = [t for t, name, state in history if name not in first and state == "ready"]
+    deleted = [t for t, name, state in history if name in first and state == "terminating"]
     old_gone = [t for t, name, state in history if name in first and state == "gone"]
     times = {
         "started_s": started,
         "new_ready_s": max(new_ready) if new_ready else None,
+        "deleted_s": max(deleted) if len(deleted) == len(first) else None,
         "old_gone_s": max(old_gone) if len(old_gone) == len(first) else None,
     }
     return {

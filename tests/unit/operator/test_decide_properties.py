@@ -115,6 +115,7 @@ class Endpoint(RuleBasedStateMachine):
         self.groups: dict[str, SimGroup] = {}
         self.status: dict[str, Any] = {}
         self.load = 1.0
+        self.trend = 0.0  # in flight per second
         self.full_at = WINDOW_S  # the window is full from here (refills after a restart)
         self.now = datetime(2026, 1, 1, tzinfo=UTC)
         self.t = 0.0
@@ -158,15 +159,19 @@ class Endpoint(RuleBasedStateMachine):
     def edit_spec(self, length: int) -> None:
         self.max_model_len = length
 
-    @rule(load=st.sampled_from([1.0, 30.0, 60.0, 100.0, 150.0, 300.0]))
-    def change_load(self, load: float) -> None:
-        self.load = load
+    @rule(
+        load=st.sampled_from([1.0, 30.0, 60.0, 100.0, 150.0, 300.0]),
+        trend=st.sampled_from([-1.0, 0.0, 0.2, 2.0]),
+    )
+    def change_load(self, load: float, trend: float) -> None:
+        """A new load, rising or falling (objectives mode sizes a rising one ahead)."""
+        self.load, self.trend = load, trend
 
     @rule(load=st.sampled_from([1.0, 30.0, 150.0, 300.0]), data=st.data())
     def load_holds(self, load: float, data: st.DataObject) -> None:
         """A load held over several passes, pods and gateways keeping up: the policy's
         window fills and the transition it starts runs (resizes in place among them)."""
-        self.load = load
+        self.load, self.trend = load, 0.0
         for _ in range(6):
             self.requests(data)
             self.pods_progress(data)
@@ -251,7 +256,9 @@ class Endpoint(RuleBasedStateMachine):
 
     def snapshot(self) -> Snapshot:
         window = (
-            Window(self.load, float(WINDOW_S), 3) if self.t >= self.full_at else Window(None, 0, 0)
+            Window(self.load, float(WINDOW_S), 3, self.trend)
+            if self.t >= self.full_at
+            else Window(None, 0, 0)
         )
         nodes = [NodeGPUs(n, f) for n, f in self._free(live_only=False).items() if f > 0]
         after = [NodeGPUs(n, f) for n, f in self._free(live_only=True).items() if f > 0]

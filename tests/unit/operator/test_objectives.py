@@ -1,5 +1,5 @@
 """The objectives policy: fewest GPUs meeting the objectives, bounds, monotonic in load,
-hysteresis, and the most capacity when nothing meets them."""
+hysteresis, the most capacity when nothing meets them, and sizing a rising load ahead."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaleserve.operator.layout import GroupShape
-from scaleserve.operator.objectives import Objectives, Plan, choose, demand, rate_capacity
+from scaleserve.operator.objectives import (
+    Objectives,
+    Plan,
+    choose,
+    demand,
+    expected,
+    expected_in_flight,
+    lookahead_seconds,
+    rate_capacity,
+    startup_seconds,
+)
 from scaleserve.profiles import Profile, parse_profile
 from tests.fixtures.profiles import make_profile
 
@@ -194,3 +204,53 @@ def test_more_sustained_in_flight_never_takes_fewer_gpus_even_past_a_profiles_kn
     kept = [gpus(choose(obj, profile, rate, layout)) for rate in (low, high)]
     if high >= low / (1 - obj.hysteresis):
         assert kept[0] <= kept[1]
+
+
+def test_expected_load_rises_with_the_trend_and_never_falls_below_the_measured_load() -> None:
+    assert expected_in_flight(40.0, 0.5, 200.0) == pytest.approx(140.0)
+    assert expected_in_flight(40.0, -0.5, 200.0) == 40.0
+    assert expected_in_flight(40.0, 0.0, 200.0) == 40.0
+
+
+def test_the_lookahead_is_two_start_ups_of_the_slowest_degree_asked() -> None:
+    profile = make_profile({1: [(1, 20, 9)], 8: [(1, 10, 2)]}, startup_s={1: 200.0, 8: 90.0})
+    assert startup_seconds(profile, (8, 1)) == 200.0
+    assert startup_seconds(profile, (8,)) == 90.0
+    assert startup_seconds(profile, ()) == 0.0
+    assert lookahead_seconds(profile, (8, 1)) == 400.0
+
+
+def test_a_rising_load_is_sized_ahead_by_a_start_up_and_a_falling_one_is_not() -> None:
+    obj = objectives(min_gpus=1)
+    now = (GroupShape(2, 1),)
+    flat_rate, flat_ahead, flat = expected(obj, PROFILE, now, 60.0, 0.0, 30.0)
+    assert flat_ahead == flat_rate
+    rate, ahead, up = expected(obj, PROFILE, now, 60.0, 0.5, 30.0)
+    assert rate == flat_rate
+    # two of the profile's 60 s start-ups plus the window's 30 s lag at 0.5 per second: 75 more
+    assert ahead == pytest.approx(demand(obj, PROFILE, now, 60.0 + 0.5 * 150.0))
+    assert gpus(up) > gpus(flat)
+    assert "carrying" in up.reason
+    # on the way down the measured load sizes the layout, never less
+    down_rate, down_ahead, down = expected(obj, PROFILE, now, 60.0, -1.0, 30.0)
+    assert (down_rate, down_ahead, down.shapes) == (flat_rate, flat_rate, flat.shapes)
+    # lookahead 0: no headroom at all
+    off = expected(objectives(min_gpus=1, lookahead_s=0.0), PROFILE, now, 60.0, 1.0, 30.0)
+    assert off[1] == flat_rate
+    # a configured lookahead replaces the profile's start-up
+    _, fixed, _ = expected(objectives(min_gpus=1, lookahead_s=10.0), PROFILE, now, 60, 0.2, 30)
+    assert fixed == pytest.approx(demand(obj, PROFILE, now, 60.0 + 0.2 * 40.0))
+
+
+def test_the_lookahead_is_the_start_up_of_the_degrees_the_step_starts() -> None:
+    # TP8 starts slowly and TP1 quickly; a step to more TP1 replicas looks ahead TP1's start-up
+    slow_wide = make_profile(
+        {8: [(1, 10, 2), (101, 30, 52)], 1: [(1, 20, 9), (101, 60, 39)]},
+        output_tokens=100,
+        startup_s={8: 600.0, 1: 100.0},
+    )
+    obj = objectives(min_gpus=1)
+    now = (GroupShape(2, 1),)
+    _, ahead, plan = expected(obj, slow_wide, now, 60.0, 0.1, 0.0)
+    assert {s.tensor_parallel for s in plan.shapes} == {1}
+    assert ahead == pytest.approx(demand(obj, slow_wide, now, 60.0 + 0.1 * 2 * 100.0))

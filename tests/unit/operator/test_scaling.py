@@ -18,7 +18,7 @@ from scaleserve.operator.layout import Group, GroupShape, Window, describe
 from scaleserve.operator.objectives import demand
 from scaleserve.operator.placement import NodeGPUs
 from scaleserve.operator.rollout import pod_hash
-from scaleserve.operator.scaling import objectives_of
+from scaleserve.operator.scaling import objectives_of, trend_seconds
 from scaleserve.operator.snapshot import EngineGroup, NodeFree, Snapshot
 from scaleserve.operator.spec import EndpointSpec, parse_spec
 from scaleserve.profiles import parse_profile
@@ -288,3 +288,36 @@ def test_leaving_objectives_mode_removes_its_status_fields() -> None:
     assert decision.status["mode"] == "thresholds"
     assert decision.status["objectives"] is None
     assert decision.status["gpuBounds"] is None
+
+
+def _rising(ep: Endpoint, load: float, trend: float) -> Decision:
+    window = Window(load, float(ep.samples * PASS_S), ep.samples, trend)
+    return decide(ep.spec, ep.snapshot(load, window=window), ep.now)
+
+
+def test_a_rising_load_steps_up_ahead_and_a_falling_one_is_sized_as_observed() -> None:
+    spec = objectives_spec()
+    shapes = (GroupShape(2, 1),)
+    flat = _shapes(_rising(_settled(shapes, spec), 40.0, 0.0))
+    assert flat == shapes  # 40 in flight on 2 x TP1: within the objectives
+    rising = _rising(_settled(shapes, spec), 40.0, 1.0)
+    assert sum(s.size for s in _shapes(rising)) > 2
+    facts = rising.status["objectives"]
+    assert facts["expectedRequestsPerSecond"] > facts["requestsPerSecond"]
+    assert "expected ahead" in facts["reason"]
+    assert any(e.reason == "ReshapeStarted" for e in rising.events)
+    falling = _rising(_settled(shapes, spec), 40.0, -1.0)
+    assert _shapes(falling) == shapes
+    assert "expectedRequestsPerSecond" not in falling.status["objectives"]
+    # scaleUpLookaheadSeconds 0: the load observed, rising or not
+    off = objectives_spec(scaleUpLookaheadSeconds=0)
+    assert _shapes(_rising(_settled(shapes, off), 40.0, 1.0)) == shapes
+
+
+def test_the_trend_is_read_over_one_lookahead() -> None:
+    profile = parse_profile(DOCUMENT)  # every degree starts in 60 s
+    assert trend_seconds(objectives_spec(), profile) == 120.0
+    assert trend_seconds(objectives_spec(scaleUpLookaheadSeconds=45), profile) == 45.0
+    assert trend_seconds(objectives_spec(), None) == 0.0
+    thresholds = parse_spec({"model": {"uri": "hf://org/m"}, "autoscaling": {"gpuBudget": 8}})
+    assert trend_seconds(thresholds, profile) == 0.0

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from scaleserve.operator import status
-from scaleserve.operator.concurrency import Windows, stats_urls
+from scaleserve.operator.concurrency import Windows, slope, stats_urls
 from scaleserve.operator.errors import SettingsError
 from scaleserve.operator.settings import OperatorSettings
 
@@ -80,13 +80,28 @@ def test_the_window_averages_recent_samples_and_tracks_its_span() -> None:
     windows = Windows()
     key = ("ns", "chat", "uid-1")
     for t, v in [(0, 10), (1, 20), (2, 30), (12, 40)]:
-        windows.add(key, t, v, window_s=10)
+        windows.add(key, t, v, keep_s=10)
     window = windows.get(key, 12, window_s=10)
     assert window.samples == 2  # the samples before t=2 fell out
     assert window.mean == 35
     assert window.span_s == 12
     windows.reset(key)
     assert windows.get(key, 13, 10).mean is None
+
+
+def test_the_trend_is_the_slope_over_its_own_span_and_the_mean_over_the_window() -> None:
+    windows = Windows()
+    key = ("ns", "chat", "uid-1")
+    for t in range(0, 101, 10):  # rising by 0.5 per second, then one noisy sample
+        windows.add(key, float(t), 10 + 0.5 * t, keep_s=100)
+    window = windows.get(key, 100.0, window_s=20, trend_s=100)
+    assert window.samples == 3  # t = 80, 90, 100
+    assert window.mean == pytest.approx(55.0)
+    assert window.trend == pytest.approx(0.5)
+    assert windows.get(key, 100.0, window_s=20).trend == pytest.approx(0.5)  # the window's
+    assert slope([(0.0, 5.0)]) == 0.0
+    assert slope([(0.0, 5.0), (0.0, 7.0)]) == 0.0
+    assert slope([(0.0, 9.0), (10.0, 4.0), (20.0, -1.0)]) == pytest.approx(-0.5)
 
 
 def test_stats_urls_skip_pods_that_are_not_running() -> None:

@@ -216,6 +216,7 @@ def test_objectives_mode_parses_with_its_defaults() -> None:
     assert auto is not None
     assert auto.mode == "objectives"
     assert (auto.least, auto.budget, auto.idle_seconds) == (0, 16, 600)
+    assert auto.scale_up_lookahead_seconds is None  # two of the profile's start-ups
     assert auto.profile is not None
     assert auto.profile.config_map is not None
     assert auto.profile.config_map.key == "profile.yaml"
@@ -255,6 +256,11 @@ OBJECTIVES_INVALID = [
         "spec.autoscaling.maxGPUs applies to mode objectives only",
     ),
     ({"model": {"uri": "/m"}, "autoscaling": {}}, "spec.autoscaling.gpuBudget is required"),
+    (
+        {"model": {"uri": "/m"}, "autoscaling": {"gpuBudget": 8, "scaleUpLookaheadSeconds": 60}},
+        "spec.autoscaling.scaleUpLookaheadSeconds applies to mode objectives only",
+    ),
+    (_objectives(scaleUpLookaheadSeconds=-1), "scaleUpLookaheadSeconds"),
 ]
 
 

@@ -207,3 +207,26 @@ def test_a_trace_arrives_exactly_as_given_on_one_tp1_replica() -> None:
     assert done[0].ttft == pytest.approx(0.010)
     assert done[0].tbt == pytest.approx(0.002)
     assert done[3].ttft == pytest.approx(0.010)
+
+
+def test_a_deleted_group_holds_its_gpus_while_its_pods_terminate() -> None:
+    events = EventQueue()
+    endpoint = Endpoint(events, PROFILE, limits=Limits(termination_s=7.0))
+    endpoint.create(0.0, "g0-tp2", GroupShape(2, 2), warm=True)
+    events.schedule(1.0, lambda now: endpoint.arrive(now, Request(0, now, 512, 400)))  # ~2 s
+    events.schedule(1.2, lambda now: endpoint.create(now, "g1-tp1", GroupShape(2, 1), warm=True))
+    events.schedule(1.5, lambda now: endpoint.delete(now, "g0-tp2"))
+    events.schedule(1.5, lambda now: endpoint.shrink(now, "g1-tp1", 1))  # both replicas idle
+    events.run(60.0)
+    endpoint.take_in_flight_avg(60.0)  # account up to the end
+    history = [(t, state) for t, name, state in endpoint.history if name == "g0-tp2"]
+    assert [state for _, state in history] == ["ready", "draining", "terminating", "gone"]
+    drained, gone = history[2][0], history[3][0]
+    assert drained > 1.5  # its one request ran to the end first
+    assert gone == pytest.approx(drained + 7.0)
+    assert len(endpoint.finished) == 1
+    # g0's 2 GPUs until its pods are gone; g1's 2 until its retired replica's pod is gone
+    # (idle: drained at once, terminated 7 s later), 1 after
+    assert endpoint.groups["g1-tp1"].stopping == []
+    expected = 2 * gone + 2 * (8.5 - 1.2) + 1 * (60 - 8.5)
+    assert endpoint.gpu_seconds == pytest.approx(expected)

@@ -24,10 +24,10 @@ def test_the_reshape_waits_for_the_cooldown_and_the_old_group_goes_after_the_new
     ramp = Ramp((1, 2, 4, 8, 16, 32, 64), 3.0, before_s=15.0, hold_s=120.0,
                 input_tokens=32, output_tokens=64)  # fmt: skip
     result = reshape_timeline(
-        profile, spec, ramp, cluster_gpus=4, interval_s=INTERVAL_S, max_seqs=64
+        profile, spec, ramp, cluster_gpus=4, interval_s=INTERVAL_S, max_seqs=64, termination_s=30
     )
-    started, ready, gone = (
-        result["intervals"][k] for k in ("started_s", "new_ready_s", "old_gone_s")
+    started, ready, deleted, gone = (
+        result["intervals"][k] for k in ("started_s", "new_ready_s", "deleted_s", "old_gone_s")
     )
     crossed = result["crossed_at_s"]
     assert crossed == 15.0 + 3 * 3.0
@@ -39,8 +39,10 @@ def test_the_reshape_waits_for_the_cooldown_and_the_old_group_goes_after_the_new
     assert cooldown - crossed <= started <= cooldown - crossed + INTERVAL_S
     # the new group is created at that pass and is Ready after its degree's start-up
     assert ready == pytest.approx(started + 40.0, abs=0.01)
-    # make-before-break: the old group drains once the new one serves, within the drain bound
-    assert ready <= gone <= ready + INTERVAL_S + spec.engine.drain_timeout_seconds
+    # make-before-break: the old group drains once the new one serves, within the drain bound,
+    # is deleted, and its pods terminate (their GPUs held) before it is gone
+    assert ready <= deleted <= ready + INTERVAL_S + spec.engine.drain_timeout_seconds
+    assert gone == pytest.approx(deleted + 30.0, abs=0.01)
     assert result["layouts"][0] == "1x2"
     assert result["layouts"][-1] == "2x1"
     assert result["violations"] == []

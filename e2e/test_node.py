@@ -22,6 +22,7 @@ import pytest
 
 from e2e.local.host import needs_root
 from e2e.node.kubelet import LocalNode, host_address, image_tags
+from e2e.node.scenario import confinement
 from scaleserve.dev.cluster import Cluster, cache_dir
 from scaleserve.operator.builders import Observed, Owner, PlacedGroup, desired
 from scaleserve.operator.builders.naming import GATEWAY_PORT
@@ -138,13 +139,7 @@ def test_the_gateway_pod_runs_on_the_node_under_the_operators_pod_security(
     reply = httpx.post(f"http://{pod_ip}:{GATEWAY_PORT}/v1/completions", timeout=60,
                        json={"model": "tiny", "prompt": "hello", "max_tokens": 4})  # fmt: skip
     assert reply.status_code == 200, reply.text
-    pid = node.container_pid("gateway")
-    uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split("\n")[0].split()
-    assert [int(u) for u in uids] == [RUN_AS_USER] * 4
-    mounts = {f[4]: f[5] for f in (line.split() for line in
-              Path(f"/proc/{pid}/mountinfo").read_text().splitlines())}  # fmt: skip
-    assert "ro" in mounts["/"].split(",")
-    # the projected token, where the container sees it (/var/run is a link to /run in Debian)
-    (account,) = [m for m in mounts if m.endswith("/secrets/kubernetes.io/serviceaccount")]
-    token = Path(f"/proc/{pid}/root{account}/token").read_text()
-    assert token.count(".") == 2  # a JWT signed by the API server (TokenRequest)
+    confined = confinement(node.container_pid("gateway"))
+    assert confined.uids == [RUN_AS_USER] * 4
+    assert confined.root_read_only
+    assert confined.token.count(".") == 2  # a JWT signed by the API server (TokenRequest)

@@ -2,8 +2,10 @@
 # Builds the images from images/*.Dockerfile without a Docker engine, and unpacks each into an
 # OCI bundle that `runc run` starts (scaleserve/dev/containers.py).
 #
-#   images/build.sh [operator|gateway|engine-cpu|pause]...     (default: operator gateway)
+#   images/build.sh [--no-bundle] [operator|gateway|engine-cpu|pause]...  (default: operator gateway)
 #
+# --no-bundle: the images only, no OCI bundles (the local kubelet node imports images from
+# podman's storage; only runc runs need bundles, and the CPU engine's takes minutes to unpack).
 # pause is the local node's pod sandbox image (images/pause/): a static binary, no bundle.
 # The Dockerfiles' base (PYTHON_IMAGE, python:3.11-slim-bookworm) cannot be pulled here: a
 # minimal Debian bookworm with Python 3.11 is made with mmdebstrap from the machine's Debian
@@ -25,8 +27,11 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 TORCH_VERSION_LOCK=$(sed -n 's/^torch==\([^ ;]*\).*/\1/p' requirements/lock.txt)
 TORCH_INDEX_URL=${SCALESERVE_TORCH_INDEX_URL:-https://pypi.org/simple}
 TORCH_VERSION=${SCALESERVE_TORCH_VERSION:-$TORCH_VERSION_LOCK}
-# the base: what python:3.11-slim-bookworm offers the Dockerfiles (python, pip, venv, useradd)
-BASE_PACKAGES=python3,python3-venv,python3-pip,python-is-python3,ca-certificates,passwd
+# the base: what python:3.11-slim-bookworm offers the Dockerfiles (python, pip, venv, useradd,
+# and the headers torch.compile's generated C++ includes: Python.h)
+BASE_PACKAGES=python3,python3-venv,python3-pip,python-is-python3,libpython3.11-dev,ca-certificates,passwd
+BUNDLE=true
+if [ "${1:-}" = --no-bundle ]; then BUNDLE=false; shift; fi
 images=("$@")
 [ ${#images[@]} -gt 0 ] || images=(operator gateway)
 
@@ -97,10 +102,15 @@ build_image() {
   if ! pod image exists "$tag"; then
     t=$SECONDS
     step "$name $tag: podman build (images/$name.Dockerfile)"
-    pod build --quiet --format docker --isolation=chroot --pull=never --layers=false "${args[@]}" \
+    # --layers: podman's layer cache keeps the dependency layers across builds, so a change to
+    # the package rebuilds the Dockerfiles' last steps only (the wheel and its install)
+    pod build --quiet --format docker --isolation=chroot --pull=never --layers "${args[@]}" \
       -f "images/$name.Dockerfile" -t "$tag" . >/dev/null
     took "$name: built" "$t"
+  elif ! $BUNDLE; then
+    step "$name $tag: cached"
   fi
+  if ! $BUNDLE; then prune "$name" "$key"; return; fi
   t=$SECONDS
   step "$name: unpacking into the OCI bundle $bundle"
   rm -rf "$bundle" "$CACHE/oci"

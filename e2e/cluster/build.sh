@@ -3,7 +3,7 @@
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, kwokctl and helm.
 #
 #   e2e/cluster/build.sh              build what is missing, print the binaries' folder last
-#   e2e/cluster/build.sh kubelet      the same, and the kubelet of the local node (e2e/node/)
+#   e2e/cluster/build.sh kubelet      the same, and the local node's kubelet and kube-proxy (e2e/node/)
 #   e2e/cluster/build.sh --print-dir  print the folder only (builds nothing)
 #
 # Binaries go to ${SCALESERVE_CACHE:-$HOME/.cache/scaleserve}/cluster-bin/<key>/, where <key>
@@ -38,7 +38,7 @@ with_kubelet=false
 
 log() { printf '[cluster-binaries] %s\n' "$*" >&2; }
 
-if [[ -f "$out/.complete" ]] && { ! $with_kubelet || [[ -x "$out/kubelet" ]]; }; then
+if [[ -f "$out/.complete" ]] && { ! $with_kubelet || [[ -x "$out/kubelet" && -x "$out/kube-proxy" ]]; }; then
     log "cached: $out"
     echo "$out"
     exit 0
@@ -111,6 +111,7 @@ build kwok kwokctl sigs.k8s.io/kwok/cmd/kwokctl "$kwok_flags"
 build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 if $with_kubelet; then
     build kubernetes kubelet k8s.io/kubernetes/cmd/kubelet "$k8s_flags"
+    build kubernetes kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$k8s_flags"
 fi
 
 printf '%s\n' "K8S_VERSION=$K8S_VERSION" "ETCD_VERSION=$ETCD_VERSION" \

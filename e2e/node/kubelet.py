@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -34,6 +35,7 @@ from scaleserve.dev.cluster import Cluster, binaries_dir, cache_dir, free_port
 
 POD_SUBNET = "10.252.0.0/24"  # the local stack's pod networks take 10.251.0.0/16
 BRIDGE = "ssnode0"
+NETWORK = "scaleserve-node"  # the CNI network's name, in the comments of its iptables rules
 CNI_BIN = Path("/usr/lib/cni")
 
 
@@ -69,19 +71,29 @@ def _run(*argv: str | Path, stdin: Any = None, timeout: float = 120) -> str:
     return proc.stdout
 
 
-def _node_certificate(cluster: Cluster, name: str, folder: Path) -> tuple[Path, Path]:
-    """A client certificate in `system:nodes`, as the Node authorizer expects of a kubelet."""
-    key, crt = folder / "node.key", folder / "node.crt"
-    ext = folder / "client.ext"
+def client_certificate(cluster: Cluster, user: str, group: str, stem: Path) -> tuple[Path, Path]:
+    """A client certificate for `user` in `group`, signed by the cluster's CA (`stem`.crt/.key):
+    a kubelet's is ``system:node:<name>`` in ``system:nodes``, as the Node authorizer expects."""
+    key, crt, csr = stem.with_suffix(".key"), stem.with_suffix(".crt"), stem.with_suffix(".csr")
+    ext = stem.with_suffix(".ext")
     ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,"
                    "keyEncipherment\nextendedKeyUsage=clientAuth\n")  # fmt: skip
     _run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-noenc", "-subj", f"/O=system:nodes/CN=system:node:{name}", "-keyout", key,
-         "-out", folder / "node.csr")  # fmt: skip
-    _run("openssl", "x509", "-req", "-in", folder / "node.csr", "-CA", cluster.pki.ca_crt,
+         "-noenc", "-subj", f"/O={group}/CN={user}", "-keyout", key, "-out", csr)  # fmt: skip
+    _run("openssl", "x509", "-req", "-in", csr, "-CA", cluster.pki.ca_crt,
          "-CAkey", cluster.pki.ca_key, "-CAcreateserial", "-days", "30", "-extfile", ext,
          "-out", crt)  # fmt: skip
     return crt, key
+
+
+def kubeconfig(server: str, ca: Path, crt: Path, key: Path) -> str:
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "node",
+        "clusters": [{"name": "c", "cluster": {"server": server,
+                                               "certificate-authority": str(ca)}}],
+        "users": [{"name": "u", "user": {"client-certificate": str(crt), "client-key": str(key)}}],
+        "contexts": [{"name": "node", "context": {"cluster": "c", "user": "u"}}],
+    })  # fmt: skip
 
 
 def containerd_config(folder: Path, sandbox_image: str) -> str:
@@ -123,7 +135,7 @@ def cni_config(folder: Path) -> dict[str, Any]:
             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(folder / "cni" / "ipam")}  # fmt: skip
     bridge = {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True,
               "hairpinMode": True, "ipam": ipam}  # fmt: skip
-    return {"cniVersion": "1.0.0", "name": "scaleserve-node", "plugins": [bridge]}
+    return {"cniVersion": "1.0.0", "name": NETWORK, "plugins": [bridge]}
 
 
 def kubelet_config(folder: Path, ca: Path, port: int, healthz_port: int) -> dict[str, Any]:
@@ -144,6 +156,9 @@ def kubelet_config(folder: Path, ca: Path, port: int, healthz_port: int) -> dict
         },
         "authorization": {"mode": "AlwaysAllow"},
         "failSwapOn": False,
+        # no KUBE-FIREWALL or canary chains on the host: kube-proxy (e2e/node/proxy.py) writes
+        # the only rules, and removes them
+        "makeIPTablesUtilChains": False,
         "maxPods": 20,
         "serializeImagePulls": False,
         # the images are imported, never pulled: garbage collection must not remove them
@@ -186,7 +201,7 @@ class LocalNode:
         proc = processes.spawn(["containerd", "--config", str(config)], env=dict(os.environ),
                                log=self.dir / "logs/containerd.log")  # fmt: skip
         (self.dir / "containerd.pid").write_text(str(proc.pid))
-        self._wait("containerd's socket", lambda: self.socket.exists(), 60, proc)
+        self.wait("containerd's socket", lambda: self.socket.exists(), 60, proc)
 
     def import_images(self, images: Sequence[str], storage: Path) -> None:
         """Each `localhost/...` image of the local podman storage, into containerd's k8s.io
@@ -194,37 +209,40 @@ class LocalNode:
         podman = ["podman", "--root", str(storage / "storage"), "--runroot", str(storage / "run"),
                   "--storage-driver", "overlay"]  # fmt: skip
         for image in images:
-            archive = self.dir / "image.tar"
-            _run(*podman, "save", "--format", "docker-archive", "-o", archive, image, timeout=900)
-            with open(archive, "rb") as data:
-                self.ctr("images", "import", "-", stdin=data, timeout=900)
-            archive.unlink()
+            # streamed: the CPU engine image is 7 GB, no need for a copy of it on disk
+            save = subprocess.Popen([*podman, "save", "--format", "docker-archive", image],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+            try:
+                self.ctr("images", "import", "-", stdin=save.stdout, timeout=1800)
+            except BaseException:
+                save.kill()  # it would wait for a reader forever
+                raise
+            finally:
+                _, error = save.communicate(timeout=120)
+            if save.returncode != 0:
+                raise NodeError(f"podman save {image}: {error.decode().strip()}")
 
     def start_kubelet(self, timeout_s: float = 180) -> None:
         state = self.cluster.load_state()
         if state is None:
             raise NodeError(f"cluster {self.cluster.name} is not running")
-        crt, key = _node_certificate(self.cluster, self.name, self.dir)
-        kubeconfig = self.dir / "kubelet.kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "node",
-            "clusters": [{"name": "c", "cluster": {"server": state.server,
-                          "certificate-authority": str(self.cluster.pki.ca_crt)}}],
-            "users": [{"name": "node", "user": {"client-certificate": str(crt),
-                       "client-key": str(key)}}],
-            "contexts": [{"name": "node", "context": {"cluster": "c", "user": "node"}}],
-        }))  # fmt: skip
+        crt, key = client_certificate(self.cluster, f"system:node:{self.name}", "system:nodes",
+                                      self.dir / "node")  # fmt: skip
+        (self.dir / "kubelet.kubeconfig").write_text(
+            kubeconfig(state.server, self.cluster.pki.ca_crt, crt, key)
+        )
         config = self.dir / "kubelet.json"
         healthz = free_port()
         config.write_text(json.dumps(kubelet_config(self.dir, self.cluster.pki.ca_crt,
                                                     free_port(), healthz)))  # fmt: skip
         argv = [str(binaries_dir() / "kubelet"), "--config", str(config),
-                "--kubeconfig", str(kubeconfig), "--root-dir", str(self.dir / "kubelet"),
+                "--kubeconfig", str(self.dir / "kubelet.kubeconfig"),
+                "--root-dir", str(self.dir / "kubelet"),
                 "--cert-dir", str(self.dir / "kubelet-pki"), "--hostname-override", self.name,
                 "--node-ip", host_address(), "--v", "2"]  # fmt: skip
         proc = processes.spawn(argv, env=dict(os.environ), log=self.dir / "logs/kubelet.log")
         (self.dir / "kubelet.pid").write_text(str(proc.pid))
-        self._wait("the node Ready", self._ready, timeout_s, proc)
+        self.wait("the node Ready", self._ready, timeout_s, proc)
 
     def advertise_gpus(self, count: int) -> None:
         """`nvidia.com/gpu` as an extended resource patched onto the node's status capacity
@@ -257,7 +275,7 @@ class LocalNode:
         conditions = json.loads(text).get("status", {}).get("conditions") or []
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
-    def _wait(self, what: str, check: Any, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    def wait(self, what: str, check: Any, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + timeout_s
         log = Path(str(proc.args[0])).name  # type: ignore[index]
         while not check():
@@ -273,22 +291,23 @@ class LocalNode:
     def stop(self) -> None:
         """The node's pods (deleted, so that the kubelet stops them as it would), the kubelet,
         whatever containers are left, containerd, the shims it left, the mounts under the
-        node's folder (network namespaces included) and the bridge."""
+        node's folder (network namespaces included), the bridge and its NAT rules."""
         self._delete_pods(timeout_s=60)
-        self._stop_pidfile("kubelet.pid", 20)
+        self.stop_pidfile("kubelet.pid", 20)
         if self.socket.exists():
             with contextlib.suppress(NodeError, subprocess.TimeoutExpired):
                 for task in self.ctr("tasks", "ls", "-q", timeout=30).split():
                     with contextlib.suppress(NodeError):
                         self.ctr("tasks", "kill", "-s", "SIGKILL", task, timeout=30)
                         self.ctr("tasks", "delete", "--force", task, timeout=30)
-        self._stop_pidfile("containerd.pid", 20)
+        self.stop_pidfile("containerd.pid", 20)
         for pid in _shims(self.socket):
             processes.stop(pid, 5, group=False)
         _unmount_under(self.dir)
         _remove_pod_cgroups()
         with contextlib.suppress(NodeError):
             _run("ip", "link", "delete", BRIDGE)
+        _remove_masquerade_rules()
 
     def _delete_pods(self, timeout_s: float) -> None:
         with contextlib.suppress(OSError, ValueError, NodeError):
@@ -303,7 +322,7 @@ class LocalNode:
                 pods = api.get_json(f"/api/v1/pods?{selector}")["items"]
                 time.sleep(1)
 
-    def _stop_pidfile(self, name: str, grace_s: float) -> None:
+    def stop_pidfile(self, name: str, grace_s: float) -> None:
         with contextlib.suppress(FileNotFoundError, ValueError):
             pid = int((self.dir / name).read_text())
             if str(self.dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
@@ -334,6 +353,20 @@ def _unmount_under(folder: Path) -> None:
             mounts.append(point)
     for point in sorted(set(mounts), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def _remove_masquerade_rules() -> None:
+    """The bridge plugin's NAT rules of sandboxes whose CNI DEL never ran (pods still there when
+    containerd stopped): a POSTROUTING rule commented with the network's name, jumping to a
+    chain of the sandbox's own."""
+    with contextlib.suppress(NodeError):
+        for line in _run("iptables-save", "-t", "nat").splitlines():
+            if not line.startswith("-A POSTROUTING") or f'name: \\"{NETWORK}\\"' not in line:
+                continue
+            chain = line.rsplit("-j ", 1)[1].strip()
+            rule = shlex.split(line)[1:]  # what follows -A, comment unquoted
+            for argv in (["-D", *rule], ["-F", chain], ["-X", chain]):
+                subprocess.run(["iptables", "-t", "nat", *argv], capture_output=True, check=False)
 
 
 def _remove_pod_cgroups() -> None:

@@ -258,11 +258,15 @@ class Cluster:
         timeout_s: float = 120.0,
         *,
         address: str = "127.0.0.1",
+        service_endpoint: bool = False,
     ) -> ClusterState:
         """Start the control plane (or return the running one) with `nodes` fake GPU nodes.
 
         `address`: where kube-apiserver listens and the kubeconfig points (loopback, or a local
-        stack's end of its pod network's veth, so that pods in that namespace reach it too)."""
+        stack's end of its pod network's veth, so that pods in that namespace reach it too).
+        `service_endpoint`: the API server publishes `address` as the `kubernetes` Service's
+        endpoint, as on any cluster (a routable address: a kubelet node's pods reach the API
+        server through that Service and kube-proxy); off, the Service has no endpoint."""
         state = self.load_state()
         if state is not None:
             alive = self.running()
@@ -273,7 +277,7 @@ class Cluster:
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            state = self._start(bin_dir, timeout_s, address)
+            state = self._start(bin_dir, timeout_s, address, service_endpoint)
             api = self.api(state)
             self.create_nodes(range(nodes), gpus=gpus_per_node, api=api)
             self.wait_nodes_ready(nodes, timeout_s, state)
@@ -294,7 +298,9 @@ class Cluster:
         self._save_state(state)
         return state
 
-    def _start(self, bin_dir: Path, timeout_s: float, address: str) -> ClusterState:
+    def _start(
+        self, bin_dir: Path, timeout_s: float, address: str, service_endpoint: bool
+    ) -> ClusterState:
         pki = make_pki(self.pki.dir, [address])
         state = self._new_state(address)
         self.kubeconfig.write_text(kubeconfig_text(self.name, state.server, pki))
@@ -357,7 +363,7 @@ class Cluster:
             "--service-account-signing-key-file", pki.sa_key,
             "--service-cluster-ip-range", SERVICE_CIDR,
             "--authorization-mode", "Node,RBAC", "--allow-privileged=true",
-            "--endpoint-reconciler-type", "none",
+            "--endpoint-reconciler-type", "lease" if service_endpoint else "none",
             "--max-requests-inflight", "1000", "--max-mutating-requests-inflight", "500",
             "--profiling=false", "--cert-dir", self.dir / "pki",
         ])  # fmt: skip

@@ -306,7 +306,7 @@ class Cluster:
         self.kubeconfig.write_text(kubeconfig_text(self.name, state.server, pki))
         self._save_state(state)
         etcd_url = self._spawn_etcd(state, bin_dir)
-        self._spawn_apiserver(state, bin_dir, pki, etcd_url, address)
+        self._spawn_apiserver(state, bin_dir, pki, etcd_url, address, service_endpoint)
         self._wait(
             "kube-apiserver /readyz",
             self.api(state).ready,
@@ -350,7 +350,13 @@ class Cluster:
         return etcd_url
 
     def _spawn_apiserver(
-        self, state: ClusterState, bin_dir: Path, pki: Pki, etcd_url: str, address: str
+        self,
+        state: ClusterState,
+        bin_dir: Path,
+        pki: Pki,
+        etcd_url: str,
+        address: str,
+        service_endpoint: bool,
     ) -> None:
         self._spawn(state, "kube-apiserver", [
             bin_dir / "kube-apiserver", "--etcd-servers", etcd_url,

@@ -30,9 +30,10 @@ from scaleserve.operator.layout import Group
 from scaleserve.operator.spec import parse_spec
 from tests.fixtures.engines import EngineProcess, free_port
 
-# long: it installs Debian packages and builds from Debian's mirror and PyPI inside podman,
-# which `make test` does not depend on (make test-e2e runs it)
-pytestmark = [pytest.mark.e2e, pytest.mark.long]
+# the short twin of the node scenarios (test_node.py, test_node_helm.py): the small images
+# only, from the cache when warm (about 60 s; cold about 3.5 min, Debian's podman installed
+# and the base built from its mirror on first use)
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).parents[1]
 # cold, about 2.5 min here (a Debian base and two pip installs); within pytest's 600 s a test

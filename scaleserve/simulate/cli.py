@@ -39,7 +39,42 @@ def register(subparsers: Any) -> None:
         "objectives[:MIN] (scaleserve's objectives mode, minGPUs MIN (default 1), maxGPUs "
         "--gpus, objectives --ttft-ms and --tbt-ms)",
     )
-    t = parser.add_argument_group("traffic")
+    _traffic_arguments(parser.add_argument_group("traffic"))
+    e = parser.add_argument_group("endpoint")
+    e.add_argument("--gpus", type=int, default=8, help="GPU budget (maxGPUs)")
+    e.add_argument("--surge", type=int, default=8, help="GPUs a reshape may borrow")
+    e.add_argument("--per-node", type=int, default=8)
+    e.add_argument("--candidates", default="8,1", help="thresholds mode: TP candidates")
+    e.add_argument("--thresholds", default="64", help="thresholds mode: concurrency bands")
+    e.add_argument("--objective-candidates", default="8,4,2,1", help="objectives mode: TPs")
+    e.add_argument("--window", type=int, default=60, help="scaleserve: window seconds")
+    e.add_argument("--cooldown", type=int, default=300, help="scaleserve: cooldown seconds")
+    e.add_argument(
+        "--lookahead",
+        type=float,
+        help="objectives mode: seconds of a rising load a step up is sized ahead for "
+        "(scaleUpLookaheadSeconds; default: two of the profile's start-ups; 0: none)",
+    )
+    e.add_argument(
+        "--termination-seconds",
+        type=float,
+        help="a deleted, drained pod's time to terminate, its GPUs held meanwhile (default: "
+        "the engine pod's preStop sleep, 5)",
+    )
+    e.add_argument("--ttft-ms", type=float, default=1000.0, help="objective: per-request TTFT")
+    e.add_argument("--tbt-ms", type=float, default=25.0, help="objective: per-request mean TBT")
+    e.add_argument(
+        "--routing",
+        default="least-in-flight",
+        choices=["least-in-flight", "round-robin", "prefix-affinity"],
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="simulation", help="output directory")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def _traffic_arguments(t: Any) -> None:
     t.add_argument(
         "--traffic", choices=["diurnal", "constant", "sweep"], default="diurnal", help=TRAFFIC_HELP
     )
@@ -60,38 +95,6 @@ def register(subparsers: Any) -> None:
     t.add_argument("--output-tokens", type=int, help="default: the profile's workload")
     t.add_argument("--levels", default="1,2,4,8,16,32,64,128,256", help="sweep stream counts")
     t.add_argument("--stage-seconds", type=float, default=120.0)
-    e = parser.add_argument_group("endpoint")
-    e.add_argument("--gpus", type=int, default=8, help="GPU budget (maxGPUs)")
-    e.add_argument("--surge", type=int, default=8, help="GPUs a reshape may borrow")
-    e.add_argument("--per-node", type=int, default=8)
-    e.add_argument("--candidates", default="8,1", help="thresholds mode: TP candidates")
-    e.add_argument("--thresholds", default="64", help="thresholds mode: concurrency bands")
-    e.add_argument("--objective-candidates", default="8,4,2,1", help="objectives mode: TPs")
-    e.add_argument("--window", type=int, default=60, help="scaleserve: window seconds")
-    e.add_argument("--cooldown", type=int, default=300, help="scaleserve: cooldown seconds")
-    e.add_argument(
-        "--lookahead",
-        type=float,
-        help="objectives mode: seconds of a rising load a step up is sized ahead for "
-        "(scaleUpLookaheadSeconds; default: the profile's start-up; 0: none)",
-    )
-    e.add_argument(
-        "--termination-seconds",
-        type=float,
-        help="a deleted, drained pod's time to terminate, its GPUs held meanwhile (default: "
-        "the engine pod's preStop sleep, 5)",
-    )
-    e.add_argument("--ttft-ms", type=float, default=1000.0, help="objective: per-request TTFT")
-    e.add_argument("--tbt-ms", type=float, default=25.0, help="objective: per-request mean TBT")
-    e.add_argument(
-        "--routing",
-        default="least-in-flight",
-        choices=["least-in-flight", "round-robin", "prefix-affinity"],
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="simulation", help="output directory")
-    parser.add_argument("--no-plots", action="store_true")
-    parser.set_defaults(run=run)
 
 
 def _ints(text: str) -> tuple[int, ...]:

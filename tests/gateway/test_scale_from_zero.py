@@ -4,11 +4,13 @@ client retry. Beyond the hold's bound: 503 with Retry-After; a client that leave
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -21,8 +23,7 @@ pytestmark = pytest.mark.gateway
 
 HELD = 4
 # Served one at a time, each answer takes this many engine steps (about a second on these
-# machines): far longer than a busy machine delays a client thread noting its completion, so
-# the completion order the clients see is the order the gateway served them in.
+# machines): the next request's first token comes that long after the previous one's.
 TOKENS = 500
 
 
@@ -33,32 +34,29 @@ def wait_held(gw: GatewayProcess, n: int, timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 
-def ask(gw: GatewayProcess, i: int) -> tuple[int, float, float, str | None]:
-    """Request `i` (streamed chat or a plain completion, alternately), with no client retry:
-    (i, when it was sent, when its answer was complete, its finish reason)."""
-    sent = time.monotonic()
-    long = {"ignore_eos": True}  # every answer takes TOKENS steps
-    with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=900) as client:
-        if i % 2:
-            finish = None
-            for chunk in client.chat.completions.create(
-                model=MODEL,
-                messages=[{"role": "user", "content": f"request {i}"}],
-                max_tokens=TOKENS,
-                stream=True,
-                extra_body=long,
-            ):
-                if chunk.choices and chunk.choices[0].finish_reason:
-                    finish = chunk.choices[0].finish_reason
-        else:
-            answer = client.completions.create(
-                model=MODEL, prompt=f"request {i}", max_tokens=TOKENS, extra_body=long
-            )
-            finish = answer.choices[0].finish_reason
-    return i, sent, time.monotonic(), finish
+async def ask(client: httpx.AsyncClient, gw: GatewayProcess, i: int) -> tuple[int, float, Any]:
+    """Request `i`, streamed (a chat or a plain completion, alternately): (i, when its first
+    frame arrived, its finish reason). One event loop reads every stream and parses only the
+    last frame: a client thread parsing each chunk would fall seconds behind the gateway on a
+    busy machine (and delay the other clients' threads), blurring the order."""
+    path, prompt = (
+        ("/chat/completions", {"messages": [{"role": "user", "content": f"request {i}"}]})
+        if i % 2
+        else ("/completions", {"prompt": f"request {i}"})
+    )
+    body = {"model": MODEL, **prompt, "max_tokens": TOKENS, "ignore_eos": True, "stream": True}
+    first, last = 0.0, ""
+    async with client.stream("POST", gw.base_url + path, json=body) as response:
+        assert response.status_code == 200, await response.aread()
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                first = first or time.monotonic()
+                last = line
+    return i, first, json.loads(last[6:])["choices"][0]["finish_reason"]
 
 
-def test_held_requests_are_served_in_arrival_order_once_an_engine_is_up(
+@pytest.mark.asyncio
+async def test_held_requests_are_served_in_arrival_order_once_an_engine_is_up(
     gateway_factory: GatewayFactory,
     engine_launcher: EngineLauncher,
     tiny_model_dir: Path,
@@ -67,7 +65,7 @@ def test_held_requests_are_served_in_arrival_order_once_an_engine_is_up(
     replicas_file = tmp_path / "replicas"
     replicas_file.write_text("")
     # One request served at a time: once released, the held requests pass admission one by
-    # one in the order they were released, so their completions show that order.
+    # one in the order they were released, so their first tokens show that order.
     gw = gateway_factory(
         [],
         "--replicas-file", str(replicas_file),
@@ -76,28 +74,30 @@ def test_held_requests_are_served_in_arrival_order_once_an_engine_is_up(
         "--queue-timeout", "300",
         "--hold-timeout", str(START_TIMEOUT_S + 120),
     )  # fmt: skip
-    with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0) as client:
-        assert [m.id for m in client.models.list()] == [MODEL]  # no replica at all
-    with ThreadPoolExecutor(HELD) as pool:
-        asked: list[Future[tuple[int, float, float, str | None]]] = []
+    with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0) as openai_client:
+        assert [m.id for m in openai_client.models.list()] == [MODEL]  # no replica at all
+    async with httpx.AsyncClient(timeout=900) as client:  # httpx does not retry
+        asked = []
         for i in range(HELD):
-            asked.append(pool.submit(ask, gw, i))
-            wait_held(gw, i + 1)  # held before the next is sent: the arrival order is known
+            asked.append(asyncio.create_task(ask(client, gw, i)))
+            # held before the next is sent: the arrival order is known
+            await asyncio.to_thread(wait_held, gw, i + 1)
         stats = gw.stats()
         assert (stats["held"], stats["in_flight"], stats["queued"]) == (HELD, 0, 0)
-        metrics = httpx.get(gw.internal_url + "/metrics", timeout=15).text
+        metrics = (await client.get(gw.internal_url + "/metrics")).text
         assert f"scaleserve_gateway_held {float(HELD)}" in metrics
         engine = engine_launcher.start(tiny_model_dir, name="cold-start")
         try:
             replicas_file.write_text(engine.address + "\n")  # discovery lists it, still starting
-            answers = [a.result(timeout=START_TIMEOUT_S + 180) for a in asked]
+            async with asyncio.timeout(START_TIMEOUT_S + 180):
+                answers = await asyncio.gather(*asked)
         finally:
             engine.stop()
     assert [finish for *_, finish in answers] == ["length"] * HELD  # none failed
-    by_completion = sorted(answers, key=lambda a: a[2])
-    assert [i for i, *_ in by_completion] == list(range(HELD)), by_completion
-    for i, sent, done, _ in answers:
-        print(f"request {i}: held from the start, answered after {done - sent:.1f}s")
+    by_first_token = sorted(answers, key=lambda a: a[1])
+    assert [i for i, *_ in by_first_token] == list(range(HELD)), by_first_token
+    firsts = [first for _, first, _ in by_first_token]
+    print("seconds between first tokens:", [round(b - a, 2) for a, b in pairwise(firsts)])
     assert gw.stats()["held"] == 0
 
 

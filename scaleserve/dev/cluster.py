@@ -228,8 +228,18 @@ class Cluster:
 
     def _check_alive(self, state: ClusterState, names: Iterable[str]) -> None:
         for name in names:
-            if not self._owned(state.pids[name]):
-                raise ClusterError(f"{name} exited during start-up:\n{self.log_tail(name)}")
+            pid = state.pids[name]
+            proc = _CHILDREN.get(pid)
+            code = proc.poll() if proc is not None else None  # reaps it, keeping its status
+            if code is None and self._owned(pid):
+                continue
+            if code is None:
+                how = "its pid no longer runs it"
+            elif code < 0:
+                how = f"killed by {signal.Signals(-code).name}"
+            else:
+                how = f"exit status {code}"
+            raise ClusterError(f"{name} exited during start-up ({how}):\n{self.log_tail(name)}")
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         try:

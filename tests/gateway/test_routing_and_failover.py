@@ -165,7 +165,7 @@ def test_killing_a_replica_mid_run(
         else:
             completed += 1
             assert last["choices"][0]["finish_reason"] == "length"
-    assert cut == on_victim, results
+    assert cut == on_victim, (cut, placed, [frames[-2] for frames in results], gw.log_tail())
     assert completed == 4 - on_victim
     assert time.monotonic() - killed_at < 60
     # New requests all go to the survivor (retried there if the dead one was still listed).

@@ -180,28 +180,23 @@ class Cluster:
         return KubeApi(state.server, self.pki.ca_crt, self.pki.admin_crt, self.pki.admin_key)
 
     def _owned(self, pid: int) -> bool:
-        """Whether `pid` is still a live process of this cluster (its command line names our
-        folder), so a recycled pid is never signalled."""
+        """Whether `pid` is still a live process of this cluster. A child of this interpreter
+        says so itself (its pid cannot be reused before it is reaped, and its command line reads
+        empty for a moment after exec); any other pid counts while its command line names our
+        folder, so a recycled pid is never signalled."""
+        child = _CHILDREN.get(pid)
+        if child is not None:
+            if child.poll() is None:
+                return True
+            del _CHILDREN[pid]
+            return False
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return False
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-            self._reap(pid)
-            return False
-        return str(self.dir).encode() in cmdline
-
-    @staticmethod
-    def _reap(pid: int) -> None:
-        proc = _CHILDREN.get(pid)
-        if proc is None:
-            return
-        try:
-            proc.wait(timeout=10)  # it is exiting: its command line is already gone
-        except subprocess.TimeoutExpired:
-            return  # keep the handle; a later call reaps it
-        del _CHILDREN[pid]
+        zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
+        return not zombie and str(self.dir).encode() in cmdline
 
     def running(self) -> dict[str, bool]:
         state = self.load_state()
@@ -229,12 +224,12 @@ class Cluster:
     def _check_alive(self, state: ClusterState, names: Iterable[str]) -> None:
         for name in names:
             pid = state.pids[name]
-            proc = _CHILDREN.get(pid)
-            code = proc.poll() if proc is not None else None  # reaps it, keeping its status
-            if code is None and self._owned(pid):
+            child = _CHILDREN.get(pid)
+            if self._owned(pid):
                 continue
+            code = child.returncode if child is not None else None
             if code is None:
-                how = "its pid no longer runs it"
+                how = "gone"
             elif code < 0:
                 how = f"killed by {signal.Signals(-code).name}"
             else:
@@ -473,18 +468,12 @@ class Cluster:
     def _stop(self, pids: list[int], timeout_s: float) -> None:
         """SIGTERM all at once (the cluster's data goes with it), SIGKILL after `timeout_s`."""
         live = [pid for pid in pids if self._owned(pid)]
-        for pid in pids:
-            if pid not in live:
-                self._reap(pid)
         for pid in live:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while live:
-            for pid in [p for p in live if not self._owned(p)]:
-                self._reap(pid)
-                live.remove(pid)
-            if live and time.monotonic() > deadline:
+        while live := [pid for pid in live if self._owned(pid)]:
+            if time.monotonic() > deadline:
                 for pid in live:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)

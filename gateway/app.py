@@ -17,7 +17,13 @@ from fastapi import FastAPI
 from scaleserve.gateway import sse
 from scaleserve.gateway.api_routes import add_error_handlers, add_health_routes, add_model_routes
 from scaleserve.gateway.auth import ApiKeys
-from scaleserve.gateway.deadlines import CURRENT_FLOW, Flow, bind_send, current_trace
+from scaleserve.gateway.deadlines import (
+    CURRENT_FLOW,
+    DROP_CONNECTION,
+    Flow,
+    bind_send,
+    current_trace,
+)
 from scaleserve.gateway.discovery.kubernetes import EndpointSliceDiscovery
 from scaleserve.gateway.discovery.static import StaticDiscovery
 from scaleserve.gateway.embed_route import EmbeddingsRoute
@@ -157,6 +163,8 @@ class GatewayApp:
                 raise
             if flow.error is not None:
                 await self.answer_error(flow, send, flow.error)
+            elif (drop := scope.get(DROP_CONNECTION)) is not None:
+                drop()  # a client that stopped reading: nothing more can reach it
         except Exception:
             log.exception("request %s failed", flow.request_id)
             await self.answer_error(

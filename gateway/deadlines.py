@@ -6,7 +6,7 @@ not moved for too long: an engine silent between messages (`token_idle_timeout`)
 that stopped reading, its write blocked (`write_timeout`). Ending a flow cancels its task with
 the reason attached; the app's edge turns the reason into the client's error (a JSON error
 before the first byte, an SSE error event and [DONE] after it) or, for a client that does not
-read, just closes. The time to the first token and the queue wait are per-request timers
+read, resets its connection. The time to the first token and the queue wait are per-request timers
 (`Dispatcher.open`, `Admission`), not per-token work.
 """
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from scaleserve.tracing import Trace
 
 log = logging.getLogger("scaleserve.gateway")
+# Scope key of a callable that resets the request's connection, buffered output and all
+# (server.py): a graceful close would wait to flush to a client that does not read.
+DROP_CONNECTION = "scaleserve.drop_connection"
 
 # The flow of the request the current task serves (set at the edge, read by the dispatcher and
 # the log filter).

@@ -2,7 +2,8 @@
 
 uvicorn bounds idle keep-alive connections but not a client that opens a connection (or starts
 a request) and never finishes its headers; `HeaderDeadlineProtocol` answers 408 and closes
-such a connection after receive_timeout (the body's deadline is the app's). On SIGTERM,
+such a connection after receive_timeout (the body's deadline is the app's), and gives the app a
+way to reset a connection whose client stopped reading (`DROP_CONNECTION` in the scope). On SIGTERM,
 `GatewayServer` starts the gateway's drain before uvicorn stops accepting; uvicorn's own
 graceful timeout is set a little beyond the drain, so the drain's error events go out before
 uvicorn would cancel anything.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import struct
 import sys
 from types import FrameType
 from typing import Any
@@ -20,10 +22,12 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from scaleserve.gateway.deadlines import DROP_CONNECTION
 from scaleserve.gateway.errors import RequestTimeoutError
 from scaleserve.gateway.settings import GatewaySettings
 
 DRAIN_MARGIN_S = 5.0  # uvicorn's graceful timeout beyond the drain
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
 _BODY_408 = RequestTimeoutError("the request headers did not arrive in time").body()
 TIMEOUT_408 = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
@@ -47,6 +51,15 @@ def header_deadline_protocol(timeout: float) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
+            self.scope[DROP_CONNECTION] = self._drop  # before the request's task first runs
+
+        def _drop(self) -> None:
+            if self.cycle is not None:
+                self.cycle.disconnected = True  # uvicorn: not "returned without completing"
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:  # a reset: the kernel drops what it queued for the client too
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+            self.transport.abort()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

@@ -1,10 +1,11 @@
 """Deadlines and models per replica, with real engines: a paused engine core (alive but making
 no progress) gets its stream ended by the idle deadline and its unstarted requests retried on
-another replica, and turns NOT_SERVING itself; a client that never sends its request is cut;
-two models behind one gateway each reach their own replicas."""
+another replica, and turns NOT_SERVING itself; a client that never sends its request is cut, and
+one that stops reading is closed; two models behind one gateway each reach their own replicas."""
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import threading
@@ -118,6 +119,50 @@ def test_a_request_that_never_arrives_is_cut_at_the_receive_deadline(
     assert answer.startswith(b"HTTP/1.1 408"), answer
     error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
     assert error["code"] == "request_timeout"
+
+
+def test_a_client_that_stops_reading_is_closed_at_the_write_deadline(
+    gateway_factory: GatewayFactory, engine_replica: EngineProcess
+) -> None:
+    gw = gateway_factory([engine_replica], "--write-timeout", "3")
+    # About 10 MB of frames (8 choices, 20 candidates a token), more than the kernel buffers
+    # (4 MB at most for the gateway's socket here): its writes block on the unread socket.
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Count from one to ten."}],
+            "max_tokens": 1000,
+            "n": 8,
+            "logprobs": True,
+            "top_logprobs": 20,
+            "ignore_eos": True,
+            "stream": True,
+        }
+    ).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, unread
+        sock.connect(("127.0.0.1", gw.port))
+        sock.sendall(head + body)
+        gw.wait_in_flight(1)
+        deadline = time.monotonic() + 60  # the write deadline (3 s) once the writes block
+        while gw.stats()["in_flight"]:
+            assert time.monotonic() < deadline, gw.log_tail()
+            time.sleep(0.1)
+        freed_at = time.monotonic()
+        while engine_stats(engine_replica.address).in_flight_requests:  # its engine request too
+            assert time.monotonic() < freed_at + 30
+            time.sleep(0.1)
+        # Reset at once, the client still not reading: a graceful close would keep the
+        # connection and what is queued for it until the client reads it all.
+        while sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != errno.ECONNRESET:
+            assert time.monotonic() < freed_at + 10, "the connection was not reset"
+            time.sleep(0.1)
+    assert "returned without completing" not in gw.log_tail()
+    assert "client has not read for" in gw.log_tail()
 
 
 def stream_frames(gw: GatewayProcess, started: threading.Event) -> list:

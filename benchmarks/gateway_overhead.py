@@ -42,7 +42,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -359,6 +359,7 @@ class Variant:
     workers: int
     tree: str = ""
     env: tuple[tuple[str, str], ...] = ()
+    cpus: frozenset[int] = frozenset()  # the gateway's own CPUs (--gateway-cpus); empty: shared
 
     @classmethod
     def parse(cls, spec: str) -> Variant:
@@ -370,7 +371,7 @@ class Variant:
 
     def start(self, port: int, engine_port: int) -> subprocess.Popen[bytes]:
         env = dict(self.env)
-        return start_gateway(
+        gateway = start_gateway(
             port,
             engine_port,
             "--max-concurrency",
@@ -379,6 +380,9 @@ class Variant:
             env=env,
             tree=self.tree,
         )
+        if self.cpus:  # before its imports end, so workers it spawns inherit the CPUs
+            os.sched_setaffinity(gateway.pid, self.cpus)
+        return gateway
 
 
 def merge(runs: list[Run]) -> Run:
@@ -447,6 +451,12 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternations of the gateways at each level"
     )
+    parser.add_argument(
+        "--gateway-cpus",
+        default="",
+        help="CPUs for the gateways alone (e.g. 1); the driver and the synthetic engine get the "
+        "others: the gateway's cost without contention, as in a pod with its own cores",
+    )
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument(
         "--conditions",
@@ -459,6 +469,10 @@ def main() -> int:
     variants = [Variant.parse(v) for v in args.gateways.split(",") if v] or [
         Variant(f"w{w}", int(w)) for w in args.workers.split(",") if w
     ]
+    if args.gateway_cpus:
+        cpus = frozenset(int(c) for c in args.gateway_cpus.split(","))
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - cpus)  # the engine inherits
+        variants = [replace(v, cpus=cpus) for v in variants]
     labels = [v.label for v in variants]
     if args.quick:
         args.min_requests = 32
@@ -571,7 +585,13 @@ def main() -> int:
             "rows": saturation,
         },
         "gateways": [
-            {"label": v.label, "workers": v.workers, "tree": v.tree, "env": dict(v.env)}
+            {
+                "label": v.label,
+                "workers": v.workers,
+                "tree": v.tree,
+                "env": dict(v.env),
+                "cpus": sorted(v.cpus),
+            }
             for v in variants
         ],
         "conditions": args.conditions,

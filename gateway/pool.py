@@ -281,8 +281,14 @@ class ReplicaPool:
 
     async def probe_all(self) -> None:
         replicas = [r for r in self._replicas.values() if r.listed]
-        if replicas:
-            await asyncio.gather(*(self.probe(r) for r in replicas))
+        if not replicas:
+            return
+        # One probe's end is not the loop's: a replica that discovery drops mid-probe has its
+        # channel closed, which cancels the probe's call (gRPC raises CancelledError for that).
+        results = await asyncio.gather(*(self.probe(r) for r in replicas), return_exceptions=True)
+        for replica, result in zip(replicas, results, strict=True):
+            if isinstance(result, BaseException) and replica.listed:
+                log.warning("replica %s: probe ended with %r", replica.address, result)
 
     async def run_health(self) -> None:
         """Probe every replica every health_interval (and at once when membership changes)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import grpc
 import pytest
@@ -141,3 +142,26 @@ async def test_a_late_probe_keeps_a_replica_that_is_still_streaming() -> None:
     assert not silent.healthy  # no sign of life: taken out
     assert [r.key for r in pool.snapshot().replicas] == ["127.0.0.1:1"]
     await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_a_replica_dropped_while_it_is_probed_does_not_end_the_probes() -> None:
+    """Discovery drops a replica whose probe is waiting: closing its channel cancels the call
+    (gRPC raises CancelledError), which must end that probe, not the health loop."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never speaks HTTP/2
+        pool = ReplicaPool(health_interval=0.05, health_timeout=30)
+        pool.set_endpoints([Endpoint(f"127.0.0.1:{silent.getsockname()[1]}")])
+        health = asyncio.create_task(pool.run_health())
+        await asyncio.sleep(0.5)  # its probe waits on the silent server
+        pool.set_endpoints([])  # its channel closes under the probe
+        await asyncio.sleep(0.3)
+        assert not health.done(), health
+        pool.set_endpoints([Endpoint("127.0.0.1:1")])  # nothing listens there
+        (refused,) = pool.replicas
+        for _ in range(100):  # the loop still probes: the new replica's probe fails
+            if refused.last_error:
+                break
+            await asyncio.sleep(0.05)
+        assert refused.last_error.startswith("UNAVAILABLE"), refused.last_error
+        health.cancel()
+        await pool.close()

@@ -17,7 +17,7 @@ import socket
 import struct
 import sys
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -51,7 +51,8 @@ def header_deadline_protocol(timeout: float) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
-            self.scope[DROP_CONNECTION] = self._drop  # before the request's task first runs
+            scope = cast(dict[str, Any], self.scope)  # uvicorn types it without our key
+            scope[DROP_CONNECTION] = self._drop  # before the request's task first runs
 
         def _drop(self) -> None:
             if self.cycle is not None:
